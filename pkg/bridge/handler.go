@@ -1,0 +1,274 @@
+package bridge
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/bridge-dev/bridge/pkg/chatwoot"
+	"github.com/bridge-dev/bridge/pkg/store"
+)
+
+// MaxBody is the largest webhook body accepted.
+const MaxBody = 1 << 20
+
+// rejectedPrefix is how much of a refused body the journal keeps: enough to
+// see what was sent, without storing whatever someone throws at the port.
+const rejectedPrefix = 512
+
+// handlerBudget bounds one webhook, far inside Chatwoot's 5 s.
+const handlerBudget = 3 * time.Second
+
+// Ack is the JSON answer to a webhook.
+type Ack struct {
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	EventID int64  `json:"event_id,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, Ack{Status: "rejected", Error: "method not allowed: use POST"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), handlerBudget)
+	defer cancel()
+	delivery := r.Header.Get("X-Chatwoot-Delivery")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			b.reject(ctx, w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxBody), delivery, body)
+			return
+		}
+		b.reject(ctx, w, http.StatusBadRequest, "read body: "+err.Error(), delivery, body)
+		return
+	}
+	if reason := b.authenticate(r, body); reason != "" {
+		b.reject(ctx, w, http.StatusUnauthorized, reason, delivery, body)
+		return
+	}
+	ev, err := chatwoot.ParseEvent(body)
+	if err != nil {
+		b.reject(ctx, w, http.StatusBadRequest, err.Error(), delivery, body)
+		return
+	}
+	ack, err := b.Ingest(ctx, ev, body, delivery)
+	if err != nil {
+		b.o.Metrics.webhook("error")
+		b.log.Error("journal webhook", "err", err, "delivery", delivery)
+		// Nothing is acknowledged that was not stored; Chatwoot retries a 500.
+		writeJSON(w, http.StatusInternalServerError, Ack{Status: "error", Error: "journal unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, ack)
+	b.o.Metrics.ackLatency.Observe(time.Since(start).Seconds())
+}
+
+// authenticate checks ?token= and the HMAC signature when configured, and
+// returns why a request is refused ("" when it is fine).
+func (b *Bridge) authenticate(r *http.Request, body []byte) string {
+	if b.o.WebhookToken != "" {
+		got := r.URL.Query().Get("token")
+		if got == "" {
+			return "missing ?token= on the webhook URL"
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(b.o.WebhookToken)) != 1 {
+			return "wrong ?token= on the webhook URL"
+		}
+	}
+	if b.o.WebhookSecret != "" {
+		err := chatwoot.VerifySignature(b.o.WebhookSecret, r.Header.Get("X-Chatwoot-Signature"),
+			r.Header.Get("X-Chatwoot-Timestamp"), body, b.o.Now())
+		if err != nil {
+			return "signature: " + err.Error()
+		}
+	}
+	return ""
+}
+
+func (b *Bridge) reject(ctx context.Context, w http.ResponseWriter, status int, reason, delivery string, body []byte) {
+	if len(body) > rejectedPrefix {
+		body = body[:rejectedPrefix]
+	}
+	e := &store.Event{Status: store.StatusRejected, Reason: reason, HTTPStatus: status, DeliveryID: delivery,
+		Payload: append([]byte(nil), body...)}
+	err := b.o.Store.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.InsertEvent(e); err != nil {
+			return err
+		}
+		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageReceived, Outcome: "rejected", Detail: fmt.Sprintf("http %d: %s", status, reason)})
+	})
+	b.o.Metrics.webhook("rejected_" + strconv.Itoa(status))
+	if err != nil {
+		b.log.Error("journal rejected webhook", "err", err, "status", status)
+		writeJSON(w, status, Ack{Status: "rejected", Error: reason})
+		return
+	}
+	b.log.Warn("webhook rejected", "event_id", e.ID, "status", status, "reason", reason)
+	writeJSON(w, status, Ack{Status: "rejected", Error: reason, EventID: e.ID})
+}
+
+// Ingest decides about a parsed webhook and journals it, durably, in one
+// group-committed transaction. It is the path of every webhook, and of
+// replays.
+func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, delivery string) (Ack, error) {
+	route, err := b.routeForInbox(ctx, ev.InboxID)
+	if err != nil {
+		return Ack{}, fmt.Errorf("load routes: %w", err)
+	}
+	var (
+		rec     store.Event
+		verdict Verdict
+	)
+	now := b.o.Now()
+	err = b.o.Store.Write(ctx, func(tx *store.Tx) error {
+		rec = store.Event{
+			ReceivedAt: now, DeliveryID: delivery, Event: ev.Name, AccountID: ev.AccountID, InboxID: ev.InboxID,
+			ConversationID: ev.Conversation.ID, MessageID: ev.MessageID, ContactID: ev.ContactID(), Payload: body,
+		}
+		var (
+			conv  store.Conversation
+			known bool
+			err   error
+		)
+		if ev.AccountID != 0 && ev.Conversation.ID != 0 {
+			if conv, known, err = tx.Conversation(ev.AccountID, ev.Conversation.ID); err != nil {
+				return err
+			}
+		} else {
+			conv.State = store.StateBot
+		}
+		posted := false
+		if ev.IsMessage() && ev.MessageID != 0 {
+			if posted, err = tx.IsPosted(ev.MessageID); err != nil {
+				return err
+			}
+		}
+		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses})
+		if verdict.Accept && ev.MessageID != 0 {
+			seen, err := tx.SeenMessage(ev.MessageID)
+			if err != nil {
+				return err
+			}
+			if seen {
+				verdict = Verdict{Reason: ReasonDuplicate}
+			}
+		}
+		if route != nil {
+			rec.RouteID = route.ID
+		}
+		if verdict.Accept {
+			rec.Status, rec.Kind = store.StatusAccepted, verdict.Kind
+			rec.Text = ev.Content
+			if verdict.Kind == store.KindMessage && b.o.Debounce > 0 {
+				rec.NotBefore = now.Add(b.o.Debounce)
+			}
+			if verdict.Kind == store.KindTakeover {
+				rec.Reason = "agent replied"
+			}
+		} else {
+			rec.Status, rec.Reason = store.StatusIgnored, verdict.Reason
+		}
+		if err := tx.InsertEvent(&rec); err != nil {
+			return err
+		}
+		detail := "accepted: " + verdict.Kind
+		if !verdict.Accept {
+			detail = "ignored: " + verdict.Reason
+		}
+		if err := tx.AddHop(store.Hop{EventID: rec.ID, Stage: StageDecision, Outcome: rec.Status, Detail: detail + routeNote(route)}); err != nil {
+			return err
+		}
+		// Keep bridge's record of routed conversations current: Chatwoot's
+		// status, and who owns the conversation.
+		if route != nil && ev.Conversation.ID != 0 && ev.AccountID != 0 {
+			if err := tx.TouchConversation(ev.AccountID, ev.Conversation.ID, ev.InboxID, ev.ContactID(),
+				ev.Conversation.Status, verdict.Accept && verdict.Kind == store.KindMessage); err != nil {
+				return err
+			}
+		} else if known && ev.Conversation.Status != "" {
+			if err := tx.SetStatus(ev.AccountID, ev.Conversation.ID, ev.Conversation.Status); err != nil {
+				return err
+			}
+		}
+		if verdict.ReturnToBot {
+			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateBot, "status "+ev.Conversation.Status); err != nil {
+				return err
+			}
+		}
+		if verdict.Accept && verdict.Kind == store.KindTakeover {
+			// Stop answering at once; the worker then tells Chatwoot.
+			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateHuman, "agent replied"); err != nil {
+				return err
+			}
+		}
+		if verdict.Reason == ReasonOwnMessage && ev.MessageID != 0 {
+			// The webhook of bridge's own post: remember the id, and if the
+			// post's own bookkeeping has not landed yet (or never will, after
+			// a crash), record the step as done so it is never posted twice.
+			if id, step, ok := ownSource(ev.SourceID); ok {
+				if err := tx.RecordPosted(ev.MessageID, id, step); err != nil {
+					return err
+				}
+				u := store.EventUpdate{AddStep: step}
+				if step == StepAnswer {
+					u.PostedMessageID = ev.MessageID
+				}
+				if err := tx.UpdateEvent(id, u); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Ack{}, err
+	}
+	if verdict.Accept {
+		b.o.Metrics.webhook("accepted")
+		b.log.Info("webhook accepted", "event_id", rec.ID, "kind", rec.Kind, "conversation_id", rec.ConversationID,
+			"inbox_id", rec.InboxID, "message_id", rec.MessageID)
+		if verdict.Kind == store.KindTakeover {
+			b.stopRunning(ev.AccountID, ev.Conversation.ID)
+		}
+		b.kick()
+		return Ack{Status: "accepted", EventID: rec.ID}, nil
+	}
+	b.o.Metrics.webhook("ignored_" + reasonLabel(verdict.Reason))
+	b.log.Debug("webhook ignored", "event_id", rec.ID, "reason", verdict.Reason, "conversation_id", rec.ConversationID)
+	return Ack{Status: "ignored", Reason: verdict.Reason, EventID: rec.ID}, nil
+}
+
+func routeNote(r *store.Route) string {
+	if r == nil {
+		return ""
+	}
+	s := fmt.Sprintf(" (route %d", r.ID)
+	if r.Name != "" {
+		s += " " + r.Name
+	}
+	return s + ", " + r.Mode + ")"
+}
+
+func reasonLabel(reason string) string {
+	if len(reason) > len(ReasonStatusPrefix) && reason[:len(ReasonStatusPrefix)] == ReasonStatusPrefix {
+		return "conversation_status"
+	}
+	return reason
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // a failed write means the client left; the journal already has the event
+}

@@ -1,0 +1,564 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bridge-dev/bridge/pkg/chatwoot"
+	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/store"
+)
+
+// Handoff reasons (metric labels and the first word of the note).
+const (
+	HandoffCustomerAsked = "customer_asked"
+	HandoffAIRequested   = "ai_requested"
+	HandoffAIFailed      = "ai_failed"
+	HandoffAgentReplied  = "agent_replied"
+)
+
+// chatwootAttempts bounds tries of one Chatwoot call.
+const chatwootAttempts = 4
+
+func (b *Bridge) processTakeover(ctx context.Context, e *store.Event) error {
+	if !b.o.Handoff.OpenOnAgentReply {
+		return b.finish(ctx, e, store.StatusHandedOff, "agent replied", "", store.Hop{Stage: StageTakeover,
+			Outcome: "human", Detail: "agent replied; bot stops (handoff.open_on_agent_reply is off, status left as is)"})
+	}
+	if err := b.step(ctx, e, StepTakeoverStatus, "toggle_status", func(ctx context.Context) (int64, error) {
+		return 0, b.o.Chatwoot.ToggleStatus(ctx, e.AccountID, e.ConversationID, "open")
+	}); err != nil {
+		return b.fail(ctx, e, fmt.Errorf("open conversation after agent reply: %w", err))
+	}
+	b.setStatus(ctx, e, "open")
+	b.o.Metrics.handoff(HandoffAgentReplied)
+	return b.finish(ctx, e, store.StatusHandedOff, "agent replied", "", store.Hop{Stage: StageTakeover,
+		Outcome: "human", Detail: "agent replied; conversation set open"})
+}
+
+func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
+	route, err := b.o.Store.Route(ctx, e.RouteID)
+	if err != nil {
+		return b.fail(ctx, e, fmt.Errorf("route %d: %w", e.RouteID, err))
+	}
+	if !route.Enabled {
+		return b.fail(ctx, e, fmt.Errorf("route %d was disabled after the message was accepted", route.ID))
+	}
+	draft := route.Mode == store.ModeDraft
+	conv, err := b.o.Store.Conversation(ctx, e.AccountID, e.ConversationID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if !draft && conv.State == store.StateHuman {
+		return b.finish(ctx, e, store.StatusSuperseded, "human took over before the answer", "", store.Hop{})
+	}
+	if e.HasStep(StepAnswer) || e.HasStep(StepDraft) {
+		// Posted before a restart; only the bookkeeping was lost.
+		return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered",
+			Detail: "answer was already posted before a restart"})
+	}
+	ho := b.handoffFor(&route)
+	if !draft {
+		if kw := MatchKeyword(e.Text, ho.Keywords); kw != "" {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "keyword", Detail: fmt.Sprintf("matched %q", kw)})
+			return b.handoff(ctx, e, &route, HandoffCustomerAsked, fmt.Sprintf("customer asked for a human: %q", truncate(e.Text, 200)))
+		}
+	}
+	b.typing(ctx, e, true)
+	defer b.typing(ctx, e, false)
+
+	ans, err := b.ask(ctx, e, &route, &conv)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if draft {
+			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
+		}
+		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: "+errText(err))
+	}
+	if ans.Paused {
+		if draft {
+			return b.fail(ctx, e, errors.New("ai paused for human input"))
+		}
+		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff: "+orDefault(ans.PauseReason, "human input required"))
+	}
+	text, marked := stripMarker(ans.Text, ho.AIMarker)
+	if draft {
+		if text == "" {
+			return b.fail(ctx, e, errors.New("ai failed: empty answer"))
+		}
+		if err := b.post(ctx, e, StepDraft, "AI draft: "+text, true); err != nil {
+			return b.fail(ctx, e, err)
+		}
+		return b.finish(ctx, e, store.StatusAnswered, "draft", "", store.Hop{Stage: StageDone, Outcome: "answered", Detail: "draft posted as a private note"})
+	}
+	if !marked && strings.TrimSpace(text) == "" {
+		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: empty answer")
+	}
+	// The supersede gate: a human may have taken over, or Chatwoot may have
+	// moved the conversation out of a bot status, while Dify was thinking.
+	if why := b.superseded(ctx, e); why != "" {
+		note := "AI draft, not sent: " + text
+		if text == "" {
+			note = "AI draft, not sent: (the AI asked for a human)"
+		}
+		if err := b.post(ctx, e, StepDraft, note, true); err != nil {
+			return b.fail(ctx, e, err)
+		}
+		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
+	}
+	if text != "" {
+		if err := b.post(ctx, e, StepAnswer, text, false); err != nil {
+			if !marked {
+				return b.handoff(ctx, e, &route, HandoffAIFailed, "answer could not be posted: "+errText(err))
+			}
+			return b.fail(ctx, e, err)
+		}
+		_ = b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) }) // a counter only
+	}
+	if marked {
+		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
+	}
+	return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"})
+}
+
+// superseded says why the conversation is no longer the bot's ("" if it is).
+func (b *Bridge) superseded(ctx context.Context, e *store.Event) string {
+	conv, err := b.o.Store.Conversation(ctx, e.AccountID, e.ConversationID)
+	if err != nil {
+		return ""
+	}
+	if conv.State == store.StateHuman {
+		return "human took over: " + conv.StateReason
+	}
+	if conv.Status != "" && !slices.Contains(b.o.BotStatuses, conv.Status) {
+		return "conversation status changed to " + conv.Status
+	}
+	return ""
+}
+
+// ask calls the route's Dify app with retries, reusing the mapped Dify
+// conversation and starting a new one once if Dify no longer knows it.
+func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation) (*dify.Answer, error) {
+	client, err := b.difyFor(route)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.o.DifyTimeout)
+	defer cancel()
+	difyConv := ""
+	if conv.RouteID == route.ID {
+		difyConv = conv.DifyConversationID
+	}
+	contact := conv.ContactID
+	if contact == 0 {
+		contact = e.ContactID
+	}
+	req := dify.ChatRequest{
+		Query:          e.Text,
+		Inputs:         b.inputs(e, route),
+		User:           fmt.Sprintf("chatwoot-%d-%d", e.AccountID, contact),
+		ConversationID: difyConv,
+		Files:          attachments(e),
+	}
+	if strings.TrimSpace(req.Query) == "" {
+		// Dify refuses an empty query; an attachment-only message still
+		// deserves an answer.
+		req.Query = "(the customer sent an attachment)"
+	}
+	freshTried := false
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		k := convKey{e.AccountID, e.ConversationID}
+		ans, err := client.Chat(ctx, req, func(taskID, _ string) {
+			b.running.Store(k, &runningTask{client: client, task: taskID, user: req.User, event: e.ID})
+		})
+		b.running.Delete(k)
+		d := time.Since(start)
+		if err == nil {
+			b.o.Metrics.dify(route.ID, "ok", d)
+			if ans.FirstToken > 0 {
+				b.o.Metrics.firstToken(route.ID, ans.FirstToken)
+			}
+			detail := fmt.Sprintf("%d chars, %d events", len(ans.Text), ans.Events)
+			if ans.Usage.TotalTokens > 0 {
+				detail += fmt.Sprintf(", %d tokens", ans.Usage.TotalTokens)
+			}
+			if ans.Paused {
+				detail = "paused: " + ans.PauseReason
+			}
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "answer", Detail: detail, Duration: d})
+			if ans.ConversationID != "" && ans.ConversationID != req.ConversationID {
+				if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+					return tx.MapDify(e.AccountID, e.ConversationID, route.ID, ans.ConversationID)
+				}); err != nil {
+					return nil, fmt.Errorf("store dify conversation: %w", err)
+				}
+			}
+			return ans, nil
+		}
+		b.o.Metrics.dify(route.ID, "error", d)
+		var ae *dify.APIError
+		if errors.As(err, &ae) && ae.ConversationNotExists() && req.ConversationID != "" && !freshTried {
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "stale conversation", Detail: "dify no longer knows conversation " + req.ConversationID + "; starting a new one", Duration: d})
+			if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+				return tx.MapDify(e.AccountID, e.ConversationID, route.ID, "")
+			}); err != nil {
+				return nil, err
+			}
+			req.ConversationID, freshTried = "", true
+			attempt--
+			continue
+		}
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "error", Detail: "dify.timeout reached: " + errText(err), Duration: d})
+			return nil, fmt.Errorf("dify.timeout (%s) reached: %w", b.o.DifyTimeout, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		retry := dify.Retryable(err) && attempt < b.o.DifyMaxRetries
+		outcome := "error"
+		if retry {
+			outcome = "error, retrying"
+		}
+		b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: outcome, Detail: fmt.Sprintf("attempt %d: %s", attempt+1, errText(err)), Duration: d})
+		if !retry {
+			return nil, err
+		}
+		b.o.Metrics.retry("dify")
+		if serr := sleep(ctx, b.backoff(attempt, 10*time.Second)); serr != nil {
+			return nil, fmt.Errorf("dify.timeout (%s) reached while retrying: %w", b.o.DifyTimeout, err)
+		}
+	}
+}
+
+var placeholder = regexp.MustCompile(`\{(contact\.name|contact\.email|inbox\.name|conversation\.id|account\.id)\}`)
+
+// inputs fills the route's input placeholders from the webhook.
+func (b *Bridge) inputs(e *store.Event, route *store.Route) map[string]any {
+	out := make(map[string]any, len(route.Inputs))
+	if len(route.Inputs) == 0 {
+		return out
+	}
+	ev, _ := chatwoot.ParseEvent(e.Payload) // it parsed when it was accepted
+	for k, v := range route.Inputs {
+		out[k] = placeholder.ReplaceAllStringFunc(v, func(m string) string {
+			if ev == nil {
+				return ""
+			}
+			switch m {
+			case "{contact.name}":
+				if ev.Sender != nil && ev.Sender.Name != "" {
+					return ev.Sender.Name
+				}
+				return ev.Conversation.Contact.Name
+			case "{contact.email}":
+				if ev.Sender != nil && ev.Sender.Email != "" {
+					return ev.Sender.Email
+				}
+				return ev.Conversation.Contact.Email
+			case "{inbox.name}":
+				return ev.InboxName
+			case "{conversation.id}":
+				return strconv.FormatInt(ev.Conversation.ID, 10)
+			case "{account.id}":
+				return strconv.FormatInt(ev.AccountID, 10)
+			}
+			return m
+		})
+	}
+	return out
+}
+
+// attachments passes image attachments to Dify by URL; Dify ignores files
+// when the app has uploads off.
+func attachments(e *store.Event) []dify.File {
+	ev, err := chatwoot.ParseEvent(e.Payload)
+	if err != nil || len(ev.Attachments) == 0 {
+		return nil
+	}
+	var out []dify.File
+	for _, a := range ev.Attachments {
+		if a.FileType == "image" && a.DataURL != "" {
+			out = append(out, dify.File{Type: "image", TransferMethod: "remote_url", URL: a.DataURL})
+		}
+	}
+	return out
+}
+
+// handoffFor merges the route's overrides into the [handoff] defaults.
+func (b *Bridge) handoffFor(r *store.Route) HandoffOptions {
+	h := b.o.Handoff
+	if r.Keywords != nil {
+		h.Keywords = r.Keywords
+	}
+	if r.HandoffTeam != nil {
+		h.TeamID = *r.HandoffTeam
+	}
+	if r.HandoffLabels != nil {
+		h.Labels = r.HandoffLabels
+	}
+	return h
+}
+
+// handoff glides the conversation to a human: the handoff message to the
+// customer, a private note with the reason, status open, team and labels.
+// Each step is recorded, so a retry or restart never repeats one.
+func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route, reason, note string) error {
+	ho := b.handoffFor(route)
+	b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note})
+	if ho.Message != "" {
+		if err := b.post(ctx, e, StepHandoffMessage, ho.Message, false); err != nil {
+			return b.fail(ctx, e, fmt.Errorf("handoff message: %w", err))
+		}
+	}
+	if err := b.post(ctx, e, StepHandoffNote, "Handoff: "+note, true); err != nil {
+		return b.fail(ctx, e, fmt.Errorf("handoff note: %w", err))
+	}
+	if err := b.step(ctx, e, StepHandoffStatus, "toggle_status", func(ctx context.Context) (int64, error) {
+		return 0, b.o.Chatwoot.ToggleStatus(ctx, e.AccountID, e.ConversationID, "open")
+	}); err != nil {
+		return b.fail(ctx, e, fmt.Errorf("handoff status: %w", err))
+	}
+	b.setStatus(ctx, e, "open")
+	if ho.TeamID > 0 {
+		if err := b.step(ctx, e, StepHandoffTeam, "assignments", func(ctx context.Context) (int64, error) {
+			return 0, b.o.Chatwoot.AssignTeam(ctx, e.AccountID, e.ConversationID, ho.TeamID)
+		}); err != nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "team not assigned", Detail: errText(err)})
+		}
+	}
+	if len(ho.Labels) > 0 {
+		if b.o.ChatwootUser == nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels skipped",
+				Detail: "labels need a user access token: set chatwoot.user_token"})
+			b.log.Warn("handoff labels skipped: chatwoot.user_token is not set", "event_id", e.ID)
+		} else if err := b.step(ctx, e, StepHandoffLabels, "labels", func(ctx context.Context) (int64, error) {
+			return 0, b.o.ChatwootUser.SetLabels(ctx, e.AccountID, e.ConversationID, ho.Labels)
+		}); err != nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels not set", Detail: errText(err)})
+		}
+	}
+	if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		return tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note)
+	}); err != nil {
+		return err
+	}
+	b.o.Metrics.handoff(reason)
+	return b.finish(ctx, e, store.StatusHandedOff, note, "", store.Hop{Stage: StageDone, Outcome: "handed_off", Detail: note})
+}
+
+// fail ends an event as failed: even the handoff could not reach Chatwoot.
+func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if ferr := b.finish(ctx, e, store.StatusFailed, errText(err), errText(err), store.Hop{Stage: StageDone, Outcome: "failed", Detail: errText(err)}); ferr != nil {
+		return errors.Join(err, ferr)
+	}
+	return err
+}
+
+// post posts a message or private note once per event and step.
+func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string, private bool) error {
+	return b.step(ctx, e, step, "messages", func(ctx context.Context) (int64, error) {
+		m, err := b.o.Chatwoot.PostMessage(ctx, e.AccountID, e.ConversationID, chatwoot.NewMessage{
+			Content: content, Private: private, SourceID: source(e, step)})
+		if err != nil {
+			return 0, err
+		}
+		return m.ID, nil
+	})
+}
+
+// step runs one Chatwoot side effect of an event with retries, unless the
+// journal says it was done already, and records it as done.
+func (b *Bridge) step(ctx context.Context, e *store.Event, step, call string, fn func(context.Context) (int64, error)) error {
+	cur, err := b.o.Store.Event(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	if cur.HasStep(step) {
+		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "skipped", Detail: step + " already done"})
+		return nil
+	}
+	var lastErr error
+	for attempt := 0; attempt < chatwootAttempts; attempt++ {
+		start := time.Now()
+		id, err := fn(ctx)
+		d := time.Since(start)
+		b.o.Metrics.chatwoot(call, statusOf(err), d)
+		if err == nil {
+			u := &store.EventUpdate{AddStep: step}
+			if step == StepAnswer {
+				u.PostedMessageID = id
+			}
+			detail := step
+			if id != 0 {
+				detail = fmt.Sprintf("%s: message %d", step, id)
+			}
+			if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+				if id != 0 {
+					if err := tx.RecordPosted(id, e.ID, step); err != nil {
+						return err
+					}
+				}
+				if err := tx.UpdateEvent(e.ID, *u); err != nil {
+					return err
+				}
+				return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageChatwoot, Outcome: "ok", Detail: detail, Duration: d})
+			}); err != nil {
+				return err
+			}
+			b.log.Info("hop", "event_id", e.ID, "conversation_id", e.ConversationID, "stage", StageChatwoot, "outcome", "ok", "detail", detail, "ms", d.Milliseconds())
+			return nil
+		}
+		lastErr = err
+		retry := chatwoot.Retryable(err) && attempt < chatwootAttempts-1 && ctx.Err() == nil
+		outcome := "error"
+		if retry {
+			outcome = "error, retrying"
+		}
+		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: outcome, Detail: fmt.Sprintf("%s attempt %d: %s", step, attempt+1, errText(err)), Duration: d})
+		if !retry {
+			break
+		}
+		b.o.Metrics.retry("chatwoot")
+		if err := sleep(ctx, b.backoff(attempt, 5*time.Second)); err != nil {
+			return err
+		}
+	}
+	return lastErr
+}
+
+func statusOf(err error) int {
+	if err == nil {
+		return http.StatusOK
+	}
+	var ae *chatwoot.APIError
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
+}
+
+func (b *Bridge) setStatus(ctx context.Context, e *store.Event, status string) {
+	_ = b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { // bookkeeping only; the next webhook corrects it
+		return tx.SetStatus(e.AccountID, e.ConversationID, status)
+	})
+}
+
+// typing toggles the typing indicator; best effort, no retries.
+func (b *Bridge) typing(ctx context.Context, e *store.Event, on bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := b.o.Chatwoot.Typing(ctx, e.AccountID, e.ConversationID, on)
+	b.o.Metrics.chatwoot("toggle_typing_status", statusOf(err), time.Since(start))
+	if err != nil {
+		b.log.Debug("typing indicator", "event_id", e.ID, "err", err)
+	}
+}
+
+// MatchKeyword returns the first keyword found in text as a whole word or
+// phrase, case-insensitively ("" if none).
+func MatchKeyword(text string, keywords []string) string {
+	t := " " + normalizeWords(text) + " "
+	for _, k := range keywords {
+		nk := normalizeWords(k)
+		if nk != "" && strings.Contains(t, " "+nk+" ") {
+			return k
+		}
+	}
+	return ""
+}
+
+// normalizeWords lower-cases text and turns every run of non-letters and
+// non-digits into one space, so "Human!" and "a  real-person" match.
+func normalizeWords(s string) string {
+	var sb strings.Builder
+	space := true
+	for _, r := range strings.ToLower(s) {
+		if isWordRune(r) {
+			sb.WriteRune(r)
+			space = false
+		} else if !space {
+			sb.WriteByte(' ')
+			space = true
+		}
+	}
+	return strings.TrimSpace(sb.String())
+}
+
+func isWordRune(r rune) bool {
+	return r == '\'' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127 && !strings.ContainsRune("  、。，！？", r)
+}
+
+// stripMarker removes every occurrence of the handoff marker
+// (case-insensitively) and reports whether there was one.
+func stripMarker(text, marker string) (string, bool) {
+	if marker == "" {
+		return strings.TrimSpace(text), false
+	}
+	lower, lm := strings.ToLower(text), strings.ToLower(marker)
+	if !strings.Contains(lower, lm) {
+		return strings.TrimSpace(text), false
+	}
+	var sb strings.Builder
+	for {
+		i := strings.Index(lower, lm)
+		if i < 0 {
+			sb.WriteString(text)
+			break
+		}
+		sb.WriteString(text[:i])
+		text, lower = text[i+len(marker):], lower[i+len(lm):]
+	}
+	return strings.TrimSpace(sb.String()), true
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// runningTask is a Dify stream in flight, so a takeover can stop it.
+type runningTask struct {
+	client *dify.Client
+	task   string
+	user   string
+	event  int64
+}
+
+// stopRunning asks Dify to stop the stream of a conversation a human just
+// took over, instead of paying for the rest of an answer nobody will send.
+func (b *Bridge) stopRunning(account, conv int64) {
+	v, ok := b.running.Load(convKey{account, conv})
+	if !ok {
+		return
+	}
+	rt := v.(*runningTask)
+	b.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := rt.client.Stop(ctx, rt.task, rt.user)
+		outcome, detail := "stopped", "human took over; dify task "+rt.task+" stopped"
+		if err != nil {
+			outcome, detail = "stop failed", errText(err)
+		}
+		if rerr := b.record(ctx, rt.event, nil, store.Hop{Stage: StageDify, Outcome: outcome, Detail: detail}); rerr != nil {
+			b.log.Error("record hop", "event_id", rt.event, "err", rerr)
+		}
+	})
+}

@@ -1,0 +1,363 @@
+// Package chatwoot speaks Chatwoot's webhook format (in) and its REST API
+// (out). It knows the wire format and nothing of routes or handoff.
+package chatwoot
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sender types as webhooks carry them. A contact has no type at all.
+const (
+	SenderContact  = ""
+	SenderUser     = "user"
+	SenderAgentBot = "agent_bot"
+)
+
+// Event is the part of a Chatwoot webhook bridge reads. Message events
+// (message_created, message_updated) fill the message fields; conversation
+// events carry the conversation at the top level and fill Conversation only.
+type Event struct {
+	Name string
+
+	// Message fields.
+	MessageID   int64
+	Content     string
+	ContentType string
+	MessageType string // incoming | outgoing | template | activity
+	Private     bool
+	SourceID    string
+	Sender      *Sender // nil when the message has no sender
+	Attachments []Attachment
+
+	AccountID    int64
+	AccountName  string
+	InboxID      int64
+	InboxName    string
+	Conversation Conversation
+}
+
+// Sender is who wrote a message.
+type Sender struct {
+	ID    int64  `json:"id"`
+	Name  string `json:"name"`
+	Email string `json:"email"`
+	Type  string `json:"type"`
+}
+
+// Conversation is the conversation object of a webhook. ID is the display
+// id, the number used in API URLs.
+type Conversation struct {
+	ID        int64
+	InboxID   int64
+	Status    string
+	ContactID int64
+	Contact   Sender
+	Channel   string
+}
+
+// Attachment is a file on a message.
+type Attachment struct {
+	ID       int64  `json:"id"`
+	FileType string `json:"file_type"`
+	DataURL  string `json:"data_url"`
+}
+
+// IsMessage reports whether the event carries a message.
+func (e *Event) IsMessage() bool {
+	return e.Name == "message_created" || e.Name == "message_updated"
+}
+
+// ContactID is the customer of the conversation.
+func (e *Event) ContactID() int64 {
+	if e.Conversation.ContactID != 0 {
+		return e.Conversation.ContactID
+	}
+	if e.MessageType == "incoming" && e.Sender != nil {
+		return e.Sender.ID
+	}
+	return 0
+}
+
+// ParseError says why a body is not a usable webhook.
+type ParseError struct{ Reason string }
+
+func (e *ParseError) Error() string { return e.Reason }
+
+// The wire shapes. Ids are numbers in every real payload; a legacy or forged
+// body with string ids is refused rather than guessed at.
+type wireSender struct {
+	ID    int64   `json:"id"`
+	Name  string  `json:"name"`
+	Email *string `json:"email"`
+	Type  string  `json:"type"`
+}
+
+type wireConversation struct {
+	ID           *int64  `json:"id"`
+	InboxID      int64   `json:"inbox_id"`
+	Status       string  `json:"status"`
+	Channel      string  `json:"channel"`
+	ContactInbox *struct {
+		ContactID int64 `json:"contact_id"`
+	} `json:"contact_inbox"`
+	Meta *struct {
+		Sender *wireSender `json:"sender"`
+	} `json:"meta"`
+	Messages []struct {
+		AccountID int64 `json:"account_id"`
+	} `json:"messages"`
+}
+
+type wireEvent struct {
+	Event       string          `json:"event"`
+	ID          json.RawMessage `json:"id"`
+	Content     *string         `json:"content"`
+	ContentType string          `json:"content_type"`
+	MessageType json.RawMessage `json:"message_type"`
+	Private     bool            `json:"private"`
+	SourceID    *string         `json:"source_id"`
+	Sender      json.RawMessage `json:"sender"`
+	Attachments []Attachment    `json:"attachments"`
+	Account     *struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	} `json:"account"`
+	Inbox *struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	} `json:"inbox"`
+	Conversation *wireConversation `json:"conversation"`
+
+	// Conversation events carry the conversation at the top level.
+	InboxID      int64 `json:"inbox_id"`
+	Status       string `json:"status"`
+	Channel      string `json:"channel"`
+	ContactInbox *struct {
+		ContactID int64 `json:"contact_id"`
+	} `json:"contact_inbox"`
+	Meta *struct {
+		Sender *wireSender `json:"sender"`
+	} `json:"meta"`
+	Messages []struct {
+		AccountID int64 `json:"account_id"`
+	} `json:"messages"`
+}
+
+// ParseEvent decodes a webhook body. It returns a *ParseError naming what is
+// wrong when the body is not JSON or lacks a field bridge needs to decide.
+func ParseEvent(body []byte) (*Event, error) {
+	var w wireEvent
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&w); err != nil {
+		return nil, &ParseError{Reason: "malformed json: " + shortJSONError(err)}
+	}
+	if w.Event == "" {
+		return nil, &ParseError{Reason: "missing field: event"}
+	}
+	e := &Event{Name: w.Event}
+	if w.Account != nil {
+		e.AccountID, e.AccountName = w.Account.ID, w.Account.Name
+	}
+	if w.Inbox != nil {
+		e.InboxID, e.InboxName = w.Inbox.ID, w.Inbox.Name
+	}
+	switch {
+	case e.IsMessage():
+		id, err := intField(w.ID, "id")
+		if err != nil {
+			return nil, err
+		}
+		e.MessageID = id
+		if len(w.MessageType) == 0 {
+			return nil, &ParseError{Reason: "missing field: message_type"}
+		}
+		mt, err := messageType(w.MessageType)
+		if err != nil {
+			return nil, err
+		}
+		e.MessageType = mt
+		if w.Content != nil {
+			e.Content = *w.Content
+		}
+		e.ContentType, e.Private, e.Attachments = w.ContentType, w.Private, w.Attachments
+		if w.SourceID != nil {
+			e.SourceID = *w.SourceID
+		}
+		if s := bytes.TrimSpace(w.Sender); len(s) > 0 && !bytes.Equal(s, []byte("null")) {
+			var ws wireSender
+			if err := json.Unmarshal(s, &ws); err != nil {
+				return nil, &ParseError{Reason: "malformed field: sender: " + shortJSONError(err)}
+			}
+			e.Sender = &Sender{ID: ws.ID, Name: ws.Name, Type: ws.Type}
+			if ws.Email != nil {
+				e.Sender.Email = *ws.Email
+			}
+		}
+		if w.Conversation == nil || w.Conversation.ID == nil {
+			return nil, &ParseError{Reason: "missing field: conversation.id"}
+		}
+		c := w.Conversation
+		e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel}
+		if c.ContactInbox != nil {
+			e.Conversation.ContactID = c.ContactInbox.ContactID
+		}
+		if c.Meta != nil && c.Meta.Sender != nil {
+			e.Conversation.Contact = toSender(c.Meta.Sender)
+			if e.Conversation.ContactID == 0 {
+				e.Conversation.ContactID = c.Meta.Sender.ID
+			}
+		}
+		if e.InboxID == 0 {
+			e.InboxID = c.InboxID
+		}
+		if e.Conversation.InboxID == 0 {
+			e.Conversation.InboxID = e.InboxID
+		}
+		if e.AccountID == 0 {
+			return nil, &ParseError{Reason: "missing field: account.id"}
+		}
+		if e.InboxID == 0 {
+			return nil, &ParseError{Reason: "missing field: inbox.id"}
+		}
+	case strings.HasPrefix(w.Event, "conversation_"):
+		// Conversation events: the conversation object is the payload itself
+		// (typing events nest it under "conversation").
+		if w.Conversation != nil && w.Conversation.ID != nil {
+			c := w.Conversation
+			e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel}
+			if len(c.Messages) > 0 && e.AccountID == 0 {
+				e.AccountID = c.Messages[0].AccountID
+			}
+		} else {
+			id, err := intField(w.ID, "id")
+			if err != nil {
+				return nil, err
+			}
+			e.Conversation = Conversation{ID: id, InboxID: w.InboxID, Status: w.Status, Channel: w.Channel}
+			if w.ContactInbox != nil {
+				e.Conversation.ContactID = w.ContactInbox.ContactID
+			}
+			if w.Meta != nil && w.Meta.Sender != nil {
+				e.Conversation.Contact = toSender(w.Meta.Sender)
+				if e.Conversation.ContactID == 0 {
+					e.Conversation.ContactID = w.Meta.Sender.ID
+				}
+			}
+			if len(w.Messages) > 0 && e.AccountID == 0 {
+				e.AccountID = w.Messages[0].AccountID
+			}
+		}
+		if e.InboxID == 0 {
+			e.InboxID = e.Conversation.InboxID
+		}
+	}
+	return e, nil
+}
+
+func toSender(s *wireSender) Sender {
+	out := Sender{ID: s.ID, Name: s.Name, Type: s.Type}
+	if s.Email != nil {
+		out.Email = *s.Email
+	}
+	return out
+}
+
+func intField(raw json.RawMessage, name string) (int64, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return 0, &ParseError{Reason: "missing field: " + name}
+	}
+	v, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return 0, &ParseError{Reason: fmt.Sprintf("malformed field: %s: want an integer, got %.40s", name, raw)}
+	}
+	return v, nil
+}
+
+// messageType accepts the string form of webhooks and the integer form of
+// REST payloads (0 incoming, 1 outgoing, 2 activity, 3 template).
+func messageType(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		switch s {
+		case "incoming", "outgoing", "activity", "template":
+			return s, nil
+		}
+		return "", &ParseError{Reason: fmt.Sprintf("malformed field: message_type: unknown value %.40q", s)}
+	}
+	var n int
+	if err := json.Unmarshal(raw, &n); err == nil {
+		switch n {
+		case 0:
+			return "incoming", nil
+		case 1:
+			return "outgoing", nil
+		case 2:
+			return "activity", nil
+		case 3:
+			return "template", nil
+		}
+	}
+	return "", &ParseError{Reason: fmt.Sprintf("malformed field: message_type: %.40s", raw)}
+}
+
+func shortJSONError(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %s: want %s, got %s", te.Field, te.Type, te.Value)
+	}
+	return err.Error()
+}
+
+// Signature errors.
+var (
+	ErrNoSignature  = errors.New("missing X-Chatwoot-Signature or X-Chatwoot-Timestamp")
+	ErrBadSignature = errors.New("signature does not match")
+	ErrStale        = errors.New("timestamp outside the 5 minute window")
+)
+
+// SignatureWindow is how far a delivery's timestamp may be from our clock.
+const SignatureWindow = 5 * time.Minute
+
+// Sign returns the X-Chatwoot-Signature value for body at timestamp ts.
+func Sign(secret string, ts int64, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(strconv.FormatInt(ts, 10)))
+	m.Write([]byte("."))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// VerifySignature checks a signed delivery: HMAC-SHA256 over
+// "<timestamp>.<raw body>", compared in constant time, with the timestamp
+// within SignatureWindow of now.
+func VerifySignature(secret, signature, timestamp string, body []byte, now time.Time) error {
+	if signature == "" || timestamp == "" {
+		return ErrNoSignature
+	}
+	ts, err := strconv.ParseInt(strings.TrimSpace(timestamp), 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad X-Chatwoot-Timestamp: %w", ErrBadSignature)
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > SignatureWindow || d < -SignatureWindow {
+		return ErrStale
+	}
+	want := Sign(secret, ts, body)
+	if !hmac.Equal([]byte(strings.ToLower(strings.TrimSpace(signature))), []byte(want)) {
+		return ErrBadSignature
+	}
+	return nil
+}

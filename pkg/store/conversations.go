@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Conversation states.
+const (
+	StateBot   = "bot"
+	StateHuman = "human"
+)
+
+// Conversation is bridge's view of one Chatwoot conversation: who owns it and
+// which Dify conversation it maps to.
+type Conversation struct {
+	AccountID          int64
+	ConversationID     int64
+	InboxID            int64
+	ContactID          int64
+	RouteID            int64
+	DifyConversationID string
+	State              string
+	StateReason        string
+	StateAt            time.Time
+	Status             string
+	MessagesIn         int
+	Answers            int
+	Handoffs           int
+	LastActivityAt     time.Time
+}
+
+const convCols = `account_id, conversation_id, inbox_id, contact_id, route_id, dify_conversation_id, state,
+	state_reason, state_at, status, messages_in, answers, handoffs, last_activity_at`
+
+func scanConv(sc interface{ Scan(...any) error }) (Conversation, error) {
+	var c Conversation
+	var sa, la int64
+	err := sc.Scan(&c.AccountID, &c.ConversationID, &c.InboxID, &c.ContactID, &c.RouteID, &c.DifyConversationID,
+		&c.State, &c.StateReason, &sa, &c.Status, &c.MessagesIn, &c.Answers, &c.Handoffs, &la)
+	c.StateAt, c.LastActivityAt = fromMS(sa), fromMS(la)
+	return c, err
+}
+
+// Conversation reads a conversation in a write transaction; ok is false when
+// bridge has not seen it.
+func (tx *Tx) Conversation(account, id int64) (c Conversation, ok bool, err error) {
+	c, err = scanConv(tx.QueryRow("SELECT "+convCols+" FROM conversations WHERE account_id = ? AND conversation_id = ?", account, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Conversation{AccountID: account, ConversationID: id, State: StateBot}, false, nil
+	}
+	return c, err == nil, err
+}
+
+// Conversation reads a conversation.
+func (db *DB) Conversation(ctx context.Context, account, id int64) (Conversation, error) {
+	c, err := scanConv(db.r.QueryRowContext(ctx, "SELECT "+convCols+" FROM conversations WHERE account_id = ? AND conversation_id = ?", account, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, fmt.Errorf("conversation %d: %w", id, ErrNotFound)
+	}
+	return c, err
+}
+
+// TouchConversation creates the row if needed and records what a webhook
+// said about it: inbox, contact, Chatwoot status, activity.
+func (tx *Tx) TouchConversation(account, id, inbox, contact int64, status string, incoming bool) error {
+	in := 0
+	if incoming {
+		in = 1
+	}
+	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, inbox_id, contact_id, status, messages_in, last_activity_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
+			inbox_id = CASE WHEN excluded.inbox_id != 0 THEN excluded.inbox_id ELSE inbox_id END,
+			contact_id = CASE WHEN excluded.contact_id != 0 THEN excluded.contact_id ELSE contact_id END,
+			status = CASE WHEN excluded.status != '' THEN excluded.status ELSE status END,
+			messages_in = messages_in + excluded.messages_in,
+			last_activity_at = excluded.last_activity_at`,
+		account, id, inbox, contact, status, in, ms(tx.now))
+	if err != nil {
+		return fmt.Errorf("record conversation %d: %w", id, err)
+	}
+	return nil
+}
+
+// SetConversationState hands a conversation to a human or back to the bot.
+func (tx *Tx) SetConversationState(account, id int64, state, reason string) error {
+	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, state, state_reason, state_at, last_activity_at)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
+			state = excluded.state, state_reason = excluded.state_reason, state_at = excluded.state_at,
+			handoffs = handoffs + CASE WHEN excluded.state = 'human' AND state != 'human' THEN 1 ELSE 0 END`,
+		account, id, state, reason, ms(tx.now), ms(tx.now))
+	if err != nil {
+		return fmt.Errorf("set conversation %d state: %w", id, err)
+	}
+	return nil
+}
+
+// SetStatus records the Chatwoot status bridge itself set.
+func (tx *Tx) SetStatus(account, id int64, status string) error {
+	_, err := tx.Exec("UPDATE conversations SET status = ? WHERE account_id = ? AND conversation_id = ?", status, account, id)
+	return err
+}
+
+// MapDify stores the Dify conversation of a Chatwoot conversation for a route.
+func (tx *Tx) MapDify(account, id, route int64, difyConversation string) error {
+	_, err := tx.Exec(`UPDATE conversations SET dify_conversation_id = ?, route_id = ?
+		WHERE account_id = ? AND conversation_id = ?`, difyConversation, route, account, id)
+	if err != nil {
+		return fmt.Errorf("map conversation %d: %w", id, err)
+	}
+	return nil
+}
+
+// CountAnswer adds one to the conversation's answers.
+func (tx *Tx) CountAnswer(account, id int64) error {
+	_, err := tx.Exec("UPDATE conversations SET answers = answers + 1, last_activity_at = ? WHERE account_id = ? AND conversation_id = ?",
+		ms(tx.now), account, id)
+	return err
+}
+
+// ConversationFilter selects conversations for listing.
+type ConversationFilter struct {
+	InboxID int64
+	State   string
+	Limit   int
+}
+
+// ListConversations returns conversations, most recently active first.
+func (db *DB) ListConversations(ctx context.Context, f ConversationFilter) ([]Conversation, error) {
+	where := []string{"1=1"}
+	var args []any
+	if f.InboxID != 0 {
+		where = append(where, "inbox_id = ?")
+		args = append(args, f.InboxID)
+	}
+	if f.State != "" {
+		where = append(where, "state = ?")
+		args = append(args, f.State)
+	}
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	args = append(args, f.Limit)
+	rows, err := db.r.QueryContext(ctx, "SELECT "+convCols+" FROM conversations WHERE "+strings.Join(where, " AND ")+
+		" ORDER BY last_activity_at DESC, conversation_id DESC LIMIT ?", args...)
+	if err != nil {
+		return nil, fmt.Errorf("list conversations: %w", err)
+	}
+	defer rows.Close()
+	var out []Conversation
+	for rows.Next() {
+		c, err := scanConv(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// ResetConversation forgets the Dify conversation of every conversation with
+// that id (in any account) so the next message starts a fresh one.
+func (db *DB) ResetConversation(ctx context.Context, id int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		res, err := tx.Exec("UPDATE conversations SET dify_conversation_id = '' WHERE conversation_id = ?", id)
+		if err != nil {
+			return fmt.Errorf("reset conversation %d: %w", id, err)
+		}
+		return mustAffect(res, fmt.Sprintf("conversation %d", id))
+	})
+}

@@ -1,0 +1,393 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event states, as `bridge events list` shows them.
+const (
+	StatusRejected   = "rejected"
+	StatusIgnored    = "ignored"
+	StatusAccepted   = "accepted"
+	StatusWorking    = "working"
+	StatusAnswered   = "answered"
+	StatusHandedOff  = "handed_off"
+	StatusSuperseded = "superseded"
+	StatusFailed     = "failed"
+)
+
+// Event kinds of acted-on events.
+const (
+	KindMessage  = "message"  // a customer message to answer
+	KindTakeover = "takeover" // a human replied: open the conversation
+)
+
+// Statuses lists every event state.
+var Statuses = []string{StatusRejected, StatusIgnored, StatusAccepted, StatusWorking, StatusAnswered,
+	StatusHandedOff, StatusSuperseded, StatusFailed}
+
+// Event is one journal row.
+type Event struct {
+	ID              int64
+	ReceivedAt      time.Time
+	DeliveryID      string
+	Event           string
+	Kind            string
+	AccountID       int64
+	InboxID         int64
+	ConversationID  int64
+	MessageID       int64
+	ContactID       int64
+	RouteID         int64
+	Status          string
+	Reason          string
+	HTTPStatus      int
+	Payload         []byte
+	Text            string
+	Attempts        int
+	LastError       string
+	PostedMessageID int64
+	Steps           string
+	MergedInto      int64
+	NotBefore       time.Time
+	UpdatedAt       time.Time
+	FinishedAt      time.Time
+}
+
+// Finished reports whether the event reached a final state.
+func (e *Event) Finished() bool {
+	switch e.Status {
+	case StatusAccepted, StatusWorking:
+		return false
+	}
+	return true
+}
+
+// HasStep reports whether a side effect of the event was already carried out.
+func (e *Event) HasStep(step string) bool {
+	for s := range strings.SplitSeq(e.Steps, ",") {
+		if s == step {
+			return true
+		}
+	}
+	return false
+}
+
+// Hop is one step of an event's trace.
+type Hop struct {
+	EventID  int64
+	Seq      int
+	At       time.Time
+	Stage    string
+	Outcome  string
+	Detail   string
+	Duration time.Duration
+}
+
+const eventCols = `id, received_at, delivery_id, event, kind, account_id, inbox_id, conversation_id, message_id,
+	contact_id, route_id, status, reason, http_status, payload, text, attempts, last_error, posted_message_id,
+	steps, merged_into, not_before, updated_at, finished_at`
+
+func scanEvent(sc interface{ Scan(...any) error }) (Event, error) {
+	var e Event
+	var recv, nb, upd, fin int64
+	err := sc.Scan(&e.ID, &recv, &e.DeliveryID, &e.Event, &e.Kind, &e.AccountID, &e.InboxID, &e.ConversationID,
+		&e.MessageID, &e.ContactID, &e.RouteID, &e.Status, &e.Reason, &e.HTTPStatus, &e.Payload, &e.Text,
+		&e.Attempts, &e.LastError, &e.PostedMessageID, &e.Steps, &e.MergedInto, &nb, &upd, &fin)
+	e.ReceivedAt, e.NotBefore, e.UpdatedAt, e.FinishedAt = fromMS(recv), fromMS(nb), fromMS(upd), fromMS(fin)
+	return e, err
+}
+
+// InsertEvent journals an event and sets its ID. ReceivedAt defaults to the
+// batch clock.
+func (tx *Tx) InsertEvent(e *Event) error {
+	if e.ReceivedAt.IsZero() {
+		e.ReceivedAt = tx.now
+	}
+	if e.HTTPStatus == 0 {
+		e.HTTPStatus = 200
+	}
+	e.UpdatedAt = tx.now
+	if e.Finished() && e.FinishedAt.IsZero() {
+		e.FinishedAt = tx.now
+	}
+	res, err := tx.Exec(`INSERT INTO events (received_at, delivery_id, event, kind, account_id, inbox_id,
+		conversation_id, message_id, contact_id, route_id, status, reason, http_status, payload, text,
+		not_before, updated_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		ms(e.ReceivedAt), e.DeliveryID, e.Event, e.Kind, e.AccountID, e.InboxID, e.ConversationID, e.MessageID,
+		e.ContactID, e.RouteID, e.Status, e.Reason, e.HTTPStatus, e.Payload, e.Text, ms(e.NotBefore),
+		ms(e.UpdatedAt), ms(e.FinishedAt))
+	if err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	e.ID, err = res.LastInsertId()
+	return err
+}
+
+// SeenMessage reports whether a Chatwoot message id was already acted on.
+func (tx *Tx) SeenMessage(messageID int64) (bool, error) {
+	var one int
+	err := tx.QueryRow(`SELECT 1 FROM events WHERE message_id = ? AND status NOT IN ('rejected', 'ignored') LIMIT 1`,
+		messageID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// AddHop appends a hop to an event's trace.
+func (tx *Tx) AddHop(h Hop) error {
+	if h.At.IsZero() {
+		h.At = tx.now
+	}
+	_, err := tx.Exec(`INSERT INTO hops (event_id, seq, at, stage, outcome, detail, duration_ms)
+		VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM hops WHERE event_id = ?), ?, ?, ?, ?, ?)`,
+		h.EventID, h.EventID, ms(h.At), h.Stage, h.Outcome, h.Detail, float64(h.Duration)/float64(time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("add hop to event %d: %w", h.EventID, err)
+	}
+	return nil
+}
+
+// EventUpdate changes an event's state; zero fields are left alone.
+type EventUpdate struct {
+	Status          string
+	Reason          *string
+	LastError       *string
+	AddAttempt      bool
+	PostedMessageID int64
+	AddStep         string
+	MergedInto      int64
+	NotBefore       *time.Time
+}
+
+// UpdateEvent applies u to event id.
+func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
+	sets := []string{"updated_at = ?"}
+	args := []any{ms(tx.now)}
+	if u.Status != "" {
+		sets = append(sets, "status = ?")
+		args = append(args, u.Status)
+		fin := int64(0)
+		if u.Status != StatusAccepted && u.Status != StatusWorking {
+			fin = ms(tx.now)
+		}
+		sets = append(sets, "finished_at = ?")
+		args = append(args, fin)
+	}
+	if u.Reason != nil {
+		sets = append(sets, "reason = ?")
+		args = append(args, *u.Reason)
+	}
+	if u.LastError != nil {
+		sets = append(sets, "last_error = ?")
+		args = append(args, *u.LastError)
+	}
+	if u.AddAttempt {
+		sets = append(sets, "attempts = attempts + 1")
+	}
+	if u.PostedMessageID != 0 {
+		sets = append(sets, "posted_message_id = ?")
+		args = append(args, u.PostedMessageID)
+	}
+	if u.AddStep != "" {
+		sets = append(sets, `steps = CASE WHEN steps = '' THEN ?
+			WHEN instr(',' || steps || ',', ',' || ? || ',') > 0 THEN steps ELSE steps || ',' || ? END`)
+		args = append(args, u.AddStep, u.AddStep, u.AddStep)
+	}
+	if u.MergedInto != 0 {
+		sets = append(sets, "merged_into = ?")
+		args = append(args, u.MergedInto)
+	}
+	if u.NotBefore != nil {
+		sets = append(sets, "not_before = ?")
+		args = append(args, ms(*u.NotBefore))
+	}
+	args = append(args, id)
+	res, err := tx.Exec("UPDATE events SET "+strings.Join(sets, ", ")+" WHERE id = ?", args...)
+	if err != nil {
+		return fmt.Errorf("update event %d: %w", id, err)
+	}
+	return mustAffect(res, fmt.Sprintf("event %d", id))
+}
+
+// RecordPosted remembers a Chatwoot message bridge posted, so its webhook is
+// recognised as bridge's own.
+func (tx *Tx) RecordPosted(messageID, eventID int64, step string) error {
+	_, err := tx.Exec(`INSERT INTO posted (message_id, event_id, step, at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (message_id) DO NOTHING`, messageID, eventID, step, ms(tx.now))
+	if err != nil {
+		return fmt.Errorf("record posted message %d: %w", messageID, err)
+	}
+	return nil
+}
+
+// IsPosted reports whether bridge posted the Chatwoot message id.
+func (tx *Tx) IsPosted(messageID int64) (bool, error) {
+	var one int
+	err := tx.QueryRow("SELECT 1 FROM posted WHERE message_id = ?", messageID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Event reads one event.
+func (db *DB) Event(ctx context.Context, id int64) (Event, error) {
+	e, err := scanEvent(db.r.QueryRowContext(ctx, "SELECT "+eventCols+" FROM events WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, fmt.Errorf("event %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return e, fmt.Errorf("read event %d: %w", id, err)
+	}
+	return e, nil
+}
+
+// Event reads one event inside a write transaction.
+func (tx *Tx) Event(id int64) (Event, error) {
+	e, err := scanEvent(tx.QueryRow("SELECT "+eventCols+" FROM events WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, fmt.Errorf("event %d: %w", id, ErrNotFound)
+	}
+	return e, err
+}
+
+// Hops reads an event's trace in order.
+func (db *DB) Hops(ctx context.Context, id int64) ([]Hop, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT event_id, seq, at, stage, outcome, detail, duration_ms
+		FROM hops WHERE event_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read trace of event %d: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Hop
+	for rows.Next() {
+		var h Hop
+		var at int64
+		var d float64
+		if err := rows.Scan(&h.EventID, &h.Seq, &at, &h.Stage, &h.Outcome, &h.Detail, &d); err != nil {
+			return nil, err
+		}
+		h.At = fromMS(at)
+		h.Duration = time.Duration(d * float64(time.Millisecond))
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// EventFilter selects events for listing.
+type EventFilter struct {
+	Status         string
+	ConversationID int64
+	Since          time.Time
+	Limit          int
+	BeforeID       int64
+}
+
+// ListEvents returns events newest first.
+func (db *DB) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
+	where := []string{"1=1"}
+	var args []any
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, f.Status)
+	}
+	if f.ConversationID != 0 {
+		where = append(where, "conversation_id = ?")
+		args = append(args, f.ConversationID)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "received_at >= ?")
+		args = append(args, ms(f.Since))
+	}
+	if f.BeforeID != 0 {
+		where = append(where, "id < ?")
+		args = append(args, f.BeforeID)
+	}
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	args = append(args, f.Limit)
+	rows, err := db.r.QueryContext(ctx, "SELECT "+eventCols+" FROM events WHERE "+strings.Join(where, " AND ")+
+		" ORDER BY id DESC LIMIT ?", args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// OpenEvents returns up to limit acted-on events that have not finished,
+// oldest first, starting after id after.
+func (db *DB) OpenEvents(ctx context.Context, after int64, limit int) ([]Event, error) {
+	rows, err := db.r.QueryContext(ctx, "SELECT "+eventCols+` FROM events
+		WHERE status IN ('accepted', 'working') AND id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list open events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// CountOpen counts acted-on events that have not finished (the queue depth).
+func (db *DB) CountOpen(ctx context.Context) (int, error) {
+	var n int
+	err := db.r.QueryRowContext(ctx, "SELECT count(*) FROM events WHERE status IN ('accepted', 'working')").Scan(&n)
+	return n, err
+}
+
+// ResetWorking returns events left `working` by a stopped process to
+// `accepted`, so they are resumed.
+func (db *DB) ResetWorking(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.Write(ctx, func(tx *Tx) error {
+		res, err := tx.Exec("UPDATE events SET status = 'accepted', updated_at = ? WHERE status = 'working'", ms(tx.now))
+		if err != nil {
+			return fmt.Errorf("reset working events: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// DeleteIgnoredBefore deletes up to limit ignored and rejected events
+// received before t, with their traces, and reports how many went.
+func (db *DB) DeleteIgnoredBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
+	var n int64
+	err := db.Write(ctx, func(tx *Tx) error {
+		const sel = `SELECT id FROM events WHERE status IN ('ignored', 'rejected') AND received_at < ? ORDER BY id LIMIT ?`
+		if _, err := tx.Exec("DELETE FROM hops WHERE event_id IN ("+sel+")", ms(t), limit); err != nil {
+			return fmt.Errorf("delete old hops: %w", err)
+		}
+		res, err := tx.Exec("DELETE FROM events WHERE id IN ("+sel+")", ms(t), limit)
+		if err != nil {
+			return fmt.Errorf("delete old events: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}

@@ -1,0 +1,381 @@
+// Package store keeps bridge's routes, conversation mappings and the event
+// journal in one SQLite file.
+//
+// Every write of a running server goes through one writer goroutine that
+// batches whatever is waiting into a single transaction (group commit), so
+// concurrent webhooks share one fsync instead of queueing for one each.
+// The database runs in WAL mode with synchronous=FULL: a commit has been
+// fsync'd to the WAL when Write returns, so an acknowledged event survives a
+// power loss, not only a crash of the process.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// BusyTimeout bounds how long a statement waits for another process's write
+// lock. It stays well inside the webhook handler's budget (Chatwoot gives up
+// after 5 s).
+const BusyTimeout = 2 * time.Second
+
+// maxBatch caps how many writes share one transaction, so one commit never
+// holds up the first writer in line for long.
+const maxBatch = 512
+
+// ErrNotFound is returned when a row asked for by id does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("store closed")
+
+// DB is an open bridge database.
+type DB struct {
+	Path string
+	// Now is the clock for every timestamp the store writes (UTC).
+	Now func() time.Time
+
+	w *sql.DB // the one writing connection
+	r *sql.DB // readers
+
+	reqs    chan *writeReq
+	stop    chan struct{}
+	exited  chan struct{}
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	commits atomic.Int64
+	writes  atomic.Int64
+
+	// OnCommit, when set before Open returns work, is called after each
+	// committed batch (workers use it to wake on new events).
+	onCommit atomic.Pointer[func()]
+}
+
+type writeReq struct {
+	fn   func(*Tx) error
+	done chan error
+}
+
+// Tx is a write transaction handed to a Write callback.
+type Tx struct {
+	tx  *sql.Tx
+	ctx context.Context
+	db  *DB
+	now time.Time
+}
+
+// Now is the time the batch began; all rows written in it share the clock.
+func (t *Tx) Now() time.Time { return t.now }
+
+// Exec runs a statement in the transaction.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, query, args...)
+}
+
+// QueryRow runs a query in the transaction.
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// Query runs a query in the transaction.
+func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(t.ctx, query, args...)
+}
+
+func dsn(path string, writer bool) string {
+	q := []string{
+		"_pragma=journal_mode(WAL)",
+		"_pragma=synchronous(FULL)",
+		"_pragma=foreign_keys(1)",
+		"_pragma=busy_timeout(" + strconv.Itoa(int(BusyTimeout/time.Millisecond)) + ")",
+	}
+	if writer {
+		q = append(q, "_txlock=immediate")
+	}
+	return "file:" + path + "?" + strings.Join(q, "&")
+}
+
+// Open opens (creating with mode 0600 if needed) the database at path,
+// applies pending migrations and starts the writer.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("open database: empty path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open database %s: %w", path, err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db := &DB{Path: path, Now: time.Now, reqs: make(chan *writeReq, maxBatch), stop: make(chan struct{}), exited: make(chan struct{})}
+	db.w, err = sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.w.SetMaxOpenConns(1)
+	db.w.SetMaxIdleConns(1)
+	db.w.SetConnMaxLifetime(0)
+	db.r, err = sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		_ = db.w.Close() // the open error is the one worth reporting
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.r.SetMaxOpenConns(4)
+	db.r.SetMaxIdleConns(4)
+	if err := db.migrate(ctx); err != nil {
+		_ = db.w.Close() // the migration error is the one worth reporting
+		_ = db.r.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.wg.Go(db.writer)
+	return db, nil
+}
+
+// Close stops the writer after the writes already queued, then closes the
+// connections.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return nil
+	}
+	close(db.stop)
+	db.wg.Wait()
+	// Fold the WAL back so a copied file is self-contained.
+	_, _ = db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)") // best effort: the WAL is replayed on next open anyway
+	return errors.Join(db.w.Close(), db.r.Close())
+}
+
+// Commits reports how many transactions the writer committed and how many
+// Write calls they carried; their ratio shows group commit at work.
+func (db *DB) Commits() (commits, writes int64) { return db.commits.Load(), db.writes.Load() }
+
+// OnCommit registers fn to run after every committed batch.
+func (db *DB) OnCommit(fn func()) { db.onCommit.Store(&fn) }
+
+// Write runs fn in a transaction shared with whatever other writes are
+// waiting, and returns once that transaction is durable. fn runs inside a
+// savepoint: an error from it undoes its own changes only.
+func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	req := &writeReq{fn: fn, done: make(chan error, 1)}
+	select {
+	case db.reqs <- req:
+	case <-db.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued the write will be committed or failed; wait for the verdict
+	// even if ctx ends, so a caller never acknowledges what it cannot know.
+	select {
+	case err := <-req.done:
+		return err
+	case <-db.exited:
+		select {
+		case err := <-req.done:
+			return err
+		default:
+			return ErrClosed // queued after the writer's last drain: never run
+		}
+	}
+}
+
+func (db *DB) writer() {
+	defer close(db.exited)
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-db.reqs:
+			batch = append(batch, req)
+		case <-db.stop:
+			// Drain what was queued before the stop.
+			for {
+				select {
+				case req := <-db.reqs:
+					db.commit([]*writeReq{req})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-db.reqs:
+				batch = append(batch, req)
+			default:
+				break fill
+			}
+		}
+		db.commit(batch)
+	}
+}
+
+func (db *DB) commit(batch []*writeReq) {
+	ctx := context.Background()
+	errs := make([]error, len(batch))
+	fail := func(err error) {
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("begin: %w", err))
+		return
+	}
+	t := &Tx{tx: tx, ctx: ctx, db: db, now: db.Now().UTC()}
+	for i, r := range batch {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			errs[i] = err
+			continue
+		}
+		errs[i] = safeCall(r.fn, t)
+		if errs[i] != nil {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
+				_ = tx.Rollback() // the savepoint failure is reported to everyone
+				fail(fmt.Errorf("rollback to savepoint: %w", err))
+				return
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
+			_ = tx.Rollback() // the release failure is reported to everyone
+			fail(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
+	db.commits.Add(1)
+	db.writes.Add(int64(len(batch)))
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+	if fn := db.onCommit.Load(); fn != nil {
+		(*fn)()
+	}
+}
+
+func safeCall(fn func(*Tx) error, t *Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("write panicked: %v", r)
+		}
+	}()
+	return fn(t)
+}
+
+// Reader is the pool for queries; reads never wait on the writer in WAL mode.
+func (db *DB) Reader() *sql.DB { return db.r }
+
+// Ping checks that the database answers and is writable: it runs a write
+// through the writer (a no-op update of the migrations table).
+func (db *DB) Ping(ctx context.Context) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec("UPDATE schema_migrations SET version = version WHERE version = -1")
+		return err
+	})
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create migrations table: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad name: %w", base, err)
+		}
+		var n int
+		if err := db.w.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE version = ?", v).Scan(&n); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		tx, err := db.w.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			_ = tx.Rollback() // the statement error is the one worth reporting
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+			v, base, db.Now().UnixMilli()); err != nil {
+			_ = tx.Rollback() // the insert error is the one worth reporting
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion reports the newest applied migration and the newest this
+// binary knows.
+func (db *DB) SchemaVersion(ctx context.Context) (applied, known int, err error) {
+	if err := db.r.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&applied); err != nil {
+		return 0, 0, fmt.Errorf("read schema version: %w", err)
+	}
+	names, _ := fs.Glob(migrations, "migrations/*.sql") // the pattern is constant and valid
+	for _, name := range names {
+		if v, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0]); err == nil && v > known {
+			known = v
+		}
+	}
+	return applied, known, nil
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
