@@ -1,0 +1,366 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bridge-dev/bridge/pkg/store"
+)
+
+func newEventsCmd(a *app) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "events",
+		Short: "Read the journal of webhooks and what became of them",
+		Long: `Every webhook bridge received is in the journal: accepted, ignored (with the
+reason) or rejected (with the reason and the first bytes of the body).
+
+States: rejected, ignored, accepted, working, answered, handed_off, superseded,
+failed.`,
+		Example: `  bridge events list --status failed
+  bridge events list --conversation 42 --since 1h
+  bridge events show 17`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	c.AddCommand(newEventsListCmd(a), newEventsShowCmd(a))
+	return c
+}
+
+type eventsListOptions struct {
+	status       string
+	conversation int64
+	since        time.Duration
+	limit        int
+}
+
+func newEventsListCmd(a *app) *cobra.Command {
+	o := &eventsListOptions{}
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List events, newest first",
+		Example: `  bridge events list
+  bridge events list --status failed --since 24h
+  bridge events list --conversation 42 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.status != "" && !slices.Contains(store.Statuses, o.status) {
+				return usagef("--status "+strings.Join(store.Statuses, "|"), "bad --status %q", o.status)
+			}
+			if o.limit <= 0 {
+				return usagef("--limit 50", "--limit must be positive")
+			}
+			db, err := a.openStore(c.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			f := store.EventFilter{Status: o.status, ConversationID: o.conversation, Limit: o.limit}
+			if o.since > 0 {
+				f.Since = time.Now().Add(-o.since)
+			}
+			evs, err := db.ListEvents(c.Context(), f)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				out := make([]eventView, 0, len(evs))
+				for i := range evs {
+					out = append(out, viewEvent(&evs[i], nil))
+				}
+				return a.printJSON(out)
+			}
+			if len(evs) == 0 {
+				fmt.Fprintln(a.io.Out, "No events.")
+				return nil
+			}
+			rows := make([][]string, 0, len(evs))
+			for i := range evs {
+				e := &evs[i]
+				rows = append(rows, []string{strconv.FormatInt(e.ID, 10), e.ReceivedAt.Local().Format("2006-01-02 15:04:05"),
+					e.Status, orDash(eventWhat(e)), numOrDash(e.ConversationID), orDash(eventWhy(e)), orDash(oneLineText(e.Text, 40))})
+			}
+			a.table([]string{"id", "received", "status", "event", "conv", "reason", "text"}, rows)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&o.status, "status", "", "only this state ("+strings.Join(store.Statuses, ", ")+")")
+	c.Flags().Int64Var(&o.conversation, "conversation", 0, "only this Chatwoot conversation id")
+	c.Flags().DurationVar(&o.since, "since", 0, "only events received within this long (e.g. 30m, 24h)")
+	c.Flags().IntVar(&o.limit, "limit", 50, "at most this many events")
+	return c
+}
+
+func eventWhat(e *store.Event) string {
+	if e.Kind != "" && e.Event == "message_created" {
+		return e.Kind
+	}
+	return e.Event
+}
+
+func eventWhy(e *store.Event) string {
+	if e.LastError != "" && e.Status == store.StatusFailed {
+		return e.LastError
+	}
+	return e.Reason
+}
+
+func numOrDash(n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func oneLineText(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) > n {
+		r := []rune(s)
+		return string(r[:n]) + "…"
+	}
+	return s
+}
+
+// eventView is an event as CLI output shows it.
+type eventView struct {
+	ID              int64     `json:"id"`
+	ReceivedAt      time.Time `json:"received_at"`
+	Status          string    `json:"status"`
+	Reason          string    `json:"reason,omitempty"`
+	Event           string    `json:"event"`
+	Kind            string    `json:"kind,omitempty"`
+	DeliveryID      string    `json:"delivery_id,omitempty"`
+	HTTPStatus      int       `json:"http_status"`
+	AccountID       int64     `json:"account_id,omitempty"`
+	InboxID         int64     `json:"inbox_id,omitempty"`
+	ConversationID  int64     `json:"conversation_id,omitempty"`
+	MessageID       int64     `json:"message_id,omitempty"`
+	RouteID         int64     `json:"route_id,omitempty"`
+	Text            string    `json:"text,omitempty"`
+	Attempts        int       `json:"attempts"`
+	LastError       string    `json:"last_error,omitempty"`
+	PostedMessageID int64     `json:"posted_message_id,omitempty"`
+	Body            string    `json:"body,omitempty"`
+	Trace           []hopView `json:"trace,omitempty"`
+}
+
+type hopView struct {
+	At         time.Time `json:"at"`
+	Stage      string    `json:"stage"`
+	Outcome    string    `json:"outcome"`
+	Detail     string    `json:"detail,omitempty"`
+	DurationMS float64   `json:"duration_ms,omitempty"`
+}
+
+func viewEvent(e *store.Event, hops []store.Hop) eventView {
+	v := eventView{ID: e.ID, ReceivedAt: e.ReceivedAt, Status: e.Status, Reason: e.Reason, Event: e.Event, Kind: e.Kind,
+		DeliveryID: e.DeliveryID, HTTPStatus: e.HTTPStatus, AccountID: e.AccountID, InboxID: e.InboxID,
+		ConversationID: e.ConversationID, MessageID: e.MessageID, RouteID: e.RouteID, Text: e.Text, Attempts: e.Attempts,
+		LastError: e.LastError, PostedMessageID: e.PostedMessageID}
+	if e.Status == store.StatusRejected {
+		v.Body = printable(e.Payload, 512)
+	}
+	for _, h := range hops {
+		v.Trace = append(v.Trace, hopView{At: h.At, Stage: h.Stage, Outcome: h.Outcome, Detail: h.Detail,
+			DurationMS: float64(h.Duration.Microseconds()) / 1000})
+	}
+	return v
+}
+
+// printable shows the first bytes of a body safely on a terminal.
+func printable(b []byte, n int) string {
+	if len(b) > n {
+		b = b[:n]
+	}
+	s := strings.ToValidUTF8(string(b), "?")
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func newEventsShowCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one event and its trace, hop by hop",
+		Long: `Show one event: what arrived, what bridge decided, and every step after that
+(Dify request, each retry with its error and timing, Chatwoot posts, handoff),
+ending with where it stopped and why.`,
+		Example: "  bridge events show 17\n  bridge events show 17 --json",
+		Args:    exactArgs(1, "bridge events show 17"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "event")
+			if err != nil {
+				return err
+			}
+			db, err := a.openStore(c.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			return showEvent(c.Context(), a, db, id)
+		},
+	}
+}
+
+func showEvent(ctx context.Context, a *app, db *store.DB, id int64) error {
+	e, err := db.Event(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return &failedError{msg: fmt.Sprintf("no event %d (bridge events list)", id)}
+	}
+	if err != nil {
+		return err
+	}
+	hops, err := db.Hops(ctx, id)
+	if err != nil {
+		return err
+	}
+	if a.json {
+		return a.printJSON(viewEvent(&e, hops))
+	}
+	writeTrace(a.io.Out, a.styles(), &e, hops)
+	return nil
+}
+
+// writeTrace prints an event and its hops for a human.
+func writeTrace(w io.Writer, st styles, e *store.Event, hops []store.Hop) {
+	fmt.Fprintf(w, "Event %d  %s\n", e.ID, stateStyle(st, e.Status).Render(e.Status))
+	kv := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(w, "  %-13s %s\n", k, v)
+		}
+	}
+	kv("received", e.ReceivedAt.Format("2006-01-02 15:04:05.000 MST"))
+	kv("event", strings.TrimSpace(e.Event+" "+e.Kind))
+	kv("delivery", e.DeliveryID)
+	if e.ConversationID != 0 {
+		kv("conversation", fmt.Sprintf("%d (account %d, inbox %d)", e.ConversationID, e.AccountID, e.InboxID))
+	}
+	if e.MessageID != 0 {
+		kv("message", strconv.FormatInt(e.MessageID, 10))
+	}
+	if e.RouteID != 0 {
+		kv("route", strconv.FormatInt(e.RouteID, 10))
+	}
+	kv("text", quoteText(e.Text))
+	if e.Attempts > 0 {
+		kv("attempts", strconv.Itoa(e.Attempts))
+	}
+	if e.Status == store.StatusRejected {
+		kv("http", strconv.Itoa(e.HTTPStatus))
+		kv("body", quoteText(printable(e.Payload, 200)))
+	}
+	if len(hops) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Trace")
+		t0 := e.ReceivedAt
+		for _, h := range hops {
+			off := h.At.Sub(t0)
+			dur := ""
+			if h.Duration > 0 {
+				dur = " (" + fmtDur(h.Duration) + ")"
+			}
+			fmt.Fprintf(w, "  %8s  %-9s %-18s %s%s\n", "+"+fmtDur(off), h.Stage, h.Outcome, h.Detail, dur)
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Stopped: "+stopReason(e))
+}
+
+func quoteText(s string) string {
+	if s == "" {
+		return ""
+	}
+	return strconv.Quote(oneLineText(s, 120))
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0ms"
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	}
+	return d.Round(time.Second).String()
+}
+
+func stateStyle(st styles, status string) interface{ Render(...string) string } {
+	switch status {
+	case store.StatusAnswered:
+		return st.ok
+	case store.StatusFailed, store.StatusRejected:
+		return st.bad
+	case store.StatusHandedOff, store.StatusSuperseded:
+		return st.warn
+	}
+	return st.dim
+}
+
+// stopReason says in one line where the event stopped and why.
+func stopReason(e *store.Event) string {
+	switch e.Status {
+	case store.StatusRejected:
+		return fmt.Sprintf("rejected with HTTP %d: %s", e.HTTPStatus, e.Reason)
+	case store.StatusIgnored:
+		return "ignored: " + e.Reason + " — " + ignoreHelp(e.Reason)
+	case store.StatusAccepted:
+		if !e.NotBefore.IsZero() && time.Now().Before(e.NotBefore) {
+			return "accepted, waiting for the debounce window to close"
+		}
+		return "accepted, waiting for a worker (is 'bridge serve' running?)"
+	case store.StatusWorking:
+		return "being worked on (or interrupted; 'bridge serve' resumes it on start)"
+	case store.StatusAnswered:
+		if e.PostedMessageID != 0 {
+			return fmt.Sprintf("answered: the answer was posted as Chatwoot message %d", e.PostedMessageID)
+		}
+		return "answered"
+	case store.StatusHandedOff:
+		return "handed to a human: " + e.Reason
+	case store.StatusSuperseded:
+		return "superseded: " + e.Reason
+	case store.StatusFailed:
+		return "failed: " + e.LastError + " — fix the cause, then 'bridge replay " + strconv.FormatInt(e.ID, 10) + "'"
+	}
+	return e.Status
+}
+
+func ignoreHelp(reason string) string {
+	switch {
+	case reason == "not_message_created":
+		return "only new messages are answered"
+	case reason == "outgoing":
+		return "an outgoing message, not the customer's"
+	case reason == "own_message":
+		return "bridge's own post coming back"
+	case reason == "private":
+		return "a private note"
+	case reason == "not_contact":
+		return "the sender is not a contact"
+	case strings.HasPrefix(reason, "conversation_status:"):
+		return "the conversation is not in a bot status (chatwoot.bot_statuses)"
+	case reason == "human_owned":
+		return "a human took this conversation over"
+	case reason == "empty":
+		return "no text and no attachments"
+	case reason == "no_route":
+		return "the inbox has no route: bridge routes add --inbox ID ..."
+	case reason == "disabled_route":
+		return "the inbox's route is disabled: bridge routes enable ID"
+	case reason == "duplicate":
+		return "this message id was already accepted (a redelivery)"
+	}
+	return ""
+}

@@ -1,0 +1,304 @@
+// Package cmd holds bridge's commands: one file per command, plus this root
+// (global flags, configuration, error to exit code) and io.go (output).
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/store"
+)
+
+// Exit codes (SPEC section 3).
+const (
+	ExitOK      = 0
+	ExitFailed  = 1
+	ExitUsage   = 2
+	exitSilent1 = 1
+)
+
+// usageError is a mistake in how a command was called: exit 2 and a hint.
+type usageError struct {
+	msg  string
+	hint string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(hint, format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...), hint: hint}
+}
+
+// failedError means the command ran and failed; its output already said why.
+type failedError struct{ msg string }
+
+func (e *failedError) Error() string { return e.msg }
+
+// app is what every command shares: IO, viper, global flags, and openers.
+type app struct {
+	io   IO
+	v    *viper.Viper
+	root *cobra.Command
+
+	configPath string
+	dbPath     string
+	json       bool
+	noColor    bool
+
+	cfg    *config.Config
+	logger *slog.Logger
+}
+
+// Execute runs bridge with args and returns the exit code.
+func Execute(ctx context.Context, args []string, io IO) int {
+	root := NewRoot(io, viper.New())
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	return report(io, root, err)
+}
+
+// report prints err once and maps it to an exit code; the one place that
+// does either.
+func report(io IO, root *cobra.Command, err error) int {
+	var ue *usageError
+	var ce *config.Error
+	var fe *failedError
+	switch {
+	case errors.As(err, &fe):
+		if fe.msg != "" {
+			fmt.Fprintln(io.Err, "Error:", fe.msg)
+		}
+		return ExitFailed
+	case errors.As(err, &ue):
+		fmt.Fprintln(io.Err, "Error:", ue.msg)
+		if ue.hint != "" {
+			fmt.Fprintln(io.Err, "Try:", ue.hint)
+		}
+		return ExitUsage
+	case errors.As(err, &ce), errors.Is(err, config.ErrNotFound):
+		fmt.Fprintln(io.Err, "Error: config:", err)
+		return ExitUsage
+	case isCobraUsage(err):
+		fmt.Fprintln(io.Err, "Error:", err)
+		fmt.Fprintln(io.Err, "Try: bridge --help")
+		return ExitUsage
+	}
+	fmt.Fprintln(io.Err, "Error:", err)
+	return ExitFailed
+}
+
+// isCobraUsage recognises the usage errors cobra itself returns (argument
+// counts, unknown commands at the root).
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most",
+		"unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "required flag",
+		"if any flags in the group"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewRoot builds a fresh command tree; nothing is global, so tests can build
+// as many as they like.
+func NewRoot(io IO, v *viper.Viper) *cobra.Command {
+	a := &app{io: io, v: v}
+	root := &cobra.Command{
+		Use:   "bridge",
+		Short: "Connect a Chatwoot help desk to Dify AI apps",
+		Long: `bridge answers Chatwoot conversations with Dify apps.
+
+Chatwoot POSTs webhooks to 'bridge serve'; bridge journals each one in SQLite
+before it acknowledges, asks the Dify app the inbox is routed to, and posts the
+answer back. When the customer asks for a person, the AI asks for help, or the
+AI fails, the conversation goes to a human agent (status open, with a private
+note saying why).
+
+Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
+'bridge serve'. When the bot is silent, run 'bridge doctor'.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Example: `  bridge demo
+  bridge routes add --inbox 3 --dify-key-env DIFY_SUPPORT_KEY
+  bridge serve
+  bridge doctor`,
+	}
+	root.SetIn(io.In)
+	root.SetOut(io.Out)
+	root.SetErr(io.Err)
+	a.root = root
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configPath, "config", "", "config file (default ./bridge.toml, then $XDG_CONFIG_HOME/bridge/bridge.toml)")
+	pf.StringVar(&a.dbPath, "db", "", "database file (overrides the database key)")
+	pf.BoolVar(&a.json, "json", false, "machine-readable JSON output")
+	pf.BoolVar(&a.noColor, "no-color", false, "no colour in output (also NO_COLOR)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return flagError(c, err)
+	})
+	root.SuggestionsMinimumDistance = 2
+	root.AddCommand(
+		newServeCmd(a),
+		// DEMO
+		newRoutesCmd(a),
+		newConversationsCmd(a),
+		newEventsCmd(a),
+		newVersionCmd(a),
+	)
+	root.InitDefaultCompletionCmd()
+	return root
+}
+
+// flagError turns a pflag error into a usage error with the closest flag.
+func flagError(c *cobra.Command, err error) error {
+	msg := err.Error()
+	name := ""
+	if i := strings.Index(msg, "unknown flag: --"); i >= 0 {
+		name = strings.Fields(msg[i+len("unknown flag: --"):])[0]
+	}
+	if name != "" {
+		if s := closestFlag(c, name); s != "" {
+			return usagef(fmt.Sprintf("%s --%s (see '%s --help')", c.CommandPath(), s, c.CommandPath()), "%s", msg)
+		}
+	}
+	return usagef(fmt.Sprintf("%s --help", c.CommandPath()), "%s", msg)
+}
+
+func closestFlag(c *cobra.Command, name string) string {
+	best, bestD := "", 3
+	visit := func(f *pflag.Flag) {
+		if d := levenshtein(name, f.Name); d < bestD || (d == bestD && best == "") && d <= 2 {
+			best, bestD = f.Name, d
+		}
+		if strings.HasPrefix(f.Name, name) && best == "" {
+			best = f.Name
+		}
+	}
+	c.Flags().VisitAll(visit)
+	c.InheritedFlags().VisitAll(visit)
+	if bestD > 2 && !strings.HasPrefix(best, name) {
+		return ""
+	}
+	return best
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// groupRunE makes a group command (routes, events, conversations) report an
+// unknown subcommand with a suggestion, which cobra does only at the root.
+func groupRunE(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return c.Help()
+	}
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
+	var hint string
+	if sug := c.SuggestionsFor(args[0]); len(sug) > 0 {
+		hint = c.CommandPath() + " " + sug[0]
+	} else {
+		var names []string
+		for _, sc := range c.Commands() {
+			if sc.IsAvailableCommand() {
+				names = append(names, sc.Name())
+			}
+		}
+		sort.Strings(names)
+		hint = c.CommandPath() + " " + strings.Join(names, "|")
+	}
+	return usagef(hint, "unknown command %q for %q", args[0], c.CommandPath())
+}
+
+// config loads the configuration once: flags > environment > file > default.
+func (a *app) config() (*config.Config, error) {
+	if a.cfg != nil {
+		return a.cfg, nil
+	}
+	if f := a.root.PersistentFlags().Lookup("db"); f != nil && f.Changed {
+		if err := a.v.BindPFlag("database", f); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := config.Load(a.v, a.configPath, a.configPath != "")
+	if err != nil {
+		return nil, err
+	}
+	a.cfg = cfg
+	return cfg, nil
+}
+
+// openStore opens the configured database.
+func (a *app) openStore(ctx context.Context) (*store.DB, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// log returns the logger built from the configuration (to stderr).
+func (a *app) log() *slog.Logger {
+	if a.logger != nil {
+		return a.logger
+	}
+	level, format := "info", "text"
+	if a.cfg != nil {
+		level, format = a.cfg.LogLevel, a.cfg.LogFormat
+	}
+	a.logger = newLogger(a.io.Err, level, format, isTerminal(a.io.Err))
+	return a.logger
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// absPath shows a path as the operator would want to find it.
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}

@@ -1,0 +1,205 @@
+// Package config loads bridge's settings from flags, the environment
+// (BRIDGE_*), a TOML file and built-in defaults, in that order of precedence,
+// and validates them.
+package config
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config is the complete set of settings. The mapstructure tags are the keys
+// of the TOML file; the environment variable of a key is BRIDGE_ followed by
+// the key in upper case with dots as underscores (BRIDGE_DIFY_TIMEOUT).
+type Config struct {
+	// File is the config file that was read, "" when none was.
+	File string `mapstructure:"-"`
+
+	Listen    string    `mapstructure:"listen"`     // address of the HTTP server, host:port
+	Database  string    `mapstructure:"database"`   // path of the SQLite file
+	PublicURL string    `mapstructure:"public_url"` // how Chatwoot reaches bridge; "" when unknown
+	LogLevel  string    `mapstructure:"log_level"`  // debug, info, warn or error
+	LogFormat string    `mapstructure:"log_format"` // text or json
+	Chatwoot  Chatwoot  `mapstructure:"chatwoot"`
+	Dify      Dify      `mapstructure:"dify"`
+	Handoff   Handoff   `mapstructure:"handoff"`
+	Worker    Worker    `mapstructure:"worker"`
+	Retention Retention `mapstructure:"retention"`
+}
+
+// Chatwoot holds the [chatwoot] table.
+type Chatwoot struct {
+	BaseURL string `mapstructure:"base_url"`
+	// APIToken is an agent bot or user access token.
+	APIToken Secret `mapstructure:"api_token"`
+	// UserToken is an optional user (administrator) token: labels on
+	// handoff need it, and doctor uses it to check inboxes.
+	UserToken Secret `mapstructure:"user_token"`
+	// WebhookToken, when set, must be given as ?token= on the webhook URL.
+	WebhookToken Secret `mapstructure:"webhook_token"`
+	// WebhookSecret, when set, is the HMAC key signed deliveries must verify with.
+	WebhookSecret Secret `mapstructure:"webhook_secret"`
+	// BotStatuses are the conversation statuses in which bridge answers.
+	BotStatuses []string `mapstructure:"bot_statuses"`
+	// AccountID is the Chatwoot account bridge serves. 0 means any account:
+	// webhooks of every account are accepted and doctor skips its account
+	// check.
+	AccountID int64 `mapstructure:"account_id"`
+}
+
+// Dify holds the [dify] table.
+type Dify struct {
+	// BaseURL is the API base for routes added without --dify-url.
+	BaseURL string `mapstructure:"base_url"`
+	// Timeout bounds a whole Dify exchange, retries included.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// IdleTimeout is the longest silence allowed inside one stream.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// MaxRetries is how often a retryable failure is tried again.
+	MaxRetries int `mapstructure:"max_retries"`
+}
+
+// Handoff holds the [handoff] table: when and how a conversation goes to a
+// human.
+type Handoff struct {
+	// Keywords in a customer message (case-insensitive, whole words or
+	// phrases) hand off without calling Dify.
+	Keywords []string `mapstructure:"keywords"`
+	// AIMarker in an answer means the AI asks for a human.
+	AIMarker string `mapstructure:"ai_marker"`
+	// Message is posted to the customer on handoff; "" posts nothing.
+	Message string `mapstructure:"message"`
+	// Labels are added to the conversation on handoff (needs a user token).
+	Labels []string `mapstructure:"labels"`
+	// TeamID is the team assigned on handoff; 0 assigns none.
+	TeamID int64 `mapstructure:"team_id"`
+	// OpenOnAgentReply sets a conversation open when a human agent replies.
+	OpenOnAgentReply bool `mapstructure:"open_on_agent_reply"`
+}
+
+// Worker holds the [worker] table.
+type Worker struct {
+	// Concurrency is how many conversations are processed in parallel.
+	Concurrency int `mapstructure:"concurrency"`
+	// Debounce joins customer messages of one conversation that arrive
+	// within this window into one Dify call; 0 answers each at once.
+	Debounce time.Duration `mapstructure:"debounce"`
+}
+
+// Retention holds the [retention] table.
+type Retention struct {
+	// Ignored is how long ignored events are kept in the journal.
+	Ignored time.Duration `mapstructure:"ignored"`
+}
+
+// Defaults returns the built-in value of every key.
+func Defaults() Config {
+	return Config{
+		Listen:    "127.0.0.1:8080",
+		Database:  "bridge.db",
+		PublicURL: "",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Chatwoot: Chatwoot{
+			BaseURL:     "http://localhost:3000",
+			BotStatuses: []string{"pending"},
+			AccountID:   0,
+		},
+		Dify: Dify{
+			BaseURL:     "https://api.dify.ai/v1",
+			Timeout:     120 * time.Second,
+			IdleTimeout: 45 * time.Second,
+			MaxRetries:  2,
+		},
+		Handoff: Handoff{
+			Keywords:         []string{"human", "agent", "operator", "real person"},
+			AIMarker:         "[[handoff]]",
+			Message:          "Let me connect you with a member of our team.",
+			Labels:           []string{},
+			TeamID:           0,
+			OpenOnAgentReply: true,
+		},
+		Worker: Worker{
+			Concurrency: 8,
+			Debounce:    0,
+		},
+		Retention: Retention{
+			Ignored: 168 * time.Hour,
+		},
+	}
+}
+
+// Keys returns every dotted key (such as "dify.timeout"), sorted.
+func Keys() []string {
+	fs := fields()
+	keys := make([]string, len(fs))
+	for i, f := range fs {
+		keys[i] = f.key
+	}
+	return keys
+}
+
+// envVar returns the environment variable that sets key.
+func envVar(key string) string {
+	return "BRIDGE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// field is one leaf of Config: its dotted key and where it lives.
+type field struct {
+	key    string
+	index  []int
+	typ    reflect.Type
+	secret bool
+}
+
+var secretType = reflect.TypeFor[Secret]()
+
+// fields lists the leaves of Config, sorted by key. The list is derived from
+// the struct tags so that keys, defaults, env bindings and decoding cannot
+// disagree.
+var fields = sync.OnceValue(func() []field {
+	var out []field
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			tag := sf.Tag.Get("mapstructure")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			idx := append(slices.Clone(index), i)
+			key := prefix + tag
+			if sf.Type.Kind() == reflect.Struct {
+				walk(sf.Type, key+".", idx)
+				continue
+			}
+			out = append(out, field{key: key, index: idx, typ: sf.Type, secret: sf.Type == secretType})
+		}
+	}
+	walk(reflect.TypeFor[Config](), "", nil)
+	slices.SortFunc(out, func(a, b field) int { return strings.Compare(a.key, b.key) })
+	return out
+})
+
+func lookupField(key string) (field, bool) {
+	fs := fields()
+	i, ok := slices.BinarySearchFunc(fs, key, func(f field, k string) int { return strings.Compare(f.key, k) })
+	if !ok {
+		return field{}, false
+	}
+	return fs[i], true
+}
+
+// isSecretKey reports whether key holds a Secret, whose value never appears
+// in an error.
+func isSecretKey(key string) bool {
+	f, ok := lookupField(key)
+	return ok && f.secret
+}
+
+func (c *Config) value(f field) reflect.Value {
+	return reflect.ValueOf(c).Elem().FieldByIndex(f.index)
+}

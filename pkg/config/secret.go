@@ -1,0 +1,70 @@
+package config
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"unicode/utf8"
+)
+
+// Secret holds a token or key. Every way of printing it (fmt verbs, slog,
+// JSON, text encoders such as TOML and YAML) shows only a masked form, so a
+// config can be logged or dumped without leaking credentials.
+type Secret string
+
+// String returns the masked value: "" for an empty secret, "****" plus the
+// last 4 characters for a secret of 12 characters or more, "****" otherwise.
+func (s Secret) String() string { return maskTail(string(s)) }
+
+// GoString masks the value for the %#v verb.
+func (s Secret) GoString() string { return maskTail(string(s)) }
+
+// LogValue masks the value in slog output.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(maskTail(string(s))) }
+
+// MarshalJSON encodes the masked value as a JSON string.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(maskTail(string(s))) }
+
+// MarshalText returns the masked value, for encoders that use
+// encoding.TextMarshaler.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(maskTail(string(s))), nil }
+
+// Reveal returns the raw value. Call it only where the value is put into a
+// request header or compared with a received credential.
+func (s Secret) Reveal() string { return string(s) }
+
+// minVisibleLen is the shortest value whose last 4 characters may be shown:
+// below it, the tail would give away too large a part of the value.
+const minVisibleLen = 12
+
+// Mask masks a plain string such as a Dify app key. A key with the "app-"
+// prefix keeps it: "app-…x7Qz". Anything else is masked like a Secret.
+func Mask(s string) string {
+	if rest, ok := strings.CutPrefix(s, "app-"); ok && rest != "" {
+		if utf8.RuneCountInString(s) < minVisibleLen {
+			return "app-…"
+		}
+		return "app-…" + lastRunes(s, 4)
+	}
+	return maskTail(s)
+}
+
+func maskTail(s string) string {
+	switch {
+	case s == "":
+		return ""
+	case utf8.RuneCountInString(s) < minVisibleLen:
+		return "****"
+	default:
+		return "****" + lastRunes(s, 4)
+	}
+}
+
+func lastRunes(s string, n int) string {
+	i := len(s)
+	for ; n > 0 && i > 0; n-- {
+		_, size := utf8.DecodeLastRuneInString(s[:i])
+		i -= size
+	}
+	return s[i:]
+}

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/viper"
+)
+
+var (
+	logLevels   = []string{"debug", "info", "warn", "error"}
+	logFormats  = []string{"text", "json"}
+	botStatuses = []string{"open", "pending", "snoozed", "resolved"}
+)
+
+// Validate checks every value and returns a *Error for the first one that is
+// out of range, with File set to c.File. Load calls it; call it yourself on a
+// Config built in code.
+func (c *Config) Validate() error {
+	bad := func(key, value, msg, hint string) error {
+		return &Error{File: c.File, Key: key, Value: value, Err: errors.New(msg), hint: hint}
+	}
+
+	if c.Listen == "" {
+		return bad("listen", "", "required", "want host:port, e.g. 127.0.0.1:8080")
+	}
+	if !validHostPort(c.Listen) {
+		return bad("listen", c.Listen, "invalid address", "want host:port, e.g. 127.0.0.1:8080")
+	}
+	if strings.TrimSpace(c.Database) == "" {
+		return bad("database", "", "required", "want the path of the SQLite file")
+	}
+	if c.PublicURL != "" && !validHTTPURL(c.PublicURL) {
+		return bad("public_url", redactURL(c.PublicURL), "invalid URL", "want the http(s) URL at which Chatwoot reaches bridge, or empty")
+	}
+	if !slices.Contains(logLevels, c.LogLevel) {
+		return bad("log_level", c.LogLevel, "invalid log level", "want debug, info, warn or error")
+	}
+	if !slices.Contains(logFormats, c.LogFormat) {
+		return bad("log_format", c.LogFormat, "invalid log format", "want text or json")
+	}
+
+	if c.Chatwoot.BaseURL == "" {
+		return bad("chatwoot.base_url", "", "required", "want an http(s) URL, e.g. http://localhost:3000")
+	}
+	if !validHTTPURL(c.Chatwoot.BaseURL) {
+		return bad("chatwoot.base_url", redactURL(c.Chatwoot.BaseURL), "invalid URL", "want an http(s) URL, e.g. http://localhost:3000")
+	}
+	if len(c.Chatwoot.BotStatuses) == 0 {
+		return bad("chatwoot.bot_statuses", "", "required", "want one or more of open, pending, snoozed, resolved")
+	}
+	for _, s := range c.Chatwoot.BotStatuses {
+		if !slices.Contains(botStatuses, s) {
+			return bad("chatwoot.bot_statuses", s, "invalid status", "want open, pending, snoozed or resolved")
+		}
+	}
+	if c.Chatwoot.AccountID < 0 {
+		return bad("chatwoot.account_id", strconv.FormatInt(c.Chatwoot.AccountID, 10), "must not be negative", "0 means any account")
+	}
+
+	if c.Dify.BaseURL == "" {
+		return bad("dify.base_url", "", "required", "want an http(s) URL, e.g. https://api.dify.ai/v1")
+	}
+	if !validHTTPURL(c.Dify.BaseURL) {
+		return bad("dify.base_url", redactURL(c.Dify.BaseURL), "invalid URL", "want an http(s) URL, e.g. https://api.dify.ai/v1")
+	}
+	if c.Dify.Timeout <= 0 {
+		return bad("dify.timeout", c.Dify.Timeout.String(), "must be positive", `e.g. "120s"`)
+	}
+	if c.Dify.IdleTimeout <= 0 {
+		return bad("dify.idle_timeout", c.Dify.IdleTimeout.String(), "must be positive", `e.g. "45s"`)
+	}
+	if c.Dify.MaxRetries < 0 {
+		return bad("dify.max_retries", strconv.Itoa(c.Dify.MaxRetries), "must not be negative", "0 disables retries")
+	}
+
+	for _, k := range c.Handoff.Keywords {
+		if strings.TrimSpace(k) == "" {
+			return bad("handoff.keywords", "", "empty keyword", "remove it from the list")
+		}
+	}
+	if strings.TrimSpace(c.Handoff.AIMarker) == "" {
+		// An empty marker would be found in every answer.
+		return bad("handoff.ai_marker", "", "required", `want a marker the AI writes to ask for a human, e.g. "[[handoff]]"`)
+	}
+	for _, l := range c.Handoff.Labels {
+		if strings.TrimSpace(l) == "" {
+			return bad("handoff.labels", "", "empty label", "remove it from the list")
+		}
+	}
+	if c.Handoff.TeamID < 0 {
+		return bad("handoff.team_id", strconv.FormatInt(c.Handoff.TeamID, 10), "must not be negative", "0 assigns no team")
+	}
+
+	if c.Worker.Concurrency < 1 {
+		return bad("worker.concurrency", strconv.Itoa(c.Worker.Concurrency), "must be at least 1", "")
+	}
+	if c.Worker.Debounce < 0 {
+		return bad("worker.debounce", c.Worker.Debounce.String(), "must not be negative", `"0s" answers each message at once`)
+	}
+	if c.Retention.Ignored < 0 {
+		return bad("retention.ignored", c.Retention.Ignored.String(), "must not be negative", `e.g. "168h"`)
+	}
+	return nil
+}
+
+func validHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func validHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Hostname() != ""
+}
+
+// redactURL hides a password in a URL before it goes into an error.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return ""
+		}
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	return s
+}
+
+// FilePermissionsWarning returns a warning for doctor when the config file
+// holds a non-empty secret and can be read by its group or by others, and ""
+// otherwise.
+func (c *Config) FilePermissionsWarning() string {
+	if c.File == "" || runtime.GOOS == "windows" {
+		// Windows reports no group or other permission bits.
+		return ""
+	}
+	fi, err := os.Stat(c.File)
+	if err != nil {
+		return ""
+	}
+	mode := fi.Mode().Perm()
+	if mode&0o044 == 0 {
+		return ""
+	}
+	keys := secretsInFile(c)
+	if len(keys) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s holds %s and is readable by group or others (mode %04o); run: chmod 600 %s",
+		c.File, strings.Join(keys, ", "), mode, c.File)
+}
+
+// secretsInFile lists the secret keys with a non-empty value in c.File. When
+// the file cannot be read or parsed, it falls back to the secrets of c.
+func secretsInFile(c *Config) []string {
+	var fv *viper.Viper
+	if data, err := os.ReadFile(c.File); err == nil {
+		fv = viper.New()
+		fv.SetConfigType("toml")
+		if fv.ReadConfig(bytes.NewReader(data)) != nil {
+			fv = nil
+		}
+	}
+	var keys []string
+	for _, f := range fields() {
+		if !f.secret {
+			continue
+		}
+		set := false
+		if fv != nil {
+			set = fv.GetString(f.key) != ""
+		} else {
+			set = c.value(f).String() != ""
+		}
+		if set {
+			keys = append(keys, f.key)
+		}
+	}
+	return keys
+}
