@@ -69,10 +69,10 @@ func (m *Metrics) Handler() http.Handler {
 // Registry exposes the registry (tests read values from it).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-func (m *Metrics) webhook(outcome string)     { m.webhooks.WithLabelValues(outcome).Inc() }
-func (m *Metrics) finished(state string)      { m.events.WithLabelValues(state).Inc() }
-func (m *Metrics) handoff(reason string)      { m.handoffs.WithLabelValues(reason).Inc() }
-func (m *Metrics) retry(upstream string)      { m.retries.WithLabelValues(upstream).Inc() }
+func (m *Metrics) webhook(outcome string) { m.webhooks.WithLabelValues(outcome).Inc() }
+func (m *Metrics) finished(state string)  { m.events.WithLabelValues(state).Inc() }
+func (m *Metrics) handoff(reason string)  { m.handoffs.WithLabelValues(reason).Inc() }
+func (m *Metrics) retry(upstream string)  { m.retries.WithLabelValues(upstream).Inc() }
 func (m *Metrics) dify(route int64, outcome string, d time.Duration) {
 	m.difyLat.WithLabelValues(strconv.FormatInt(route, 10), outcome).Observe(d.Seconds())
 }

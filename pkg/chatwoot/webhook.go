@@ -102,10 +102,10 @@ type wireSender struct {
 }
 
 type wireConversation struct {
-	ID           *int64  `json:"id"`
-	InboxID      int64   `json:"inbox_id"`
-	Status       string  `json:"status"`
-	Channel      string  `json:"channel"`
+	ID           *int64 `json:"id"`
+	InboxID      int64  `json:"inbox_id"`
+	Status       string `json:"status"`
+	Channel      string `json:"channel"`
 	ContactInbox *struct {
 		ContactID int64 `json:"contact_id"`
 	} `json:"contact_inbox"`
@@ -138,7 +138,7 @@ type wireEvent struct {
 	Conversation *wireConversation `json:"conversation"`
 
 	// Conversation events carry the conversation at the top level.
-	InboxID      int64 `json:"inbox_id"`
+	InboxID      int64  `json:"inbox_id"`
 	Status       string `json:"status"`
 	Channel      string `json:"channel"`
 	ContactInbox *struct {
