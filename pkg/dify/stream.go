@@ -1,0 +1,501 @@
+package dify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Usage is the token and cost accounting of message_end.metadata.usage.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+	TotalTokens      int
+	TotalPrice       string // a decimal string, kept as text to avoid float rounding
+	Currency         string
+	Latency          float64 // seconds, as measured by Dify
+}
+
+// Answer is a chat answer assembled from a stream (or a blocking response).
+type Answer struct {
+	Text           string
+	ConversationID string
+	MessageID      string
+	TaskID         string
+	Files          []string // URLs from message_file events that carry no answer text
+	Paused         bool     // workflow_paused or human_input_required: the app wants a human
+	PauseReason    string
+	Usage          Usage
+	Events         int           // JSON events seen
+	Pings          int           // keep-alive events seen
+	FirstToken     time.Duration // from stream start to the first answer delta (0 if none)
+}
+
+// StreamOptions configures ReadStreamWith.
+type StreamOptions struct {
+	// Idle bounds the silence between any two events, pings included; 0 disables it.
+	Idle time.Duration
+	// OnStart, if set, is called once, as soon as an event carries a task_id, with that task id
+	// and the conversation id known so far. It lets a caller stop the task or remember the
+	// conversation before the answer is complete.
+	OnStart func(taskID, conversationID string)
+	// MaxLine is the SSE line limit; 0 means DefaultMaxLine.
+	MaxLine int
+	// Now is the clock for Answer.FirstToken; nil means time.Now.
+	Now func() time.Time
+}
+
+// ReadStream reads a Dify chat stream until a terminal event. idle bounds the silence between
+// any two events (pings included); 0 disables it. onStart is called once with task_id and
+// conversation_id as soon as the first JSON event carrying a task id arrives (may be nil).
+// See ReadStreamWith for the rules.
+func ReadStream(ctx context.Context, body io.Reader, idle time.Duration, onStart func(taskID, conversationID string)) (*Answer, error) {
+	return ReadStreamWith(ctx, body, StreamOptions{Idle: idle, OnStart: onStart})
+}
+
+// ReadStreamWith reads a Dify chat stream until a terminal event.
+//
+// Text is the concatenation of the answer deltas of message, agent_message and message_file
+// events; message_replace replaces it. New Agent apps close their agent_message deltas with one
+// message carrying the complete answer, so a message that starts with everything assembled from
+// agent_message deltas replaces the text instead of doubling it. Reasoning, agent thoughts, TTS
+// and node events never reach Text.
+//
+// The result:
+//   - message_end: the answer, nil error.
+//   - workflow_finished with status succeeded or partial-succeeded: chatflow sends it after
+//     message_end, but Dify's own doc example sends it before the messages, so reading goes on
+//     until message_end; a clean end of stream (or silence) after it also counts as success.
+//   - workflow_paused, human_input_required, or workflow_finished(paused): Paused is set and the
+//     error is nil; the app wants a human and retrying would not help.
+//   - an error event: *APIError with InStream set.
+//   - workflow_finished with any other status: *WorkflowError.
+//   - the end of body before any of these: an error wrapping ErrTruncated.
+//   - idle silence: ErrIdle; ctx done: ctx.Err().
+//
+// On error the returned Answer, when not nil, holds what was assembled so far, for diagnostics.
+//
+// body is read on a separate goroutine so that silence can be timed. On idle timeout or
+// cancellation, body is closed if it is an io.Closer, which ends that goroutine before
+// ReadStreamWith returns; otherwise the goroutine ends only when a Read returns, so the caller
+// must close the underlying connection. The caller owns body and should close it in any case.
+func ReadStreamWith(ctx context.Context, body io.Reader, opts StreamOptions) (*Answer, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	st := &assembler{start: now(), now: now, onStart: opts.OnStart}
+
+	fr := startFrames(body, opts.MaxLine)
+	defer fr.stop()
+
+	var (
+		idleC     <-chan time.Time
+		resetIdle = func() {}
+	)
+	if opts.Idle > 0 {
+		t := time.NewTimer(opts.Idle)
+		defer t.Stop()
+		idleC = t.C
+		resetIdle = func() { t.Reset(opts.Idle) }
+	}
+
+	for {
+		fr.request()
+		var f frame
+		select {
+		case f = <-fr.frames:
+		case <-idleC:
+			if st.workflowSucceeded {
+				return st.answer(), nil
+			}
+			return st.answer(), fmt.Errorf("%w after %s (%s)", ErrIdle, opts.Idle, st.progress())
+		case <-ctx.Done():
+			fr.abort(body)
+			return st.answer(), ctx.Err()
+		}
+		resetIdle()
+		if f.err != nil {
+			if ctx.Err() != nil {
+				return st.answer(), ctx.Err()
+			}
+			if f.err == io.EOF && st.workflowSucceeded {
+				return st.answer(), nil
+			}
+			if f.err == io.EOF || errors.Is(f.err, io.ErrUnexpectedEOF) {
+				return st.answer(), fmt.Errorf("%w (%s)", ErrTruncated, st.progress())
+			}
+			if errors.Is(f.err, ErrLineTooLong) {
+				return st.answer(), f.err
+			}
+			// A connection broken mid-answer is a truncation too; keep the cause for the log.
+			return st.answer(), fmt.Errorf("%w (%s): %w", ErrTruncated, st.progress(), f.err)
+		}
+		done, err := st.handle(f.ev)
+		if done || err != nil {
+			return st.answer(), err
+		}
+	}
+}
+
+type frame struct {
+	ev  SSEEvent
+	err error
+}
+
+// frameReader runs the SSE reader on its own goroutine, one frame per request, so that the
+// goroutine is never left holding a frame nobody will take and is idle between requests.
+type frameReader struct {
+	next   chan struct{}
+	frames chan frame
+	quit   chan struct{}
+	exited chan struct{}
+}
+
+func startFrames(body io.Reader, maxLine int) *frameReader {
+	fr := &frameReader{
+		next:   make(chan struct{}),
+		frames: make(chan frame),
+		quit:   make(chan struct{}),
+		exited: make(chan struct{}),
+	}
+	sr := NewSSEReader(body, maxLine)
+	go func() {
+		defer close(fr.exited)
+		for {
+			select {
+			case <-fr.next:
+			case <-fr.quit:
+				return
+			}
+			ev, err := sr.Next()
+			select {
+			case fr.frames <- frame{ev, err}:
+			case <-fr.quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return fr
+}
+
+// request asks for one more frame. It does not block for long: the goroutine waits for it
+// whenever no frame is outstanding, and has exited only after sending an error, which ends the
+// caller's loop.
+func (fr *frameReader) request() {
+	select {
+	case fr.next <- struct{}{}:
+	case <-fr.exited:
+	}
+}
+
+// abort stops reading while a Read may be blocked on a silent connection. It closes body, if it
+// can be closed, so that the Read returns and the goroutine can be waited for; otherwise the
+// goroutine is left to end with the Read.
+func (fr *frameReader) abort(body io.Reader) {
+	close(fr.quit)
+	c, ok := body.(io.Closer)
+	if !ok {
+		return
+	}
+	_ = c.Close() // the stream is abandoned; a close error changes nothing for the caller
+	<-fr.exited
+}
+
+// stop ends the goroutine after a frame was taken, when it is waiting for the next request or
+// has already exited, and waits for it.
+func (fr *frameReader) stop() {
+	select {
+	case <-fr.quit:
+		return // aborted
+	default:
+	}
+	close(fr.quit)
+	<-fr.exited
+}
+
+// streamEvent holds the fields of every event type the bridge reads. Fields use lenient types
+// because upstream examples disagree on them (e.g. total_steps as a string).
+type streamEvent struct {
+	Event          flexString      `json:"event"`
+	TaskID         flexString      `json:"task_id"`
+	ConversationID flexString      `json:"conversation_id"`
+	MessageID      flexString      `json:"message_id"`
+	Answer         *flexString     `json:"answer"`
+	URL            flexString      `json:"url"`
+	BelongsTo      flexString      `json:"belongs_to"`
+	Metadata       json.RawMessage `json:"metadata"`
+	Data           json.RawMessage `json:"data"`
+	// error events
+	Code    flexString `json:"code"`
+	Message flexString `json:"message"`
+	Status  flexInt    `json:"status"`
+}
+
+type workflowData struct {
+	Status  flexString `json:"status"`
+	Error   flexString `json:"error"`
+	Reasons []struct {
+		UpperType flexString `json:"TYPE"`
+		Type      flexString `json:"type"`
+	} `json:"reasons"`
+}
+
+type usageJSON struct {
+	PromptTokens     flexInt    `json:"prompt_tokens"`
+	CompletionTokens flexInt    `json:"completion_tokens"`
+	TotalTokens      flexInt    `json:"total_tokens"`
+	TotalPrice       flexString `json:"total_price"`
+	Currency         flexString `json:"currency"`
+	Latency          flexFloat  `json:"latency"`
+}
+
+func (u usageJSON) usage() Usage {
+	return Usage{
+		PromptTokens:     int(u.PromptTokens),
+		CompletionTokens: int(u.CompletionTokens),
+		TotalTokens:      int(u.TotalTokens),
+		TotalPrice:       string(u.TotalPrice),
+		Currency:         string(u.Currency),
+		Latency:          float64(u.Latency),
+	}
+}
+
+// assembler is the state of one stream.
+type assembler struct {
+	a                 Answer
+	text              strings.Builder
+	start             time.Time
+	now               func() time.Time
+	onStart           func(taskID, conversationID string)
+	started           bool
+	agentDeltas       bool // text so far came from agent_message deltas
+	workflowSucceeded bool // workflow_finished(succeeded) arrived before message_end
+}
+
+func (s *assembler) answer() *Answer {
+	a := s.a
+	a.Text = s.text.String()
+	return &a
+}
+
+func (s *assembler) progress() string {
+	return fmt.Sprintf("%d events, %d pings, %d bytes of answer", s.a.Events, s.a.Pings, s.text.Len())
+}
+
+// handle applies one SSE event and reports whether the stream reached a successful or paused end.
+func (s *assembler) handle(ev SSEEvent) (bool, error) {
+	if ev.Name == "ping" {
+		s.a.Pings++
+		return false, nil
+	}
+	if ev.Data == nil {
+		return false, nil // an unknown data-less event; it only proves the stream is alive
+	}
+	var e streamEvent
+	if err := json.Unmarshal(ev.Data, &e); err != nil {
+		return false, fmt.Errorf("decode dify stream event %d: %w", s.a.Events+1, err)
+	}
+	s.a.Events++
+	kind := string(e.Event)
+	if kind == "" {
+		kind = ev.Name
+	}
+	s.noteIDs(&e)
+
+	switch kind {
+	case "message":
+		if e.Answer == nil {
+			return false, nil
+		}
+		delta := string(*e.Answer)
+		cur := s.text.String()
+		if s.agentDeltas && cur != "" && strings.HasPrefix(delta, cur) {
+			// New Agent apps close with the complete answer after their agent_message deltas.
+			s.replace(delta)
+		} else {
+			s.appendText(delta)
+		}
+		s.agentDeltas = false
+	case "agent_message":
+		if e.Answer != nil {
+			s.appendText(string(*e.Answer))
+			s.agentDeltas = true
+		}
+	case "message_file":
+		// Chat apps relabel text deltas message_file once the message has an assistant file.
+		if e.Answer != nil {
+			s.appendText(string(*e.Answer))
+		} else if e.URL != "" && e.BelongsTo != "user" {
+			s.a.Files = append(s.a.Files, string(e.URL))
+		}
+	case "message_replace":
+		if e.Answer != nil {
+			s.replace(string(*e.Answer))
+			s.agentDeltas = false
+		}
+	case "message_end":
+		s.takeUsage(e.Metadata)
+		return true, nil
+	case "error":
+		return false, &APIError{Status: int(e.Status), Code: string(e.Code), Message: string(e.Message), InStream: true}
+	case "workflow_finished":
+		var d workflowData
+		if len(e.Data) > 0 {
+			if err := json.Unmarshal(e.Data, &d); err != nil {
+				return false, fmt.Errorf("decode dify workflow_finished: %w", err)
+			}
+		}
+		switch d.Status {
+		case "succeeded", "partial-succeeded":
+			s.workflowSucceeded = true
+		case "paused":
+			s.pause("paused")
+			return true, nil
+		default:
+			return false, &WorkflowError{Status: string(d.Status), Message: string(d.Error)}
+		}
+	case "human_input_required":
+		s.pause(kind)
+		return true, nil
+	case "workflow_paused":
+		var d workflowData
+		_ = json.Unmarshal(e.Data, &d) // the reason is informative; a pause is a pause without it
+		reason := kind
+		for _, r := range d.Reasons {
+			if r.UpperType != "" {
+				reason = string(r.UpperType)
+				break
+			}
+			if r.Type != "" {
+				reason = string(r.Type)
+				break
+			}
+		}
+		s.pause(reason)
+		return true, nil
+	}
+	return false, nil
+}
+
+func (s *assembler) noteIDs(e *streamEvent) {
+	if s.a.ConversationID == "" {
+		s.a.ConversationID = string(e.ConversationID)
+	}
+	if s.a.MessageID == "" {
+		s.a.MessageID = string(e.MessageID)
+	}
+	if s.a.TaskID == "" && e.TaskID != "" {
+		s.a.TaskID = string(e.TaskID)
+	}
+	if !s.started && s.a.TaskID != "" {
+		s.started = true
+		if s.onStart != nil {
+			s.onStart(s.a.TaskID, s.a.ConversationID)
+		}
+	}
+}
+
+func (s *assembler) appendText(delta string) {
+	if delta == "" {
+		return
+	}
+	s.firstToken()
+	s.text.WriteString(delta)
+}
+
+func (s *assembler) replace(text string) {
+	if text != "" {
+		s.firstToken()
+	}
+	s.text.Reset()
+	s.text.WriteString(text)
+}
+
+func (s *assembler) firstToken() {
+	if s.a.FirstToken == 0 {
+		s.a.FirstToken = max(s.now().Sub(s.start), time.Nanosecond)
+	}
+}
+
+func (s *assembler) pause(reason string) {
+	s.a.Paused = true
+	s.a.PauseReason = reason
+}
+
+// takeUsage reads metadata.usage. Usage is accounting only, so a malformed value is ignored
+// rather than failing an otherwise complete answer.
+func (s *assembler) takeUsage(metadata json.RawMessage) {
+	var m struct {
+		Usage *usageJSON `json:"usage"`
+	}
+	if len(metadata) == 0 || json.Unmarshal(metadata, &m) != nil || m.Usage == nil {
+		return
+	}
+	s.a.Usage = m.Usage.usage()
+}
+
+// flexString accepts a JSON string, or any other scalar as its literal text; null is "".
+type flexString string
+
+func (s *flexString) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || string(b) == "null":
+		*s = ""
+	case len(b) >= 2 && b[0] == '"' && bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b):
+		// The decoder has validated the literal; without escapes its text is the value.
+		*s = flexString(b[1 : len(b)-1])
+	case b[0] == '"':
+		var v string
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*s = flexString(v)
+	default:
+		*s = flexString(b)
+	}
+	return nil
+}
+
+// flexInt accepts a JSON number (fractions truncated) or a numeric string; anything else is 0.
+type flexInt int
+
+func (n *flexInt) UnmarshalJSON(b []byte) error {
+	var f flexFloat
+	if err := f.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	if f > math.MaxInt32 || f < math.MinInt32 {
+		f = 0 // no count Dify reports comes near this; treat it as garbage
+	}
+	*n = flexInt(f)
+	return nil
+}
+
+// flexFloat accepts a JSON number or a numeric string; anything else is 0.
+type flexFloat float64
+
+func (f *flexFloat) UnmarshalJSON(b []byte) error {
+	var s flexString
+	if err := s.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(string(s)), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		v = 0
+	}
+	*f = flexFloat(v)
+	return nil
+}

@@ -1,0 +1,1116 @@
+package simulate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ChatwootOptions configures a fake Chatwoot. Zero values take the defaults
+// named on each field.
+type ChatwootOptions struct {
+	AccountID   int64  // default 1
+	AccountName string // default "Acme"
+	BotToken    string // agent bot access token (needed for the bot endpoints)
+	UserToken   string // optional user (administrator) token
+	BotID       int64  // default 7; sender of posts made with BotToken
+	UserID      int64  // default 3; the human agent "Agent Smith", sender of posts made with UserToken
+	Version     string // GET /api version, default "4.14.0"
+	// WebhookURL is where webhooks are POSTed, exactly as given (a query
+	// such as ?token=... is kept).
+	WebhookURL string
+	// WebhookSecret, if set, signs deliveries: X-Chatwoot-Timestamp and
+	// X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, ts + "." + body)>.
+	WebhookSecret string
+	// EchoSync delivers the webhook echoing a message posted through the API
+	// (and a status change made through the API) before the API call is
+	// answered, the hardest ordering for a client. By default the echo is
+	// delivered in the background after the answer.
+	EchoSync bool
+	// NoEcho does not echo messages and status changes made through the API.
+	NoEcho bool
+	// RetryDelay > 0 retries deliveries answered 429 or 500 in inboxes with
+	// an agent bot, up to 3 attempts in all, this far apart (Chatwoot waits
+	// 3 s). 0 makes one attempt.
+	RetryDelay time.Duration
+	// KeepPendingOnBotFailure keeps a pending conversation pending when a
+	// delivery fails (the account setting keep_pending_on_bot_failure). By
+	// default a failed message delivery in an inbox with an agent bot opens
+	// the conversation, as Chatwoot does.
+	KeepPendingOnBotFailure bool
+	// Now replaces time.Now for timestamps and signatures.
+	Now func() time.Time
+}
+
+// Contact is the customer of a conversation. ID 0 picks the next free id.
+type Contact struct {
+	ID          int64
+	Name, Email string
+}
+
+// Message is one message of a conversation as Chatwoot stored it.
+type Message struct {
+	ID                int64
+	ConversationID    int64 // display id
+	Content           string
+	MessageType       string // incoming | outgoing | activity | template
+	Private           bool
+	SenderType        string // contact | user | agent_bot | "" (no sender)
+	SenderID          int64
+	SourceID          string
+	ContentType       string
+	ContentAttributes map[string]any
+	EchoID            string
+	CreatedAt         time.Time
+}
+
+// Call is one REST request the fake Chatwoot received.
+type Call struct {
+	Method, Path string
+	Token        string // "bot" | "user" | "invalid" | "" (no token)
+	Body         []byte // first 64 KiB
+	Status       int    // 0 when the connection was dropped
+	At           time.Time
+}
+
+// ChatwootFault is one scripted misbehaviour of a REST call: wait Delay,
+// then drop the connection (Drop), answer Status (> 0), or go on normally.
+type ChatwootFault struct {
+	Status int
+	Delay  time.Duration
+	Drop   bool
+}
+
+const (
+	maxCallBody     = 64 << 10
+	maxConvMessages = 4096 // per conversation; older messages are forgotten
+	maxDeliveries   = 1000
+	maxContentRunes = 150000
+	webhookTimeout  = 5 * time.Second
+	firstMessageID  = 1001
+)
+
+type cwInbox struct {
+	id         int64
+	name       string
+	botURL     string
+	identifier string
+}
+
+type cwContact struct {
+	Contact
+}
+
+type cwContactInbox struct {
+	id        int64
+	contactID int64
+	inboxID   int64
+	sourceID  string
+	pubsub    string
+	created   time.Time
+}
+
+type cwConv struct {
+	id              int64
+	inbox           *cwInbox
+	contact         *cwContact
+	ci              *cwContactInbox
+	status          string
+	labels          []string
+	team            int64
+	assigneeID      int64
+	assigneeType    string // "User" | "AgentBot" | ""
+	typing          string
+	msgs            []*cwMsg
+	lastPublic      *cwMsg // last non-activity, non-private message
+	created         time.Time
+	updated         time.Time
+	lastActivity    time.Time
+	waitingSince    int64
+	firstReply      time.Time
+	unread          int
+	agentLastSeen   int64
+	contactLastSeen int64
+}
+
+type cwMsg struct {
+	id          int64
+	conv        int64
+	content     string
+	mtype       int // 0 incoming, 1 outgoing, 2 activity, 3 template
+	private     bool
+	senderKind  string // contact | user | agent_bot | ""
+	senderID    int64
+	contentType string
+	attrs       map[string]any
+	sourceID    any // string or nil
+	echoID      any // as posted, or nil
+	created     time.Time
+}
+
+var messageTypes = [...]string{"incoming", "outgoing", "activity", "template"}
+
+type accountWebhook struct {
+	id  int64
+	url string
+}
+
+// Chatwoot is a fake Chatwoot: the REST API bridge calls (an http.Handler)
+// and the webhook deliveries it receives.
+type Chatwoot struct {
+	opts   ChatwootOptions
+	client *http.Client
+
+	mu          sync.Mutex
+	webhookURL  string
+	secret      string
+	inboxes     map[int64]*cwInbox
+	contacts    map[int64]*cwContact
+	contactInbs map[[2]int64]*cwContactInbox
+	convs       map[int64]*cwConv
+	teams       map[int64]string
+	acctHooks   []accountWebhook
+	nextConv    int64
+	nextMsg     int64
+	nextContact int64
+	nextCI      int64
+	faults      map[string][]ChatwootFault
+	calls       ring[Call]
+	deliveries  ring[Delivery]
+	changed     notifier
+	closed      bool
+	pending     sync.WaitGroup
+}
+
+// NewChatwoot returns a fake Chatwoot with one account.
+func NewChatwoot(opts ChatwootOptions) *Chatwoot {
+	if opts.AccountID == 0 {
+		opts.AccountID = 1
+	}
+	if opts.AccountName == "" {
+		opts.AccountName = "Acme"
+	}
+	if opts.BotID == 0 {
+		opts.BotID = 7
+	}
+	if opts.UserID == 0 {
+		opts.UserID = 3
+	}
+	if opts.Version == "" {
+		opts.Version = "4.14.0"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 1024
+	tr.MaxIdleConnsPerHost = 512
+	tr.ResponseHeaderTimeout = webhookTimeout
+	return &Chatwoot{
+		opts:        opts,
+		client:      &http.Client{Timeout: webhookTimeout, Transport: tr},
+		webhookURL:  opts.WebhookURL,
+		secret:      opts.WebhookSecret,
+		inboxes:     make(map[int64]*cwInbox),
+		contacts:    make(map[int64]*cwContact),
+		contactInbs: make(map[[2]int64]*cwContactInbox),
+		convs:       make(map[int64]*cwConv),
+		teams:       make(map[int64]string),
+		nextMsg:     firstMessageID,
+		faults:      make(map[string][]ChatwootFault),
+		calls:       newRing[Call](maxRecords),
+		deliveries:  newRing[Delivery](maxDeliveries),
+	}
+}
+
+// SetWebhook changes where webhooks go and the signing secret ("" = unsigned).
+func (c *Chatwoot) SetWebhook(url, secret string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.webhookURL, c.secret = url, secret
+}
+
+// AddInbox adds an API-channel inbox. agentBotURL is the outgoing_url of
+// the agent bot attached to it ("" = no bot), reported by
+// GET inboxes/{id}/agent_bot. A failed webhook delivery in an inbox with a
+// bot opens a pending conversation, as Chatwoot does.
+func (c *Chatwoot) AddInbox(id int64, name string, agentBotURL string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.addInboxLocked(id, name, agentBotURL)
+}
+
+func (c *Chatwoot) addInboxLocked(id int64, name, botURL string) *cwInbox {
+	if name == "" {
+		name = "Inbox " + strconv.FormatInt(id, 10)
+	}
+	in := c.inboxes[id]
+	if in == nil {
+		in = &cwInbox{id: id, identifier: randToken(24)}
+		c.inboxes[id] = in
+	}
+	in.name, in.botURL = name, botURL
+	c.changed.broadcast()
+	return in
+}
+
+// AddTeam names a team for assignments; unnamed team ids are "Team <id>".
+func (c *Chatwoot) AddTeam(id int64, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.teams[id] = name
+}
+
+// AddAccountWebhook lists an account webhook in GET .../webhooks.
+func (c *Chatwoot) AddAccountWebhook(url string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.acctHooks = append(c.acctHooks, accountWebhook{id: int64(len(c.acctHooks) + 1), url: url})
+}
+
+// NewConversation starts a conversation of contact in the inbox (created if
+// unknown) and returns its display id (1, 2, 3...). status is usually
+// "pending", the status of a conversation an agent bot owns.
+func (c *Chatwoot) NewConversation(inboxID int64, contact Contact, status string) int64 {
+	if status == "" {
+		status = "pending"
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := c.inboxes[inboxID]
+	if in == nil {
+		in = c.addInboxLocked(inboxID, "", "")
+	}
+	if contact.ID == 0 {
+		c.nextContact++
+		for c.contacts[c.nextContact] != nil {
+			c.nextContact++
+		}
+		contact.ID = c.nextContact
+	}
+	ct := c.contacts[contact.ID]
+	if ct == nil {
+		ct = &cwContact{Contact: contact}
+		c.contacts[contact.ID] = ct
+	}
+	if contact.Name != "" {
+		ct.Name = contact.Name
+	}
+	if contact.Email != "" {
+		ct.Email = contact.Email
+	}
+	if ct.Name == "" {
+		ct.Name = "Customer " + strconv.FormatInt(ct.ID, 10)
+	}
+	now := c.opts.Now()
+	key := [2]int64{ct.ID, in.id}
+	ci := c.contactInbs[key]
+	if ci == nil {
+		c.nextCI++
+		ci = &cwContactInbox{id: c.nextCI, contactID: ct.ID, inboxID: in.id, sourceID: newUUID(), pubsub: randToken(24), created: now}
+		c.contactInbs[key] = ci
+	}
+	c.nextConv++
+	conv := &cwConv{id: c.nextConv, inbox: in, contact: ct, ci: ci, status: status, created: now, updated: now, lastActivity: now}
+	c.convs[conv.id] = conv
+	c.changed.broadcast()
+	return conv.id
+}
+
+// Messages returns every message of the conversation in order.
+func (c *Chatwoot) Messages(convID int64) []Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[convID]
+	if conv == nil {
+		return nil
+	}
+	out := make([]Message, len(conv.msgs))
+	for i, m := range conv.msgs {
+		out[i] = m.export()
+	}
+	return out
+}
+
+func (m *cwMsg) export() Message {
+	src, _ := m.sourceID.(string)
+	echo := ""
+	if m.echoID != nil {
+		echo = stringify(m.echoID)
+	}
+	return Message{
+		ID: m.id, ConversationID: m.conv, Content: m.content, MessageType: messageTypes[m.mtype],
+		Private: m.private, SenderType: m.senderKind, SenderID: m.senderID, SourceID: src,
+		ContentType: m.contentType, ContentAttributes: m.attrs, EchoID: echo, CreatedAt: m.created,
+	}
+}
+
+// Status returns the conversation's status, "" if it does not exist.
+func (c *Chatwoot) Status(convID int64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conv := c.convs[convID]; conv != nil {
+		return conv.status
+	}
+	return ""
+}
+
+// Labels returns the conversation's labels, sorted.
+func (c *Chatwoot) Labels(convID int64) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conv := c.convs[convID]; conv != nil {
+		return slices.Clone(conv.labels)
+	}
+	return nil
+}
+
+// Team returns the team assigned to the conversation, 0 if none.
+func (c *Chatwoot) Team(convID int64) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conv := c.convs[convID]; conv != nil {
+		return conv.team
+	}
+	return 0
+}
+
+// Typing returns the last typing_status set on the conversation ("on", "off" or "").
+func (c *Chatwoot) Typing(convID int64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conv := c.convs[convID]; conv != nil {
+		return conv.typing
+	}
+	return ""
+}
+
+// Calls returns the REST calls received, oldest first (the last 10,000).
+func (c *Chatwoot) Calls() []Call {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls.slice()
+}
+
+// Deliveries returns the webhook deliveries made, oldest first (the last
+// 1,000), including background echoes.
+func (c *Chatwoot) Deliveries() []Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deliveries.slice()
+}
+
+// Fail queues faults for an operation: "messages", "toggle_status",
+// "toggle_typing_status", "assignments", "labels" (also "conversation",
+// "inboxes", "inbox", "agent_bot", "webhooks", "profile", "api"). Its next
+// calls get them in order, later calls are normal again.
+func (c *Chatwoot) Fail(op string, faults ...ChatwootFault) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults[op] = append(c.faults[op], faults...)
+}
+
+// WaitFor re-checks cond whenever the fake's state changes (a call, a
+// message, a status, a delivery) until it holds or ctx ends.
+func (c *Chatwoot) WaitFor(ctx context.Context, cond func() bool) error {
+	return waitFor(ctx, func() <-chan struct{} {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.changed.wait()
+	}, cond)
+}
+
+// Close waits for background deliveries to finish; later echoes are not
+// delivered.
+func (c *Chatwoot) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.pending.Wait()
+	c.client.CloseIdleConnections()
+}
+
+// goDeliver runs fn in a goroutine that Close waits for.
+func (c *Chatwoot) goDeliver(fn func()) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.pending.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.pending.Done()
+		fn()
+	}()
+}
+
+// ---- REST API ----
+
+// reply is what a REST handler answers.
+type reply struct {
+	status int
+	body   []byte
+	ctype  string
+}
+
+func jsonReply(status int, v any) reply {
+	return reply{status: status, body: railsJSON.marshal(v), ctype: "application/json; charset=utf-8"}
+}
+
+func cwError(status int, msg string) reply { return jsonReply(status, obj{{"error", msg}}) }
+
+var (
+	errInvalidToken = cwError(http.StatusUnauthorized, "Invalid Access Token")
+	errNoBots       = cwError(http.StatusUnauthorized, "Access to this endpoint is not authorized for bots")
+	errNotFound     = cwError(http.StatusNotFound, "Resource could not be found")
+	errNoToken      = jsonReply(http.StatusUnauthorized, obj{{"errors", []string{"You need to sign in or sign up before continuing."}}})
+)
+
+func (c *Chatwoot) tokenKind(r *http.Request) string {
+	t := r.Header.Get("api_access_token")
+	if t == "" {
+		t = r.Header.Get("Api-Access-Token")
+	}
+	switch {
+	case t == "":
+		return ""
+	case c.opts.BotToken != "" && t == c.opts.BotToken:
+		return "bot"
+	case c.opts.UserToken != "" && t == c.opts.UserToken:
+		return "user"
+	}
+	return "invalid"
+}
+
+// route is a resolved REST path.
+type route struct {
+	op       string
+	botOK    bool // agent bot tokens may call it
+	noAuth   bool
+	convID   int64
+	inboxID  int64
+	account  bool // under /api/v1/accounts/{id}
+	accountN int64
+	handle   func(c *Chatwoot, r *http.Request, rt route, tok string, body []byte) reply
+}
+
+func resolve(method, path string) (route, bool) {
+	path = strings.TrimSuffix(path, "/")
+	switch {
+	case path == "/api" && method == http.MethodGet:
+		return route{op: "api", noAuth: true, handle: (*Chatwoot).getVersion}, true
+	case path == "/api/v1/profile" && method == http.MethodGet:
+		return route{op: "profile", handle: (*Chatwoot).getProfile}, true
+	}
+	rest, ok := strings.CutPrefix(path, "/api/v1/accounts/")
+	if !ok {
+		return route{}, false
+	}
+	seg := strings.Split(rest, "/")
+	acct, err := strconv.ParseInt(seg[0], 10, 64)
+	if err != nil || len(seg) < 2 {
+		return route{}, false
+	}
+	rt := route{account: true, accountN: acct}
+	id := int64(-1)
+	if len(seg) >= 3 {
+		if id, err = strconv.ParseInt(seg[2], 10, 64); err != nil {
+			return route{}, false
+		}
+	}
+	switch seg[1] {
+	case "conversations":
+		if len(seg) < 3 {
+			return route{}, false
+		}
+		rt.convID = id
+		switch {
+		case len(seg) == 3 && method == http.MethodGet:
+			rt.op, rt.handle = "conversation", (*Chatwoot).getConversation
+		case len(seg) == 4 && seg[3] == "messages" && method == http.MethodPost:
+			rt.op, rt.botOK, rt.handle = "messages", true, (*Chatwoot).postMessage
+		case len(seg) == 4 && seg[3] == "messages" && method == http.MethodGet:
+			rt.op, rt.handle = "messages", (*Chatwoot).listMessages
+		case len(seg) == 4 && seg[3] == "toggle_status" && method == http.MethodPost:
+			rt.op, rt.botOK, rt.handle = "toggle_status", true, (*Chatwoot).toggleStatus
+		case len(seg) == 4 && seg[3] == "toggle_typing_status" && method == http.MethodPost:
+			rt.op, rt.botOK, rt.handle = "toggle_typing_status", true, (*Chatwoot).toggleTyping
+		case len(seg) == 4 && seg[3] == "assignments" && method == http.MethodPost:
+			rt.op, rt.botOK, rt.handle = "assignments", true, (*Chatwoot).assign
+		case len(seg) == 4 && seg[3] == "labels" && (method == http.MethodPost || method == http.MethodGet):
+			rt.op, rt.handle = "labels", (*Chatwoot).labels
+		default:
+			return route{}, false
+		}
+	case "inboxes":
+		rt.inboxID = id
+		switch {
+		case len(seg) == 2 && method == http.MethodGet:
+			rt.op, rt.handle = "inboxes", (*Chatwoot).listInboxes
+		case len(seg) == 3 && method == http.MethodGet:
+			rt.op, rt.handle = "inbox", (*Chatwoot).getInbox
+		case len(seg) == 4 && seg[3] == "agent_bot" && method == http.MethodGet:
+			rt.op, rt.handle = "agent_bot", (*Chatwoot).getAgentBot
+		default:
+			return route{}, false
+		}
+	case "webhooks":
+		if len(seg) != 2 || method != http.MethodGet {
+			return route{}, false
+		}
+		rt.op, rt.handle = "webhooks", (*Chatwoot).listWebhooks
+	default:
+		return route{}, false
+	}
+	return rt, true
+}
+
+// ServeHTTP implements http.Handler.
+func (c *Chatwoot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 40<<20))
+	tok := c.tokenKind(r)
+	recorded := body
+	if len(recorded) > maxCallBody {
+		recorded = recorded[:maxCallBody]
+	}
+	c.mu.Lock()
+	seq := c.calls.push(Call{Method: r.Method, Path: r.URL.Path, Token: tok, Body: slices.Clone(recorded), At: c.opts.Now()})
+	c.changed.broadcast()
+	c.mu.Unlock()
+
+	rep := c.serve(w, r, tok, body, err)
+
+	c.mu.Lock()
+	if call := c.calls.at(seq); call != nil {
+		call.Status = rep.status
+	}
+	c.changed.broadcast()
+	c.mu.Unlock()
+	if rep.status == 0 {
+		dropConnection(w)
+		return
+	}
+	if rep.ctype != "" {
+		w.Header().Set("Content-Type", rep.ctype)
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(rep.body)))
+	w.WriteHeader(rep.status)
+	_, _ = w.Write(rep.body) // a client that went away is not the server's problem
+}
+
+func (c *Chatwoot) serve(w http.ResponseWriter, r *http.Request, tok string, body []byte, readErr error) reply {
+	rt, ok := resolve(r.Method, r.URL.Path)
+	if !ok {
+		return errNotFound
+	}
+	c.mu.Lock()
+	var fault ChatwootFault
+	hasFault := false
+	if q := c.faults[rt.op]; len(q) > 0 {
+		fault, hasFault = q[0], true
+		if len(q) == 1 {
+			delete(c.faults, rt.op)
+		} else {
+			c.faults[rt.op] = q[1:]
+		}
+	}
+	c.mu.Unlock()
+	if hasFault {
+		if !sleep(r.Context(), fault.Delay) {
+			return reply{} // the client gave up; nobody reads the answer
+		}
+		switch {
+		case fault.Drop:
+			return reply{}
+		case fault.Status == http.StatusTooManyRequests:
+			return reply{status: fault.Status, body: []byte("Retry later\n"), ctype: "text/plain"}
+		case fault.Status == http.StatusInternalServerError:
+			return jsonReply(fault.Status, obj{{"status", 500}, {"error", "Internal Server Error"}})
+		case fault.Status > 0:
+			return cwError(fault.Status, http.StatusText(fault.Status))
+		}
+	}
+	if readErr != nil {
+		return cwError(http.StatusRequestEntityTooLarge, "Request Entity Too Large")
+	}
+	if !rt.noAuth {
+		switch tok {
+		case "":
+			return errNoToken
+		case "invalid":
+			return errInvalidToken
+		case "bot":
+			if !rt.botOK {
+				return errNoBots
+			}
+		}
+	}
+	if rt.account && rt.accountN != c.opts.AccountID {
+		return errNotFound
+	}
+	return rt.handle(c, r, rt, tok, body)
+}
+
+func (c *Chatwoot) getVersion(_ *http.Request, _ route, _ string, _ []byte) reply {
+	return jsonReply(http.StatusOK, obj{
+		{"version", c.opts.Version},
+		{"timestamp", c.opts.Now().UTC().Format("2006-01-02 15:04:05")},
+		{"queue_services", "ok"},
+		{"data_services", "ok"},
+	})
+}
+
+func (c *Chatwoot) getProfile(_ *http.Request, _ route, _ string, _ []byte) reply {
+	o := c.opts
+	return jsonReply(http.StatusOK, obj{
+		{"id", o.UserID}, {"provider", "email"}, {"uid", "smith@example.com"}, {"available_name", userName},
+		{"avatar_url", ""}, {"confirmed", true}, {"display_name", nil}, {"message_signature", nil},
+		{"email", "smith@example.com"}, {"name", userName}, {"pubsub_token", "pubsub-" + strconv.FormatInt(o.UserID, 10)},
+		{"role", "administrator"}, {"ui_settings", obj{}}, {"type", "user"}, {"access_token", o.UserToken},
+		{"account_id", o.AccountID},
+		{"accounts", []obj{{
+			{"id", o.AccountID}, {"name", o.AccountName}, {"status", "active"}, {"active_at", nil},
+			{"role", "administrator"}, {"permissions", []string{"administrator"}}, {"availability", "online"},
+			{"availability_status", "online"}, {"auto_offline", true}, {"custom_role_id", nil}, {"custom_role", nil},
+		}}},
+	})
+}
+
+func (c *Chatwoot) inboxJSON(in *cwInbox) obj {
+	return obj{
+		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", "Channel::Api"},
+		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", false},
+		{"enable_email_collect", true}, {"csat_survey_enabled", false}, {"enable_auto_assignment", true},
+		{"auto_assignment_config", obj{}}, {"out_of_office_message", nil}, {"working_hours", []any{}},
+		{"timezone", "UTC"}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
+		{"lock_to_single_conversation", false}, {"sender_name_type", "friendly"}, {"business_name", nil},
+		{"webhook_url", ""}, {"inbox_identifier", in.identifier}, {"additional_attributes", obj{}},
+		{"hmac_mandatory", false}, {"secret", "inbox-secret-" + strconv.FormatInt(in.id, 10)},
+	}
+}
+
+func (c *Chatwoot) listInboxes(_ *http.Request, _ route, _ string, _ []byte) reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := make([]int64, 0, len(c.inboxes))
+	for id := range c.inboxes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	list := make([]obj, 0, len(ids))
+	for _, id := range ids {
+		list = append(list, c.inboxJSON(c.inboxes[id]))
+	}
+	return jsonReply(http.StatusOK, obj{{"payload", list}})
+}
+
+func (c *Chatwoot) getInbox(_ *http.Request, rt route, _ string, _ []byte) reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := c.inboxes[rt.inboxID]
+	if in == nil {
+		return errNotFound
+	}
+	return jsonReply(http.StatusOK, c.inboxJSON(in))
+}
+
+func (c *Chatwoot) getAgentBot(_ *http.Request, rt route, _ string, _ []byte) reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := c.inboxes[rt.inboxID]
+	if in == nil {
+		return errNotFound
+	}
+	if in.botURL == "" {
+		return jsonReply(http.StatusOK, obj{})
+	}
+	return jsonReply(http.StatusOK, obj{{"agent_bot", obj{
+		{"id", c.opts.BotID}, {"name", botName}, {"description", ""}, {"thumbnail", ""},
+		{"outgoing_url", in.botURL}, {"bot_type", "webhook"}, {"bot_config", obj{}},
+		{"account_id", c.opts.AccountID}, {"access_token", c.opts.BotToken}, {"secret", c.secret},
+		{"system_bot", false},
+	}}})
+}
+
+func (c *Chatwoot) listWebhooks(_ *http.Request, _ route, _ string, _ []byte) reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	list := make([]obj, 0, len(c.acctHooks))
+	for _, h := range c.acctHooks {
+		list = append(list, obj{
+			{"id", h.id}, {"name", nil}, {"url", h.url}, {"account_id", c.opts.AccountID},
+			{"subscriptions", []string{"conversation_created", "conversation_status_changed", "conversation_updated",
+				"message_created", "message_updated", "webwidget_triggered"}},
+			{"secret", c.secret},
+		})
+	}
+	return jsonReply(http.StatusOK, obj{{"payload", obj{{"webhooks", list}}}})
+}
+
+func (c *Chatwoot) getConversation(_ *http.Request, rt route, _ string, _ []byte) reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		return errNotFound
+	}
+	return jsonReply(http.StatusOK, c.conversationLocked(conv))
+}
+
+func (c *Chatwoot) listMessages(_ *http.Request, rt route, _ string, _ []byte) reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		return errNotFound
+	}
+	list := make([]obj, 0, len(conv.msgs))
+	for _, m := range conv.msgs {
+		list = append(list, c.restMessageLocked(conv, m, false))
+	}
+	return jsonReply(http.StatusOK, obj{{"meta", obj{{"labels", conv.labels}}}, {"payload", list}})
+}
+
+var contentTypes = map[string]bool{
+	"text": true, "input_text": true, "input_textarea": true, "input_email": true, "input_select": true,
+	"cards": true, "form": true, "article": true, "incoming_email": true, "input_csat": true,
+	"integrations": true, "sticker": true, "voice_call": true,
+}
+
+type postMessageBody struct {
+	Content           *string         `json:"content"`
+	MessageType       any             `json:"message_type"`
+	Private           any             `json:"private"`
+	ContentType       string          `json:"content_type"`
+	ContentAttributes json.RawMessage `json:"content_attributes"`
+	SourceID          any             `json:"source_id"`
+	EchoID            any             `json:"echo_id"`
+}
+
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case bool:
+		return x
+	case string:
+		return x == "true" || x == "1" || x == "t"
+	case float64:
+		return x != 0
+	}
+	return false
+}
+
+func stringify(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case nil:
+		return ""
+	}
+	b, _ := json.Marshal(v) // values came from json.Unmarshal
+	return string(b)
+}
+
+func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byte) reply {
+	var in postMessageBody
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &in); err != nil {
+			return cwError(http.StatusBadRequest, "Invalid request body")
+		}
+	}
+	mtype := 1
+	switch t := in.MessageType.(type) {
+	case nil:
+	case string:
+		i := slices.Index(messageTypes[:], t)
+		if i < 0 {
+			return cwError(http.StatusUnprocessableEntity, "'"+t+"' is not a valid message_type")
+		}
+		mtype = i
+	case float64:
+		if t < 0 || t > 3 {
+			return cwError(http.StatusUnprocessableEntity, "'"+stringify(t)+"' is not a valid message_type")
+		}
+		mtype = int(t)
+	}
+	if in.ContentType == "" {
+		in.ContentType = "text"
+	}
+	if !contentTypes[in.ContentType] {
+		return cwError(http.StatusUnprocessableEntity, "'"+in.ContentType+"' is not a valid content_type")
+	}
+	content := ""
+	if in.Content != nil {
+		content = *in.Content
+	}
+	if len([]rune(content)) > maxContentRunes {
+		return cwError(http.StatusUnprocessableEntity, "Validation failed: Content is too long (maximum is 150000 characters)")
+	}
+	attrs := map[string]any{}
+	if len(in.ContentAttributes) > 0 && string(in.ContentAttributes) != "null" {
+		var s string
+		if json.Unmarshal(in.ContentAttributes, &s) == nil {
+			_ = json.Unmarshal([]byte(s), &attrs) // Chatwoot also keeps {} for an unparsable string
+		} else if err := json.Unmarshal(in.ContentAttributes, &attrs); err != nil {
+			return cwError(http.StatusUnprocessableEntity, "content_attributes must be an object")
+		}
+		if attrs == nil {
+			attrs = map[string]any{}
+		}
+	}
+	var sourceID any
+	if in.SourceID != nil {
+		sourceID = stringify(in.SourceID)
+	}
+
+	c.mu.Lock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		c.mu.Unlock()
+		return errNotFound
+	}
+	m := &cwMsg{mtype: mtype, private: truthy(in.Private), content: content, contentType: in.ContentType,
+		attrs: attrs, sourceID: sourceID, echoID: in.EchoID}
+	switch {
+	case mtype != 1:
+		// MessageBuilder makes the contact the sender of anything not outgoing.
+		m.senderKind, m.senderID = "contact", conv.contact.ID
+	case tok == "bot":
+		m.senderKind, m.senderID = "agent_bot", c.opts.BotID
+	default:
+		m.senderKind, m.senderID = "user", c.opts.UserID
+	}
+	c.addMessageLocked(conv, m)
+	resp := c.restMessageLocked(conv, m, true)
+	var echo []byte
+	if !c.opts.NoEcho && mtype != 2 {
+		echo = railsJSON.marshal(c.messageEventLocked(conv, m, "message_created"))
+	}
+	c.mu.Unlock()
+
+	if echo != nil {
+		c.deliverEcho(echo, "message_created", conv.id)
+	}
+	return jsonReply(http.StatusOK, resp)
+}
+
+// deliverEcho sends the webhook caused by an API call: before the call is
+// answered with EchoSync, in the background otherwise.
+func (c *Chatwoot) deliverEcho(body []byte, event string, convID int64) {
+	send := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*webhookTimeout)
+		defer cancel()
+		_, _ = c.post(ctx, body, newUUID(), event, convID) // recorded in Deliveries
+	}
+	if c.opts.EchoSync {
+		send()
+		return
+	}
+	c.goDeliver(send)
+}
+
+var validStatuses = map[string]bool{"open": true, "resolved": true, "pending": true, "snoozed": true}
+
+func (c *Chatwoot) toggleStatus(r *http.Request, rt route, tok string, body []byte) reply {
+	var in struct {
+		Status *string `json:"status"`
+	}
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &in); err != nil {
+			return cwError(http.StatusBadRequest, "Invalid request body")
+		}
+	}
+	c.mu.Lock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		c.mu.Unlock()
+		return errNotFound
+	}
+	next := ""
+	switch {
+	case in.Status == nil || *in.Status == "":
+		next = "resolved"
+		if conv.status == "resolved" {
+			next = "open"
+		}
+	case validStatuses[*in.Status]:
+		next = *in.Status
+	default:
+		c.mu.Unlock()
+		// ArgumentError is not rescued by Chatwoot.
+		return jsonReply(http.StatusInternalServerError, obj{{"status", 500}, {"error", "Internal Server Error"}})
+	}
+	if tok == "bot" && conv.status == "pending" && next == "open" && conv.waitingSince == 0 {
+		conv.waitingSince = c.opts.Now().Unix() // bot_handoff!
+	}
+	changed := c.setStatusLocked(conv, next)
+	var event []byte
+	if changed && !c.opts.NoEcho {
+		event = railsJSON.marshal(c.statusEventLocked(conv))
+	}
+	resp := obj{{"meta", obj{}}, {"payload", obj{{"success", true}, {"conversation_id", conv.id}, {"current_status", conv.status}}}}
+	c.mu.Unlock()
+	if event != nil {
+		c.deliverEcho(event, "conversation_status_changed", conv.id)
+	}
+	return jsonReply(http.StatusOK, resp)
+}
+
+func (c *Chatwoot) toggleTyping(r *http.Request, rt route, _ string, body []byte) reply {
+	var in struct {
+		TypingStatus string `json:"typing_status"`
+	}
+	_ = json.Unmarshal(body, &in) // Chatwoot ignores a body it cannot read here
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		return errNotFound
+	}
+	conv.typing = in.TypingStatus
+	c.changed.broadcast()
+	return reply{status: http.StatusOK}
+}
+
+func (c *Chatwoot) assign(r *http.Request, rt route, tok string, body []byte) reply {
+	var in struct {
+		TeamID       any    `json:"team_id"`
+		AssigneeID   any    `json:"assignee_id"`
+		AssigneeType string `json:"assignee_type"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		return cwError(http.StatusBadRequest, "Invalid request body")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		return errNotFound
+	}
+	defer c.changed.broadcast()
+	if in.TeamID != nil || in.AssigneeID == nil {
+		id, _ := strconv.ParseInt(stringify(in.TeamID), 10, 64)
+		if id <= 0 {
+			conv.team = 0
+			return jsonReply(http.StatusOK, nil)
+		}
+		conv.team = id
+		now := c.opts.Now().UTC().Format(isoMillis)
+		return jsonReply(http.StatusOK, obj{
+			{"id", id}, {"name", c.teamNameLocked(id)}, {"description", ""}, {"allow_auto_assign", true},
+			{"account_id", c.opts.AccountID}, {"created_at", now}, {"updated_at", now},
+		})
+	}
+	id, _ := strconv.ParseInt(stringify(in.AssigneeID), 10, 64)
+	if id <= 0 {
+		conv.assigneeID, conv.assigneeType = 0, ""
+		return jsonReply(http.StatusOK, nil)
+	}
+	conv.assigneeID, conv.assigneeType = id, "User"
+	if in.AssigneeType == "AgentBot" {
+		conv.assigneeType = "AgentBot"
+	}
+	return jsonReply(http.StatusOK, c.assigneeLocked(conv))
+}
+
+func (c *Chatwoot) teamNameLocked(id int64) string {
+	if n := c.teams[id]; n != "" {
+		return n
+	}
+	return "Team " + strconv.FormatInt(id, 10)
+}
+
+func (c *Chatwoot) labels(r *http.Request, rt route, _ string, body []byte) reply {
+	var in struct {
+		Labels []string `json:"labels"`
+	}
+	if r.Method == http.MethodPost {
+		if err := json.Unmarshal(body, &in); err != nil {
+			return cwError(http.StatusBadRequest, "Invalid request body")
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[rt.convID]
+	if conv == nil {
+		return errNotFound
+	}
+	if r.Method == http.MethodPost {
+		ls := make([]string, 0, len(in.Labels))
+		for _, l := range in.Labels {
+			if l = strings.TrimSpace(l); l != "" {
+				ls = append(ls, l)
+			}
+		}
+		slices.Sort(ls)
+		conv.labels = slices.Compact(ls)
+		c.changed.broadcast()
+	}
+	labels := conv.labels
+	if labels == nil {
+		labels = []string{}
+	}
+	return jsonReply(http.StatusOK, obj{{"payload", labels}})
+}
+
+// ---- state changes shared by the REST API and the scripted actors ----
+
+func (c *Chatwoot) addMessageLocked(conv *cwConv, m *cwMsg) {
+	now := c.opts.Now()
+	m.id = c.nextMsg
+	c.nextMsg++
+	m.conv = conv.id
+	m.created = now
+	if m.attrs == nil {
+		m.attrs = map[string]any{}
+	}
+	if m.contentType == "" {
+		m.contentType = "text"
+	}
+	if len(conv.msgs) >= maxConvMessages {
+		conv.msgs = append(conv.msgs[:0], conv.msgs[maxConvMessages/2:]...)
+	}
+	conv.msgs = append(conv.msgs, m)
+	if m.mtype != 2 && !m.private {
+		conv.lastPublic = m
+	}
+	conv.updated = now
+	if m.mtype != 2 {
+		conv.lastActivity = now
+	}
+	switch {
+	case m.mtype == 0:
+		conv.unread++
+		if conv.waitingSince == 0 {
+			conv.waitingSince = now.Unix()
+		}
+	case m.mtype == 1 && !m.private && (m.senderKind == "user" || m.senderKind == "agent_bot"):
+		if conv.firstReply.IsZero() {
+			conv.firstReply = now
+		}
+		conv.waitingSince = 0
+		conv.unread = 0
+	}
+	c.changed.broadcast()
+}
+
+func (c *Chatwoot) setStatusLocked(conv *cwConv, status string) bool {
+	if conv.status == status {
+		return false
+	}
+	conv.status = status
+	conv.updated = c.opts.Now()
+	c.changed.broadcast()
+	return true
+}
+
+var errNoConversation = errors.New("no such conversation")

@@ -1,0 +1,353 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func mustOpen(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(t.Context(), filepath.Join(t.TempDir(), "bridge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestOpen(t *testing.T) {
+	t.Run("CreatesFile0600AndMigrates", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "sub", "bridge.db")
+		db, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("mode = %v, want 0600", st.Mode().Perm())
+		}
+		applied, known, err := db.SchemaVersion(t.Context())
+		if err != nil || applied != known || known < 1 {
+			t.Errorf("schema applied=%d known=%d err=%v", applied, known, err)
+		}
+		var mode string
+		if err := db.Reader().QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+			t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+		}
+	})
+	t.Run("ReopenKeepsData", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "bridge.db")
+		db, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &Route{InboxID: 3, DifyKey: "app-x", Enabled: true}
+		if err := db.AddRoute(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err = Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		rs, err := db.Routes(t.Context())
+		if err != nil || len(rs) != 1 || rs[0].InboxID != 3 {
+			t.Fatalf("routes after reopen = %+v, %v", rs, err)
+		}
+	})
+}
+
+func TestGroupCommit(t *testing.T) {
+	db := mustOpen(t)
+	// Hold the writer inside a write so the others queue up behind it and
+	// must share the next transaction.
+	release := make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		_ = db.Write(t.Context(), func(tx *Tx) error {
+			close(started)
+			<-release
+			return nil
+		})
+	}()
+	<-started
+	const n = 50
+	var wg sync.WaitGroup
+	ids := make([]int64, n)
+	for i := range n {
+		wg.Go(func() {
+			e := &Event{Status: StatusAccepted, MessageID: int64(1000 + i), Kind: KindMessage}
+			if err := db.Write(t.Context(), func(tx *Tx) error { return tx.InsertEvent(e) }); err != nil {
+				t.Error(err)
+			}
+			ids[i] = e.ID
+		})
+	}
+	// Wait until every writer is queued, then let the first batch finish.
+	for len(db.reqs) < n {
+		time.Sleep(time.Millisecond) // polling a queue length, not timing behaviour
+	}
+	close(release)
+	wg.Wait()
+	commits, writes := db.Commits()
+	if writes != n+1 {
+		t.Fatalf("writes = %d, want %d", writes, n+1)
+	}
+	if commits >= writes {
+		t.Errorf("commits = %d for %d writes: no group commit", commits, writes)
+	}
+	for i, id := range ids {
+		e, err := db.Event(t.Context(), id)
+		if err != nil || e.MessageID != int64(1000+i) {
+			t.Errorf("event %d: %+v %v", id, e, err)
+		}
+	}
+}
+
+func TestWriteErrorUndoesOnlyItsOwnChanges(t *testing.T) {
+	db := mustOpen(t)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		_ = db.Write(t.Context(), func(tx *Tx) error { close(started); <-release; return nil })
+	}()
+	<-started
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	var good, bad *Event
+	wg.Go(func() {
+		good = &Event{Status: StatusIgnored, Reason: "good"}
+		if err := db.Write(t.Context(), func(tx *Tx) error { return tx.InsertEvent(good) }); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Go(func() {
+		bad = &Event{Status: StatusIgnored, Reason: "bad"}
+		err := db.Write(t.Context(), func(tx *Tx) error {
+			if err := tx.InsertEvent(bad); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Errorf("err = %v, want boom", err)
+		}
+	})
+	for len(db.reqs) < 2 {
+		time.Sleep(time.Millisecond) // polling a queue length, not timing behaviour
+	}
+	close(release)
+	wg.Wait()
+	if _, err := db.Event(t.Context(), good.ID); err != nil {
+		t.Errorf("good event lost: %v", err)
+	}
+	evs, err := db.ListEvents(t.Context(), EventFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Reason == "bad" {
+			t.Errorf("failed write left its row behind: %+v", e)
+		}
+	}
+}
+
+func TestEventsAndSteps(t *testing.T) {
+	db := mustOpen(t)
+	ctx := t.Context()
+	e := &Event{Status: StatusAccepted, Kind: KindMessage, MessageID: 7, AccountID: 1, ConversationID: 42}
+	if err := db.Write(ctx, func(tx *Tx) error { return tx.InsertEvent(e) }); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Write(ctx, func(tx *Tx) error {
+		seen, err := tx.SeenMessage(7)
+		if err != nil || !seen {
+			t.Errorf("SeenMessage(7) = %v, %v", seen, err)
+		}
+		seen, _ = tx.SeenMessage(8)
+		if seen {
+			t.Error("SeenMessage(8) = true")
+		}
+		for _, s := range []string{"answer", "handoff_note", "answer"} {
+			if err := tx.UpdateEvent(e.ID, EventUpdate{AddStep: s}); err != nil {
+				return err
+			}
+		}
+		if err := tx.AddHop(Hop{EventID: e.ID, Stage: "a", Outcome: "x"}); err != nil {
+			return err
+		}
+		return tx.AddHop(Hop{EventID: e.ID, Stage: "b", Outcome: "y", Duration: 1500 * time.Microsecond})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Event(ctx, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Steps != "answer,handoff_note" || !got.HasStep("handoff_note") || got.HasStep("handoff") {
+		t.Errorf("steps = %q", got.Steps)
+	}
+	hops, err := db.Hops(ctx, e.ID)
+	if err != nil || len(hops) != 2 || hops[0].Stage != "a" || hops[1].Seq != 2 || hops[1].Duration != 1500*time.Microsecond {
+		t.Errorf("hops = %+v, %v", hops, err)
+	}
+	if err := db.Write(ctx, func(tx *Tx) error { return tx.UpdateEvent(e.ID, EventUpdate{Status: StatusWorking}) }); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.ResetWorking(ctx); err != nil || n != 1 {
+		t.Errorf("ResetWorking = %d, %v", n, err)
+	}
+	open, err := db.OpenEvents(ctx, 0, 10)
+	if err != nil || len(open) != 1 || open[0].Status != StatusAccepted {
+		t.Errorf("open = %+v, %v", open, err)
+	}
+	if err := db.Write(ctx, func(tx *Tx) error { return tx.UpdateEvent(999, EventUpdate{Status: StatusFailed}) }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("update of missing event: %v", err)
+	}
+}
+
+func TestRetentionDeletesOnlyOldIgnored(t *testing.T) {
+	db := mustOpen(t)
+	ctx := context.Background()
+	old := time.Now().Add(-200 * time.Hour)
+	var ids []int64
+	for _, st := range []string{StatusIgnored, StatusRejected, StatusAnswered, StatusFailed} {
+		e := &Event{Status: st, ReceivedAt: old}
+		if err := db.Write(ctx, func(tx *Tx) error { return tx.InsertEvent(e) }); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	recent := &Event{Status: StatusIgnored}
+	if err := db.Write(ctx, func(tx *Tx) error { return tx.InsertEvent(recent) }); err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.DeleteIgnoredBefore(ctx, time.Now().Add(-168*time.Hour), 100)
+	if err != nil || n != 2 {
+		t.Fatalf("deleted %d, %v; want 2", n, err)
+	}
+	for i, id := range ids {
+		_, err := db.Event(ctx, id)
+		if gone := errors.Is(err, ErrNotFound); gone != (i < 2) {
+			t.Errorf("event %d gone=%v", id, gone)
+		}
+	}
+	if _, err := db.Event(ctx, recent.ID); err != nil {
+		t.Errorf("recent ignored event deleted: %v", err)
+	}
+}
+
+func TestConversations(t *testing.T) {
+	db := mustOpen(t)
+	ctx := t.Context()
+	err := db.Write(ctx, func(tx *Tx) error {
+		if err := tx.TouchConversation(1, 42, 3, 12, "pending", true); err != nil {
+			return err
+		}
+		if err := tx.MapDify(1, 42, 5, "dify-conv"); err != nil {
+			return err
+		}
+		return tx.SetConversationState(1, 42, StateHuman, "agent replied")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Conversation(ctx, 1, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DifyConversationID != "dify-conv" || c.RouteID != 5 || c.State != StateHuman || c.Handoffs != 1 || c.MessagesIn != 1 || c.Status != "pending" {
+		t.Errorf("conversation = %+v", c)
+	}
+	if err := db.ResetConversation(ctx, 42); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = db.Conversation(ctx, 1, 42)
+	if c.DifyConversationID != "" {
+		t.Errorf("reset left %q", c.DifyConversationID)
+	}
+	if err := db.ResetConversation(ctx, 99); !errors.Is(err, ErrNotFound) {
+		t.Errorf("reset unknown: %v", err)
+	}
+	list, err := db.ListConversations(ctx, ConversationFilter{State: StateBot})
+	if err != nil || len(list) != 0 {
+		t.Errorf("bot conversations = %+v, %v", list, err)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	db := mustOpen(t)
+	ctx := t.Context()
+	team := int64(2)
+	r := &Route{InboxID: 3, Name: "support", DifyKey: "app-1", Inputs: map[string]string{"n": "{contact.name}"},
+		Keywords: []string{}, HandoffTeam: &team, Enabled: true}
+	if err := db.AddRoute(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AddRoute(ctx, &Route{InboxID: 3, DifyKey: "app-2"}); !errors.Is(err, ErrDuplicateInbox) {
+		t.Errorf("second route on inbox 3: %v", err)
+	}
+	got, err := db.Route(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Mode != ModeAuto || got.Inputs["n"] != "{contact.name}" || got.Keywords == nil || len(got.Keywords) != 0 ||
+		got.HandoffTeam == nil || *got.HandoffTeam != 2 || got.HandoffLabels != nil {
+		t.Errorf("route = %+v", got)
+	}
+	if err := db.SetRouteEnabled(ctx, r.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.Route(ctx, r.ID); got.Enabled {
+		t.Error("still enabled")
+	}
+	if err := db.RemoveRoute(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RemoveRoute(ctx, r.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second remove: %v", err)
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "bridge.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	payload := make([]byte, 3000)
+	b.Run("Single", func(b *testing.B) {
+		for b.Loop() {
+			e := &Event{Status: StatusAccepted, Payload: payload}
+			if err := db.Write(context.Background(), func(tx *Tx) error { return tx.InsertEvent(e) }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Concurrent", func(b *testing.B) {
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				e := &Event{Status: StatusAccepted, Payload: payload}
+				if err := db.Write(context.Background(), func(tx *Tx) error { return tx.InsertEvent(e) }); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+		c, w := db.Commits()
+		b.ReportMetric(float64(w)/float64(c), "writes/commit")
+	})
+}
