@@ -154,7 +154,7 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 	root.SuggestionsMinimumDistance = 2
 	root.AddCommand(
 		newServeCmd(a),
-		// DEMO
+		newDemoCmd(a),
 		newRoutesCmd(a),
 		newConversationsCmd(a),
 		newEventsCmd(a),

@@ -142,6 +142,7 @@ type Dify struct {
 	tasks    map[string]*difyTask
 	latency  time.Duration
 	gate     chan struct{} // non-nil while held; closed by Release
+	held     int           // calls waiting at the gate
 	done     chan struct{} // closed by Close
 	closed   bool
 	enc      encoder
@@ -242,6 +243,13 @@ func (d *Dify) Release() {
 		close(d.gate)
 		d.gate = nil
 	}
+}
+
+// Held returns how many chat-messages calls are waiting for Release.
+func (d *Dify) Held() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held
 }
 
 // Close ends every wait (Hold, Delay, latency, PingsOnly) so that servers
@@ -703,16 +711,27 @@ func (d *Dify) serveChat(w http.ResponseWriter, r *http.Request) {
 	d.tasks[call.taskID] = call.task
 	d.changed.broadcast()
 	gate, done := d.gate, d.done
+	if gate != nil {
+		d.held++
+	}
 	d.mu.Unlock()
 	defer d.endTask(call.taskID)
 
 	if gate != nil {
+		var leave bool
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return
+			leave = true
 		case <-done:
 			difyError(w, http.StatusServiceUnavailable, "service_unavailable", "Service Unavailable")
+			leave = true
+		}
+		d.mu.Lock()
+		d.held--
+		d.changed.broadcast()
+		d.mu.Unlock()
+		if leave {
 			return
 		}
 	}

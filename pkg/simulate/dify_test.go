@@ -70,6 +70,27 @@ func difyDo(t *testing.T, ctx context.Context, srv *httptest.Server, method, pat
 	return resp
 }
 
+// rawChat posts to chat-messages without failing the test, for goroutines.
+func rawChat(ctx context.Context, srv *httptest.Server, key string, body any) (int, []byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat-messages", bytes.NewReader(b))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
+}
+
 func readAll(t *testing.T, resp *http.Response) []byte {
 	t.Helper()
 	defer resp.Body.Close()
@@ -367,6 +388,21 @@ func TestDifyStreamingModes(t *testing.T) {
 			t.Fatalf("answer %q", got)
 		}
 	})
+}
+
+func TestDifyCompactFrames(t *testing.T) {
+	d, srv := newTestDify(t)
+	resp := difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", chatKey, chatBodyFor("hi", "u1", "", "streaming"))
+	if raw := readAll(t, resp); !bytes.HasPrefix(raw, []byte(`data: {"event": "message", "conversation_id": `)) {
+		t.Fatalf("default frames are not json.dumps-spaced: %.80s", raw)
+	}
+	d.SetCompact(true)
+	resp = difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", chatKey, chatBodyFor("hi", "u1", "", "streaming"))
+	raw := readAll(t, resp)
+	if !bytes.HasPrefix(raw, []byte(`data: {"event":"message","conversation_id":`)) {
+		t.Fatalf("compact frames: %.80s", raw)
+	}
+	parseSSE(t, raw)
 }
 
 func TestDifyBlocking(t *testing.T) {
@@ -691,9 +727,7 @@ func TestDifyStopDuringDelay(t *testing.T) {
 	defer cancel()
 	done := make(chan []byte, 1)
 	go func() {
-		resp := difyDo(t, ctx, srv, http.MethodPost, "/v1/chat-messages", chatKey, chatBodyFor("hi", "u1", "", "streaming"))
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_, b, _ := rawChat(ctx, srv, chatKey, chatBodyFor("hi", "u1", "", "streaming"))
 		done <- b
 	}()
 	if err := d.WaitFor(ctx, func() bool { return len(d.Requests()) == 1 }); err != nil {
@@ -713,24 +747,29 @@ func TestDifyHoldRelease(t *testing.T) {
 	done := make(chan int, 3)
 	for range 3 {
 		go func() {
-			resp := difyDo(t, ctx, srv, http.MethodPost, "/v1/chat-messages", chatKey, chatBodyFor("hi", "u1", "", "blocking"))
-			readAll(t, resp)
-			done <- resp.StatusCode
+			status, _, _ := rawChat(ctx, srv, chatKey, chatBodyFor("hi", "u1", "", "blocking"))
+			done <- status
 		}()
 	}
-	if err := d.WaitFor(ctx, func() bool { return len(d.Requests()) == 3 }); err != nil {
-		t.Fatal(err)
+	if err := d.WaitFor(ctx, func() bool { return d.Held() == 3 }); err != nil {
+		t.Fatalf("held calls: %d: %v", d.Held(), err)
 	}
 	select {
 	case s := <-done:
 		t.Fatalf("a held call was answered (%d)", s)
 	default:
 	}
+	if n := d.ConversationCount(chatKey); n != 0 {
+		t.Fatalf("%d conversations created while held", n)
+	}
 	d.Release()
 	for range 3 {
 		if s := <-done; s != 200 {
 			t.Fatalf("status %d", s)
 		}
+	}
+	if d.Held() != 0 || d.ConversationCount(chatKey) != 3 {
+		t.Fatalf("after release: held %d, conversations %d", d.Held(), d.ConversationCount(chatKey))
 	}
 }
 

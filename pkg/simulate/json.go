@@ -20,16 +20,6 @@ type field struct {
 // obj is a JSON object whose keys are written in order.
 type obj []field
 
-// get returns the value of key k, or nil.
-func (o obj) get(k string) any {
-	for _, f := range o {
-		if f.k == k {
-			return f.v
-		}
-	}
-	return nil
-}
-
 // encoder writes JSON in one of the styles the two peers produce.
 type encoder struct {
 	spaced bool // ", " and ": " separators (Python json.dumps defaults)

@@ -63,8 +63,6 @@ func (r *ring[T]) slice() []T {
 	return append(out, r.buf[:r.head]...)
 }
 
-func (r *ring[T]) len() int { return len(r.buf) }
-
 // newUUID returns a random version 4 UUID.
 func newUUID() string {
 	var u [16]byte
