@@ -129,6 +129,7 @@ func newEnv(t *testing.T, eo envOptions) *env {
 		secret = testSecret
 	}
 	cw.SetWebhook(hook, secret)
+	cw.AddInbox(1, "Website", hook) // the agent bot of inbox 1 points at bridge
 	e := &env{t: t, db: db, cw: cw, cwSrv: cwSrv, dify: d, difySrv: difySrv, core: core, srv: srv, logs: logs}
 	if !eo.noRoute {
 		r := &store.Route{InboxID: 1, Name: "support", DifyKey: testDifyKey, Mode: store.ModeAuto, Enabled: true}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
@@ -178,8 +179,12 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		k := convKey{e.AccountID, e.ConversationID}
+		rt := &runningTask{client: client, user: req.User, event: e.ID}
+		b.running.Store(k, rt)
 		ans, err := client.Chat(ctx, req, func(taskID, _ string) {
-			b.running.Store(k, &runningTask{client: client, task: taskID, user: req.User, event: e.ID})
+			if rt.started(taskID) {
+				b.stopTask(rt) // a human took over before the first token
+			}
 		})
 		b.running.Delete(k)
 		d := time.Since(start)
@@ -536,24 +541,56 @@ func orDefault(s, d string) string {
 // runningTask is a Dify stream in flight, so a takeover can stop it.
 type runningTask struct {
 	client *dify.Client
-	task   string
 	user   string
 	event  int64
+
+	mu       sync.Mutex
+	task     string
+	stopWant bool
+	stopped  bool
+}
+
+// started records the task id and reports whether a stop is already wanted.
+func (rt *runningTask) started(task string) bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.task = task
+	return rt.stopWant && !rt.stopped
 }
 
 // stopRunning asks Dify to stop the stream of a conversation a human just
 // took over, instead of paying for the rest of an answer nobody will send.
+// A stream that has not reported its task id yet is stopped as soon as it
+// does.
 func (b *Bridge) stopRunning(account, conv int64) {
 	v, ok := b.running.Load(convKey{account, conv})
 	if !ok {
 		return
 	}
 	rt := v.(*runningTask)
+	rt.mu.Lock()
+	rt.stopWant = true
+	ready := rt.task != "" && !rt.stopped
+	rt.mu.Unlock()
+	if ready {
+		b.stopTask(rt)
+	}
+}
+
+func (b *Bridge) stopTask(rt *runningTask) {
+	rt.mu.Lock()
+	if rt.stopped {
+		rt.mu.Unlock()
+		return
+	}
+	rt.stopped = true
+	task := rt.task
+	rt.mu.Unlock()
 	b.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		err := rt.client.Stop(ctx, rt.task, rt.user)
-		outcome, detail := "stopped", "human took over; dify task "+rt.task+" stopped"
+		err := rt.client.Stop(ctx, task, rt.user)
+		outcome, detail := "stopped", "human took over; dify task "+task+" stopped"
 		if err != nil {
 			outcome, detail = "stop failed", errText(err)
 		}

@@ -79,8 +79,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer ticker.Stop()
 	b.ready.set(true)
 	defer b.ready.set(false)
+	debounce := time.NewTimer(time.Hour)
+	defer debounce.Stop()
 	for {
-		b.dispatch(ctx, workCtx, &wg, sem, &mu, busy, done)
+		if next := b.dispatch(ctx, workCtx, &wg, sem, &mu, busy, done); !next.IsZero() {
+			debounce.Reset(max(next.Sub(b.o.Now()), time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			b.ready.set(false)
@@ -98,6 +102,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		case <-b.wake:
 		case <-done:
 		case <-ticker.C:
+		case <-debounce.C:
 		case <-retention:
 			b.pruneIgnored(ctx)
 		}
@@ -112,10 +117,13 @@ func (b *Bridge) kick() {
 	}
 }
 
+// dispatch starts work for every conversation whose oldest open event is
+// ready and not already running, and reports the earliest time a debounced
+// conversation becomes ready (zero if none).
 func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem chan struct{}, mu *sync.Mutex,
-	busy map[convKey]bool, done chan struct{}) {
+	busy map[convKey]bool, done chan struct{}) (next time.Time) {
 	if ctx.Err() != nil {
-		return
+		return next
 	}
 	var after int64
 	for {
@@ -124,10 +132,20 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 			if ctx.Err() == nil {
 				b.log.Error("read open events", "err", err)
 			}
-			return
+			return next
+		}
+		now := b.o.Now()
+		// A conversation is ready when the debounce window of its newest
+		// waiting message has closed: messages that keep arriving within the
+		// window of each other are answered together.
+		readyAt := map[convKey]time.Time{}
+		for i := range evs {
+			k := convKey{evs[i].AccountID, evs[i].ConversationID}
+			if nb := evs[i].NotBefore; nb.After(readyAt[k]) {
+				readyAt[k] = nb
+			}
 		}
 		seen := map[convKey]bool{}
-		now := b.o.Now()
 		for i := range evs {
 			e := evs[i]
 			after = e.ID
@@ -142,13 +160,16 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 			if isBusy {
 				continue
 			}
-			if !e.NotBefore.IsZero() && now.Before(e.NotBefore) {
-				continue // debounce window still open; the safety poll returns
+			if r := readyAt[k]; now.Before(r) {
+				if next.IsZero() || r.Before(next) {
+					next = r
+				}
+				continue
 			}
 			select {
 			case sem <- struct{}{}:
 			default:
-				return // all workers busy; a finishing one wakes the dispatcher
+				return next // all workers busy; a finishing one wakes the dispatcher
 			}
 			mu.Lock()
 			busy[k] = true
@@ -168,7 +189,7 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 			})
 		}
 		if len(evs) < dispatchBatch {
-			return
+			return next
 		}
 	}
 }
@@ -182,11 +203,21 @@ func (b *Bridge) process(ctx context.Context, e store.Event) {
 		return
 	}
 	var err error
+	var merged []store.Event
 	switch e.Kind {
 	case store.KindTakeover:
 		err = b.processTakeover(ctx, &e)
 	default:
+		if b.o.Debounce > 0 {
+			if merged, err = b.mergeFollowing(ctx, &e); err != nil {
+				b.log.Error("merge debounced messages", "event_id", e.ID, "err", err)
+				return
+			}
+		}
 		err = b.processMessage(ctx, &e)
+		if len(merged) > 0 && e.Finished() {
+			b.finishMerged(ctx, &e, merged)
+		}
 	}
 	if err != nil && ctx.Err() != nil {
 		// Interrupted by shutdown: leave it for the next start.
@@ -307,4 +338,66 @@ func errText(err error) string {
 		return ""
 	}
 	return strings.TrimSpace(err.Error())
+}
+
+// mergeFollowing takes the customer messages of e's conversation that
+// arrived after e and are still waiting, marks them as merged into e, and
+// joins their texts into e's query: one Dify call answers them together.
+func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Event, error) {
+	evs, err := b.o.Store.OpenEvents(ctx, e.ID, dispatchBatch)
+	if err != nil {
+		return nil, err
+	}
+	var merged []store.Event
+	for _, x := range evs {
+		if x.AccountID == e.AccountID && x.ConversationID == e.ConversationID {
+			if x.Kind != store.KindMessage || x.Status != store.StatusAccepted {
+				break // keep order: a takeover in between ends the batch
+			}
+			merged = append(merged, x)
+		}
+	}
+	if len(merged) == 0 {
+		return nil, nil
+	}
+	texts := []string{e.Text}
+	err = b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		for _, x := range merged {
+			if err := tx.UpdateEvent(x.ID, store.EventUpdate{Status: store.StatusWorking, MergedInto: e.ID}); err != nil {
+				return err
+			}
+			if err := tx.AddHop(store.Hop{EventID: x.ID, Stage: StageWorker, Outcome: "merged",
+				Detail: fmt.Sprintf("answered together with event %d (worker.debounce)", e.ID)}); err != nil {
+				return err
+			}
+		}
+		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "merged",
+			Detail: fmt.Sprintf("%d later message(s) within worker.debounce joined into one query", len(merged))})
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range merged {
+		if strings.TrimSpace(x.Text) != "" {
+			texts = append(texts, x.Text)
+		}
+	}
+	e.Text = strings.Join(texts, "\n")
+	return merged, nil
+}
+
+// finishMerged gives merged events the final state of the event that
+// answered them.
+func (b *Bridge) finishMerged(ctx context.Context, e *store.Event, merged []store.Event) {
+	final, err := b.o.Store.Event(context.WithoutCancel(ctx), e.ID)
+	if err != nil {
+		b.log.Error("read merged event", "event_id", e.ID, "err", err)
+		return
+	}
+	for i := range merged {
+		reason := fmt.Sprintf("merged into event %d", e.ID)
+		if err := b.finish(ctx, &merged[i], final.Status, reason, "", store.Hop{Stage: StageDone, Outcome: final.Status, Detail: reason}); err != nil {
+			b.log.Error("finish merged event", "event_id", merged[i].ID, "err", err)
+		}
+	}
 }

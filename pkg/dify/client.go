@@ -147,8 +147,9 @@ type chatBody struct {
 
 // Chat POSTs /chat-messages with response_mode "streaming" (agent apps accept nothing else)
 // and auto_generate_name false (naming costs an extra LLM call), and assembles the answer with
-// ReadStreamWith. onStart may be nil. A 200 response with a JSON body, which some proxies
-// produce, is read as a blocking answer.
+// ReadStreamWith. onStart may be nil; it runs on the calling goroutine. A 200 response with a
+// JSON body, which some proxies produce, is read as a blocking answer. On a stream error the
+// returned Answer, when not nil, holds the partial answer for diagnostics.
 func (c *Client) Chat(ctx context.Context, req ChatRequest, onStart func(taskID, conversationID string)) (*Answer, error) {
 	if req.User == "" {
 		return nil, errors.New("dify chat: user is required")

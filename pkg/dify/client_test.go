@@ -79,7 +79,7 @@ func serveFile(t *testing.T, name string) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ct)
-		_, _ = w.Write(b)
+		write(w, string(b))
 	}
 }
 
@@ -91,8 +91,13 @@ func serveError(status int, body string) http.HandlerFunc {
 			w.Header().Set("Content-Type", "text/html")
 		}
 		w.WriteHeader(status)
-		_, _ = io.WriteString(w, body)
+		write(w, body)
 	}
+}
+
+// write sends a test response; a client that hung up early is what some tests are about.
+func write(w io.Writer, s string) {
+	_, _ = io.WriteString(w, s)
 }
 
 // streamThen writes the frames, flushing each, then runs after (which may block or hang up).
@@ -101,7 +106,7 @@ func streamThen(frames string, after func(w http.ResponseWriter, r *http.Request
 		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
 		w.WriteHeader(http.StatusOK)
 		for f := range strings.SplitAfterSeq(frames, "\n\n") {
-			_, _ = io.WriteString(w, f)
+			write(w, f)
 			w.(http.Flusher).Flush()
 		}
 		if after != nil {
@@ -194,7 +199,7 @@ func TestChatErrors(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		_ = buf.Flush()
+		_ = buf.Flush()  // whatever was buffered goes out before the hang-up
 		_ = conn.Close() // no final chunk: the client sees the connection break
 	}
 	partial := sse(`{"event": "message", "task_id": "t1", "conversation_id": "c1", "answer": "Your order"}`, "ping",
@@ -260,7 +265,7 @@ func TestChatErrors(t *testing.T) {
 			}},
 		{name: "HTMLWith200", handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			_, _ = io.WriteString(w, "<!doctype html><html><head><title>Dify</title></head></html>")
+			write(w, "<!doctype html><html><head><title>Dify</title></head></html>")
 		}},
 	}
 	for _, tc := range tests {
@@ -318,7 +323,7 @@ func TestStop(t *testing.T) {
 	f, c := newFake(t, map[string]http.HandlerFunc{
 		"POST /v1/chat-messages/c3800678-a077-43df-a102-53f23ed20b88/stop": func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"result": "success"}`)
+			write(w, `{"result": "success"}`)
 		},
 		"POST /v1/chat-messages/unknown/stop": serveError(400, `{"code": "invalid_param", "message": "Arg user must be provided.", "status": 400}`),
 	})
@@ -394,7 +399,7 @@ func TestParameters(t *testing.T) {
 			{"some-future-type": {"variable": "x", "label": "X", "required": true}}
 		], "file_upload": {"enabled": true, "allowed_file_types": ["document"], "image": {"enabled": false}}}`
 		_, c := newFake(t, map[string]http.HandlerFunc{"GET /v1/parameters": func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, body)
+			write(w, body)
 		}})
 		p, err := c.Parameters(t.Context())
 		if err != nil {
@@ -436,7 +441,7 @@ func TestParameters(t *testing.T) {
 
 func TestPing(t *testing.T) {
 	f, c := newFake(t, map[string]http.HandlerFunc{"GET /v1/": func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `{"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": "1.13.2"}`)
+		write(w, `{"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": "1.13.2"}`)
 	}})
 	v, err := c.Ping(t.Context())
 	if err != nil || v != "1.13.2" {
@@ -447,7 +452,7 @@ func TestPing(t *testing.T) {
 	}
 
 	_, c = newFake(t, map[string]http.HandlerFunc{"GET /v1/": func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `{"status": "ok"}`)
+		write(w, `{"status": "ok"}`)
 	}})
 	if _, err := c.Ping(t.Context()); err == nil {
 		t.Error("Ping accepted a server that is not Dify")

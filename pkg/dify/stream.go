@@ -83,10 +83,11 @@ func ReadStream(ctx context.Context, body io.Reader, idle time.Duration, onStart
 //
 // On error the returned Answer, when not nil, holds what was assembled so far, for diagnostics.
 //
-// body is read on a separate goroutine so that silence can be timed. On idle timeout or
-// cancellation, body is closed if it is an io.Closer, which ends that goroutine before
-// ReadStreamWith returns; otherwise the goroutine ends only when a Read returns, so the caller
-// must close the underlying connection. The caller owns body and should close it in any case.
+// body is read on a separate goroutine so that silence can be timed; it reads one event at a
+// time and has ended when ReadStreamWith returns, except in one case: on idle timeout or
+// cancellation a Read may be blocked, so body is closed if it is an io.Closer, and otherwise
+// the goroutine ends only when that Read returns, which is why the caller must close the
+// underlying connection. The caller owns body and should close it in any case.
 func ReadStreamWith(ctx context.Context, body io.Reader, opts StreamOptions) (*Answer, error) {
 	now := opts.Now
 	if now == nil {
@@ -114,6 +115,7 @@ func ReadStreamWith(ctx context.Context, body io.Reader, opts StreamOptions) (*A
 		select {
 		case f = <-fr.frames:
 		case <-idleC:
+			fr.abort(body)
 			if st.workflowSucceeded {
 				return st.answer(), nil
 			}

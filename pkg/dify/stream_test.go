@@ -277,7 +277,7 @@ func TestReadStreamIdle(t *testing.T) {
 			pr, pw := io.Pipe()
 			defer pw.Close()
 			go func() {
-				// The write returns once ReadStream has taken the ping.
+				// The write returns once ReadStream has taken the ping, or fails once it gave up.
 				_, _ = pw.Write([]byte(sse(`{"event":"message","task_id":"t","answer":"a"}`, "ping")))
 			}()
 			start := time.Now()
@@ -305,7 +305,7 @@ func TestReadStreamIdle(t *testing.T) {
 						return
 					}
 				}
-				_, _ = pw.Write([]byte(sse(`{"event":"message","answer":"ok"}`, `{"event":"message_end"}`)))
+				_, _ = pw.Write([]byte(sse(`{"event":"message","answer":"ok"}`, `{"event":"message_end"}`))) // checked by the reader
 			}()
 			a, err := ReadStream(t.Context(), pr, 100*time.Millisecond, nil)
 			if err != nil || a.Text != "ok" || a.Pings != 5 {
@@ -318,7 +318,7 @@ func TestReadStreamIdle(t *testing.T) {
 		// caller closes the pipe; synctest.Test fails if it never ends.
 		synctest.Test(t, func(t *testing.T) {
 			pr, pw := io.Pipe()
-			go func() { _, _ = pw.Write([]byte(sse("ping"))) }()
+			go func() { _, _ = pw.Write([]byte(sse("ping"))) }() // checked by the reader
 			_, err := ReadStream(t.Context(), bareReader{pr}, time.Second, nil)
 			if !errors.Is(err, ErrIdle) {
 				t.Fatalf("error = %v, want ErrIdle", err)
@@ -331,7 +331,7 @@ func TestReadStreamIdle(t *testing.T) {
 			pr, pw := io.Pipe()
 			defer pw.Close()
 			go func() {
-				_, _ = pw.Write([]byte(sse(`{"event":"message","answer":"a"}`, `{"event":"workflow_finished","data":{"status":"succeeded"}}`)))
+				_, _ = pw.Write([]byte(sse(`{"event":"message","answer":"a"}`, `{"event":"workflow_finished","data":{"status":"succeeded"}}`))) // checked by the reader
 			}()
 			a, err := ReadStream(t.Context(), pr, time.Second, nil)
 			if err != nil || a.Text != "a" {
@@ -345,7 +345,7 @@ func TestReadStreamIdle(t *testing.T) {
 			defer pw.Close()
 			ctx, cancel := context.WithCancel(t.Context())
 			go func() {
-				_, _ = pw.Write([]byte(sse("ping")))
+				_, _ = pw.Write([]byte(sse("ping"))) // checked by the reader
 				cancel()
 			}()
 			_, err := ReadStream(ctx, pr, 0, nil)
