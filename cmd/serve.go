@@ -141,6 +141,12 @@ func (s *server) wait(ctx context.Context) error {
 	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	herr := s.http.Shutdown(shCtx)
+	if errors.Is(herr, context.DeadlineExceeded) {
+		// A connection opened but never used keeps Shutdown waiting; every
+		// handler that could commit has had its chance, so cut the rest.
+		s.log.Warn("closing connections still open after 5s")
+		herr = s.http.Close()
+	}
 	runErr := <-s.ran
 	cerr := s.db.Close()
 	if errors.Is(serveErr, http.ErrServerClosed) {
