@@ -1,0 +1,178 @@
+package chatwoot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSignature(t *testing.T) {
+	body := []byte(`{"event":"message_created"}`)
+	now := time.Unix(1_700_000_000, 0)
+	sig := Sign("s3cret", now.Unix(), body)
+	if !strings.HasPrefix(sig, "sha256=") || len(sig) != len("sha256=")+64 {
+		t.Fatalf("signature = %q", sig)
+	}
+	ts := "1700000000"
+	tests := []struct {
+		name      string
+		sig, ts   string
+		body      []byte
+		now       time.Time
+		wantError error
+	}{
+		{"ok", sig, ts, body, now, nil},
+		{"upper-case hex accepted", strings.ToUpper(sig[:7]) + strings.ToUpper(sig[7:]), ts, body, now, nil},
+		{"within window", sig, ts, body, now.Add(4 * time.Minute), nil},
+		{"stale", sig, ts, body, now.Add(6 * time.Minute), ErrStale},
+		{"future", sig, ts, body, now.Add(-6 * time.Minute), ErrStale},
+		{"other body", sig, ts, []byte(`{}`), now, ErrBadSignature},
+		{"missing", "", ts, body, now, ErrNoSignature},
+		{"no timestamp", sig, "", body, now, ErrNoSignature},
+		{"bad timestamp", sig, "yesterday", body, now, ErrBadSignature},
+		// The timestamp is part of what is signed.
+		{"timestamp swapped", sig, "1700000001", body, now, ErrBadSignature},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifySignature("s3cret", tc.sig, tc.ts, tc.body, tc.now)
+			if !errors.Is(err, tc.wantError) || (tc.wantError == nil) != (err == nil) {
+				t.Errorf("err = %v, want %v", err, tc.wantError)
+			}
+		})
+	}
+}
+
+func TestParseEventErrors(t *testing.T) {
+	tests := []struct{ body, want string }{
+		{`not json`, "malformed json"},
+		{`{}`, "missing field: event"},
+		{`{"event":"message_created","message_type":"incoming"}`, "missing field: id"},
+		{`{"event":"message_created","id":1}`, "missing field: message_type"},
+		{`{"event":"message_created","id":1,"message_type":"sideways"}`, "unknown value"},
+		{`{"event":"message_created","id":1,"message_type":"incoming","account":{"id":1},"inbox":{"id":1}}`, "missing field: conversation.id"},
+		{`{"event":"message_created","id":1,"message_type":"incoming","conversation":{"id":4},"inbox":{"id":1}}`, "missing field: account.id"},
+		{`{"event":"message_created","id":"1","message_type":"incoming"}`, "malformed field: id"},
+	}
+	for _, tc := range tests {
+		_, err := ParseEvent([]byte(tc.body))
+		var pe *ParseError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseEvent(%s) = %v, want %q", tc.body, err, tc.want)
+		}
+	}
+}
+
+func TestParseRESTMessageType(t *testing.T) {
+	// REST-shaped integer message types are understood too.
+	ev, err := ParseEvent([]byte(`{"event":"message_created","id":9,"message_type":1,"content":"x",
+		"account":{"id":1},"inbox":{"id":2},"conversation":{"id":3,"status":"pending"},"sender":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.MessageType != "outgoing" || ev.Sender != nil || ev.InboxID != 2 || ev.Conversation.InboxID != 2 {
+		t.Errorf("event = %+v", ev)
+	}
+}
+
+func TestClient(t *testing.T) {
+	type call struct {
+		method, path, token string
+		body               map[string]any
+	}
+	var calls []call
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &body)
+		calls = append(calls, call{r.Method, r.URL.Path, r.Header.Get("api_access_token"), body})
+		switch {
+		case r.Header.Get("api_access_token") == "bad":
+			w.WriteHeader(401)
+			_, _ = w.Write([]byte(`{"error":"Invalid Access Token"}`))
+		case strings.HasSuffix(r.URL.Path, "/messages"):
+			resp, _ := os.ReadFile("../../testdata/corpus/chatwoot/rest_messages_create_response_contract_mock.json")
+			_, _ = w.Write(resp)
+		case strings.HasSuffix(r.URL.Path, "/toggle_status"):
+			resp, _ := os.ReadFile("../../testdata/corpus/chatwoot/rest_toggle_status_response_contract_mock.json")
+			_, _ = w.Write(resp)
+		case strings.HasSuffix(r.URL.Path, "/labels"):
+			w.WriteHeader(401)
+			_, _ = w.Write([]byte(`{"error":"Access to this endpoint is not authorized for bots"}`))
+		case strings.Contains(r.URL.Path, "/conversations/0/"):
+			w.WriteHeader(404)
+			_, _ = w.Write([]byte(`{"error":"Resource could not be found"}`))
+		case r.URL.Path == "/api":
+			_, _ = w.Write([]byte(`{"version":"4.14.0","timestamp":"2026-11-25 10:00:00","queue_services":"ok","data_services":"ok"}`))
+		case strings.HasSuffix(r.URL.Path, "/toggle_typing_status"):
+			w.WriteHeader(429)
+			_, _ = w.Write([]byte("Retry later"))
+		default:
+			w.WriteHeader(500)
+		}
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx := context.Background()
+	c := NewClient(Options{BaseURL: srv.URL + "/", Token: "tok-SECRET"})
+
+	m, err := c.PostMessage(ctx, 1, 42, NewMessage{Content: "hi", SourceID: "bridge:1:answer"})
+	if err != nil || m.ID != 101 {
+		t.Fatalf("post = %+v, %v", m, err)
+	}
+	last := calls[len(calls)-1]
+	if last.path != "/api/v1/accounts/1/conversations/42/messages" || last.token != "tok-SECRET" ||
+		last.body["message_type"] != "outgoing" || last.body["private"] != false || last.body["source_id"] != "bridge:1:answer" {
+		t.Errorf("post call = %+v", last)
+	}
+	if err := c.ToggleStatus(ctx, 1, 42, "open"); err != nil {
+		t.Fatal(err)
+	}
+	if calls[len(calls)-1].body["status"] != "open" {
+		t.Errorf("toggle body = %+v", calls[len(calls)-1].body)
+	}
+	err = c.SetLabels(ctx, 1, 42, []string{"a"})
+	if !errors.Is(err, ErrUnauthorized) || !IsBotOnly(err) || Retryable(err) {
+		t.Errorf("labels with a bot token: %v", err)
+	}
+	if err := c.CheckBotToken(ctx, 1); err != nil {
+		t.Errorf("check bot token: %v", err)
+	}
+	err = c.Typing(ctx, 1, 42, true)
+	if !Retryable(err) || !strings.Contains(err.Error(), "429") {
+		t.Errorf("typing 429: %v", err)
+	}
+	v, err := c.Version(ctx)
+	if err != nil || v.Version != "4.14.0" {
+		t.Errorf("version = %+v, %v", v, err)
+	}
+	if calls[len(calls)-1].token != "" {
+		t.Error("token sent to the unauthenticated /api")
+	}
+	bad := NewClient(Options{BaseURL: srv.URL, Token: "bad"})
+	err = bad.ToggleStatus(ctx, 1, 42, "open")
+	if !errors.Is(err, ErrUnauthorized) || IsBotOnly(err) || !strings.Contains(err.Error(), "Invalid Access Token") {
+		t.Errorf("bad token: %v", err)
+	}
+	if err := bad.CheckBotToken(ctx, 1); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("check bad token: %v", err)
+	}
+	for _, e := range []error{err} {
+		if e != nil && strings.Contains(e.Error(), "tok-SECRET") {
+			t.Errorf("token in error: %v", e)
+		}
+	}
+	// Network errors are retryable; a closed server refuses.
+	srv.Close()
+	if err := c.ToggleStatus(ctx, 1, 42, "open"); !Retryable(err) || strings.Contains(err.Error(), "tok-SECRET") {
+		t.Errorf("closed server: %v", err)
+	}
+}
