@@ -13,13 +13,13 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// sigs sees every signal from the start, so a second one arriving
+	// right after the first cannot slip between two registrations.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		// The first signal starts a graceful stop; a second one exits at once.
-		<-ctx.Done()
-		stop()
-		again := make(chan os.Signal, 1)
-		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-		<-again
+		<-sigs // the first starts a graceful stop (ctx ends)
+		<-sigs // a second one exits at once
 		fmt.Fprintln(os.Stderr, "second signal: exiting now; unfinished events stay in the journal")
 		os.Exit(1)
 	}()

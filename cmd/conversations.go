@@ -84,7 +84,7 @@ func newConversationsListCmd(a *app) *cobra.Command {
 			for _, cv := range cs {
 				rows = append(rows, []string{strconv.FormatInt(cv.ConversationID, 10), strconv.FormatInt(cv.InboxID, 10),
 					cv.State, orDash(cv.Status), orDash(cv.DifyConversationID), strconv.Itoa(cv.MessagesIn),
-					strconv.Itoa(cv.Answers), strconv.Itoa(cv.Handoffs), cv.LastActivityAt.Local().Format("2006-01-02 15:04:05")})
+					strconv.Itoa(cv.Answers), strconv.Itoa(cv.Handoffs), a.localTime(cv.LastActivityAt).Format("2006-01-02 15:04:05")})
 			}
 			a.table([]string{"conv", "inbox", "state", "status", "dify conversation", "msgs", "answers", "handoffs", "last activity"}, rows)
 			return nil

@@ -65,7 +65,7 @@ func newEventsListCmd(a *app) *cobra.Command {
 			defer db.Close()
 			f := store.EventFilter{Status: o.status, ConversationID: o.conversation, Limit: o.limit}
 			if o.since > 0 {
-				f.Since = time.Now().Add(-o.since)
+				f.Since = a.now().Add(-o.since)
 			}
 			evs, err := db.ListEvents(c.Context(), f)
 			if err != nil {
@@ -85,7 +85,7 @@ func newEventsListCmd(a *app) *cobra.Command {
 			rows := make([][]string, 0, len(evs))
 			for i := range evs {
 				e := &evs[i]
-				rows = append(rows, []string{strconv.FormatInt(e.ID, 10), e.ReceivedAt.Local().Format("2006-01-02 15:04:05"),
+				rows = append(rows, []string{strconv.FormatInt(e.ID, 10), a.localTime(e.ReceivedAt).Format("2006-01-02 15:04:05"),
 					e.Status, orDash(eventWhat(e)), numOrDash(e.ConversationID), orDash(eventWhy(e)), orDash(oneLineText(e.Text, 40))})
 			}
 			a.table([]string{"id", "received", "status", "event", "conv", "reason", "text"}, rows)
@@ -270,7 +270,8 @@ func writeTrace(w io.Writer, st styles, e *store.Event, hops []store.Hop) {
 			if h.Duration > 0 {
 				dur = " (" + fmtDur(h.Duration) + ")"
 			}
-			fmt.Fprintf(w, "  %8s  %-9s %-18s %s%s\n", "+"+fmtDur(off), h.Stage, h.Outcome, h.Detail, dur)
+			line := fmt.Sprintf("  %8s  %-9s %-18s %s%s", "+"+fmtDur(off), h.Stage, h.Outcome, h.Detail, dur)
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
 		}
 	}
 	fmt.Fprintln(w)

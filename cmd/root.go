@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -58,6 +59,10 @@ type app struct {
 
 	cfg    *config.Config
 	logger *slog.Logger
+
+	// now is the clock of the output: --since windows, and the time zone
+	// (its location) in which times are shown. Tests fix it.
+	now func() time.Time
 }
 
 // Execute runs bridge with args and returns the exit code.
@@ -118,7 +123,12 @@ func isCobraUsage(err error) bool {
 // NewRoot builds a fresh command tree; nothing is global, so tests can build
 // as many as they like.
 func NewRoot(io IO, v *viper.Viper) *cobra.Command {
-	a := &app{io: io, v: v}
+	return newRoot(io, v, time.Now)
+}
+
+// newRoot is NewRoot with the clock of the output.
+func newRoot(io IO, v *viper.Viper, now func() time.Time) *cobra.Command {
+	a := &app{io: io, v: v, now: now}
 	root := &cobra.Command{
 		Use:   "bridge",
 		Short: "Connect a Chatwoot help desk to Dify AI apps",
@@ -159,6 +169,9 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 		newConversationsCmd(a),
 		newEventsCmd(a),
 		newVersionCmd(a),
+		newReplayCmd(a),
+		newBenchCmd(a),
+		newDoctorCmd(a),
 	)
 	root.InitDefaultCompletionCmd()
 	return root
@@ -228,7 +241,14 @@ func groupRunE(c *cobra.Command, args []string) error {
 	}
 	var hint string
 	if sug := c.SuggestionsFor(args[0]); len(sug) > 0 {
-		hint = c.CommandPath() + " " + sug[0]
+		// cobra lists every near name in command order; hint the closest.
+		best := sug[0]
+		for _, s := range sug[1:] {
+			if levenshtein(args[0], s) < levenshtein(args[0], best) {
+				best = s
+			}
+		}
+		hint = c.CommandPath() + " " + best
 	} else {
 		var names []string
 		for _, sc := range c.Commands() {
@@ -294,6 +314,9 @@ func isTerminal(w any) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
+
+// localTime is t in the time zone of the output.
+func (a *app) localTime(t time.Time) time.Time { return t.In(a.now().Location()) }
 
 // absPath shows a path as the operator would want to find it.
 func absPath(p string) string {

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/store"
@@ -183,37 +183,7 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 func verifyApp(ctx context.Context, base, key string, inputs map[string]string) (*dify.AppInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c := dify.NewClient(dify.Options{BaseURL: base, Key: key})
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("verify dify key at %s: %w", base, err)
-	}
-	if !dify.HasChatEndpoint(info.Mode) {
-		return nil, fmt.Errorf("dify app %q is a %s app, which has no chat endpoint: use a chatbot, chatflow or agent app", info.Name, info.Mode)
-	}
-	params, err := c.Parameters(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read dify app parameters: %w", err)
-	}
-	if missing := missingInputs(params, inputs); len(missing) > 0 {
-		return nil, fmt.Errorf("dify app %q requires inputs the route does not supply: %s (add --inputs '{\"%s\":\"...\"}')",
-			info.Name, strings.Join(missing, ", "), missing[0])
-	}
-	return info, nil
-}
-
-func missingInputs(p *dify.Parameters, inputs map[string]string) []string {
-	var missing []string
-	for _, in := range p.Inputs {
-		if !in.Required {
-			continue
-		}
-		if _, ok := inputs[in.Variable]; !ok {
-			missing = append(missing, in.Variable)
-		}
-	}
-	sort.Strings(missing)
-	return missing
+	return bridge.VerifyApp(ctx, dify.NewClient(dify.Options{BaseURL: base, Key: key}), base, inputs)
 }
 
 func describeApp(r *store.Route) string {

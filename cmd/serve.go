@@ -116,6 +116,9 @@ func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Called once Shutdown has closed the listener: from here on new
+	// connections are refused and only requests in flight are served.
+	s.http.RegisterOnShutdown(func() { log.Info("stopped accepting webhooks; finishing requests in flight") })
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { s.ran <- core.Run(runCtx) }()
 	go func() { s.served <- s.http.Serve(ln) }()
@@ -131,6 +134,9 @@ func (s *server) Addr() string { return s.ln.Addr().String() }
 
 // wait blocks until ctx ends (or the server fails), then shuts down in
 // order: stop accepting, let handlers commit, stop workers, close the store.
+// The workers wind down while the HTTP server drains (Run's context ends
+// with ctx), so running events get their grace period at the same time;
+// what does not finish stays journaled for the next start.
 func (s *server) wait(ctx context.Context) error {
 	var serveErr error
 	select {
@@ -167,6 +173,9 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 	}
 	log.Info("bridge serving", "listen", s.Addr(), "database", absPath(cfg.Database),
 		"webhook", "http://"+s.Addr()+"/webhooks/chatwoot", "chatwoot", cfg.Chatwoot.BaseURL)
+	if w := cfg.FilePermissionsWarning(); w != "" {
+		log.Warn("config file holding secrets is readable by group or others", "detail", w)
+	}
 	if cfg.Chatwoot.WebhookSecret == "" && cfg.Chatwoot.WebhookToken == "" {
 		log.Warn("webhooks are not authenticated: set chatwoot.webhook_secret or chatwoot.webhook_token")
 	}

@@ -27,12 +27,12 @@ func mustParse(t testing.TB, path string) *chatwoot.Event {
 // the decision, with a route for the body's inbox.
 func TestCorpusDecisions(t *testing.T) {
 	want := map[string]string{
-		"captured_conversation_status_changed_agentbot_whatsapp.json": ReasonNotMessageCreated,
-		"captured_conversation_status_changed_pending_webwidget.json": ReasonNotMessageCreated,
-		"captured_message_created_incoming_contact_webwidget.json":    "accept:message",
-		"captured_message_created_incoming_contact_whatsapp.json":     "accept:message",
+		"captured_conversation_status_changed_agentbot_whatsapp.json":  ReasonNotMessageCreated,
+		"captured_conversation_status_changed_pending_webwidget.json":  ReasonNotMessageCreated,
+		"captured_message_created_incoming_contact_webwidget.json":     "accept:message",
+		"captured_message_created_incoming_contact_whatsapp.json":      "accept:message",
 		"captured_message_created_template_sender_null_webwidget.json": ReasonOutgoing,
-		"captured_webwidget_triggered_webwidget.json":                 ReasonNotMessageCreated,
+		"captured_webwidget_triggered_webwidget.json":                  ReasonNotMessageCreated,
 		// The 2020 docs sample has string ids and no conversation.id: not a
 		// shape any Chatwoot sends, refused with a reason.
 		"docs_sample_message_created_legacy.json": "error:malformed json: field account.id",

@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/store"
@@ -53,6 +54,7 @@ func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		b.reject(ctx, w, http.StatusBadRequest, "read body: "+err.Error(), delivery, body)
 		return
 	}
+	b.log.Debug("webhook body", keyStage, StageReceived, "delivery", delivery, "bytes", len(body), "body", truncate(string(body), maxLoggedBody))
 	if reason := b.authenticate(r, body); reason != "" {
 		b.reject(ctx, w, http.StatusUnauthorized, reason, delivery, body)
 		return
@@ -64,8 +66,8 @@ func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	ack, err := b.Ingest(ctx, ev, body, delivery)
 	if err != nil {
-		b.o.Metrics.webhook("error")
-		b.log.Error("journal webhook", "err", err, "delivery", delivery)
+		b.o.Metrics.webhookError()
+		b.log.Error("journal webhook", keyStage, StageReceived, keyErr, err, "delivery", delivery)
 		// Nothing is acknowledged that was not stored; Chatwoot retries a 500.
 		writeJSON(w, http.StatusInternalServerError, Ack{Status: "error", Error: "journal unavailable"})
 		return
@@ -108,13 +110,13 @@ func (b *Bridge) reject(ctx context.Context, w http.ResponseWriter, status int, 
 		}
 		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageReceived, Outcome: "rejected", Detail: fmt.Sprintf("http %d: %s", status, reason)})
 	})
-	b.o.Metrics.webhook("rejected_" + strconv.Itoa(status))
+	b.o.Metrics.webhookRejected(status)
 	if err != nil {
-		b.log.Error("journal rejected webhook", "err", err, "status", status)
+		b.log.Error("journal rejected webhook", keyStage, StageReceived, keyErr, err, "status", status)
 		writeJSON(w, status, Ack{Status: "rejected", Error: reason})
 		return
 	}
-	b.log.Warn("webhook rejected", "event_id", e.ID, "status", status, "reason", reason)
+	b.log.Warn("webhook rejected", keyEventID, e.ID, keyStage, StageReceived, "status", status, "reason", reason)
 	writeJSON(w, status, Ack{Status: "rejected", Error: reason, EventID: e.ID})
 }
 
@@ -235,18 +237,40 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		return Ack{}, err
 	}
 	if verdict.Accept {
-		b.o.Metrics.webhook("accepted")
-		b.log.Info("webhook accepted", "event_id", rec.ID, "kind", rec.Kind, "conversation_id", rec.ConversationID,
-			"inbox_id", rec.InboxID, "message_id", rec.MessageID)
+		b.o.Metrics.webhookAccepted()
+		b.log.Info("webhook accepted", eventAttrs(&rec, keyStage, StageDecision, "kind", rec.Kind, "message_id", rec.MessageID)...)
 		if verdict.Kind == store.KindTakeover {
 			b.stopRunning(ev.AccountID, ev.Conversation.ID)
 		}
 		b.kick()
 		return Ack{Status: "accepted", EventID: rec.ID}, nil
 	}
-	b.o.Metrics.webhook("ignored_" + reasonLabel(verdict.Reason))
-	b.log.Debug("webhook ignored", "event_id", rec.ID, "reason", verdict.Reason, "conversation_id", rec.ConversationID)
+	b.o.Metrics.webhookIgnored(verdict.Reason)
+	b.log.Info("webhook ignored", eventAttrs(&rec, keyStage, StageDecision, "reason", verdict.Reason)...)
 	return Ack{Status: "ignored", Reason: verdict.Reason, EventID: rec.ID}, nil
+}
+
+// watchJournal exposes the journal's group commit on /metrics: transactions
+// committed (each one fsync of the WAL) and the writes they carried.
+func (b *Bridge) watchJournal() {
+	commits := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bridge_journal_commits_total",
+		Help: "Journal transactions committed; each is one fsync of the write-ahead log."}, func() float64 {
+		c, _ := b.o.Store.Commits()
+		return float64(c)
+	})
+	writes := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bridge_journal_writes_total",
+		Help: "Journal writes (a webhook, a step of an event) carried by those transactions."}, func() float64 {
+		_, w := b.o.Store.Commits()
+		return float64(w)
+	})
+	for _, c := range []prometheus.Collector{commits, writes} {
+		if err := b.o.Metrics.reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				b.log.Warn("journal metrics", "err", err)
+			}
+		}
+	}
 }
 
 func routeNote(r *store.Route) string {
@@ -258,13 +282,6 @@ func routeNote(r *store.Route) string {
 		s += " " + r.Name
 	}
 	return s + ", " + r.Mode + ")"
-}
-
-func reasonLabel(reason string) string {
-	if len(reason) > len(ReasonStatusPrefix) && reason[:len(ReasonStatusPrefix)] == ReasonStatusPrefix {
-		return "conversation_status"
-	}
-	return reason
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

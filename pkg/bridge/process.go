@@ -201,6 +201,7 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 				detail = "paused: " + ans.PauseReason
 			}
 			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "answer", Detail: detail, Duration: d})
+			b.log.Debug("dify answer", eventAttrs(e, keyStage, StageDify, "text", truncate(ans.Text, maxLoggedBody))...)
 			if ans.ConversationID != "" && ans.ConversationID != req.ConversationID {
 				if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 					return tx.MapDify(e.AccountID, e.ConversationID, route.ID, ans.ConversationID)
@@ -346,7 +347,7 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		if b.o.ChatwootUser == nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels skipped",
 				Detail: "labels need a user access token: set chatwoot.user_token"})
-			b.log.Warn("handoff labels skipped: chatwoot.user_token is not set", "event_id", e.ID)
+			b.log.Warn("handoff labels skipped: chatwoot.user_token is not set", eventAttrs(e, keyStage, StageHandoff)...)
 		} else if err := b.step(ctx, e, StepHandoffLabels, "labels", func(ctx context.Context) (int64, error) {
 			return 0, b.o.ChatwootUser.SetLabels(ctx, e.AccountID, e.ConversationID, ho.Labels)
 		}); err != nil {
@@ -424,7 +425,7 @@ func (b *Bridge) step(ctx context.Context, e *store.Event, step, call string, fn
 			}); err != nil {
 				return err
 			}
-			b.log.Info("hop", "event_id", e.ID, "conversation_id", e.ConversationID, "stage", StageChatwoot, "outcome", "ok", "detail", detail, "ms", d.Milliseconds())
+			b.logHop("hop", e, store.Hop{Stage: StageChatwoot, Outcome: "ok", Detail: detail, Duration: d})
 			return nil
 		}
 		lastErr = err
@@ -470,7 +471,7 @@ func (b *Bridge) typing(ctx context.Context, e *store.Event, on bool) {
 	err := b.o.Chatwoot.Typing(ctx, e.AccountID, e.ConversationID, on)
 	b.o.Metrics.chatwoot("toggle_typing_status", statusOf(err), time.Since(start))
 	if err != nil {
-		b.log.Debug("typing indicator", "event_id", e.ID, "err", err)
+		b.log.Debug("typing indicator", eventAttrs(e, keyStage, StageChatwoot, keyErr, err)...)
 	}
 }
 

@@ -85,7 +85,7 @@ func (b *Bridge) ProcessNow(ctx context.Context, id int64) (store.Event, error) 
 	if err != nil {
 		return e, err
 	}
-	if e.Status != store.StatusAccepted && e.Status != store.StatusWorking {
+	if e.Status != store.StatusAccepted {
 		return e, nil
 	}
 	b.process(ctx, e)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -58,6 +59,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.log.Info("resuming interrupted events", "count", n)
 	}
 	b.watchQueue()
+	b.watchJournal()
 	// Events are interrupted on their own context, not Run's, so that the
 	// grace period can let them finish.
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
@@ -197,12 +199,22 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 // process drives one event to a final state, or leaves it journaled when
 // interrupted.
 func (b *Bridge) process(ctx context.Context, e store.Event) {
-	if err := b.record(ctx, e.ID, &store.EventUpdate{Status: store.StatusWorking, AddAttempt: true},
-		store.Hop{Stage: StageWorker, Outcome: "started", Detail: fmt.Sprintf("attempt %d", e.Attempts+1)}); err != nil {
-		b.log.Error("claim event", "event_id", e.ID, "err", err)
+	err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := tx.Claim(e.ID); err != nil {
+			return err
+		}
+		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "started", Detail: fmt.Sprintf("attempt %d", e.Attempts+1)})
+	})
+	if errors.Is(err, store.ErrNotClaimable) {
+		return // another process (a replay, say) drives it
+	}
+	if err != nil {
+		b.log.Error("claim event", eventAttrs(&e, keyStage, StageWorker, keyErr, err)...)
 		return
 	}
-	var err error
+	e.Status = store.StatusWorking
+	e.Attempts++
+	b.logHop("hop", &e, store.Hop{Stage: StageWorker, Outcome: "started"})
 	var merged []store.Event
 	switch e.Kind {
 	case store.KindTakeover:
@@ -221,11 +233,11 @@ func (b *Bridge) process(ctx context.Context, e store.Event) {
 	}
 	if err != nil && ctx.Err() != nil {
 		// Interrupted by shutdown: leave it for the next start.
-		b.log.Warn("event interrupted; it stays journaled", "event_id", e.ID)
+		b.log.Warn("event interrupted; it stays journaled", eventAttrs(&e)...)
 		return
 	}
 	if err != nil {
-		b.log.Error("event failed", "event_id", e.ID, "err", err)
+		b.log.Error("event failed", eventAttrs(&e, keyErr, err)...)
 	}
 }
 
@@ -246,7 +258,7 @@ func (b *Bridge) finish(ctx context.Context, e *store.Event, status, reason, las
 	}
 	e.Status = status
 	b.o.Metrics.finished(status)
-	b.log.Info("event finished", "event_id", e.ID, "status", status, "reason", reason, "conversation_id", e.ConversationID)
+	b.log.Info("event finished", eventAttrs(e, keyStage, hop.Stage, "status", status, "reason", truncate(reason, maxLoggedDetail))...)
 	return nil
 }
 
@@ -274,10 +286,9 @@ func (b *Bridge) record(ctx context.Context, id int64, u *store.EventUpdate, hop
 // hop records one trace step and logs it.
 func (b *Bridge) hop(ctx context.Context, e *store.Event, h store.Hop) {
 	if err := b.record(ctx, e.ID, nil, h); err != nil {
-		b.log.Error("record hop", "event_id", e.ID, "stage", h.Stage, "err", err)
+		b.log.Error("record hop", eventAttrs(e, keyStage, h.Stage, keyErr, err)...)
 	}
-	b.log.Info("hop", "event_id", e.ID, "conversation_id", e.ConversationID, "stage", h.Stage, "outcome", h.Outcome,
-		"detail", truncate(h.Detail, 200), "ms", h.Duration.Milliseconds())
+	b.logHop("hop", e, h)
 }
 
 // backoff returns the delay before retry n (0-based): exponential with full

@@ -85,7 +85,7 @@ func TestParseRESTMessageType(t *testing.T) {
 func TestClient(t *testing.T) {
 	type call struct {
 		method, path, token string
-		body               map[string]any
+		body                map[string]any
 	}
 	var calls []call
 	mux := http.NewServeMux()

@@ -216,6 +216,28 @@ func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
 	return mustAffect(res, fmt.Sprintf("event %d", id))
 }
 
+// ErrNotClaimable is returned by Claim when the event is no longer waiting
+// (another worker, or a replay in another process, took it).
+var ErrNotClaimable = errors.New("event is not waiting")
+
+// Claim moves an accepted event to working and counts the attempt, only if
+// it is still accepted, so two processes never drive the same event.
+func (tx *Tx) Claim(id int64) error {
+	res, err := tx.Exec(`UPDATE events SET status = 'working', attempts = attempts + 1, updated_at = ?
+		WHERE id = ? AND status = 'accepted'`, ms(tx.now), id)
+	if err != nil {
+		return fmt.Errorf("claim event %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("event %d: %w", id, ErrNotClaimable)
+	}
+	return nil
+}
+
 // RecordPosted remembers a Chatwoot message bridge posted, so its webhook is
 // recognised as bridge's own.
 func (tx *Tx) RecordPosted(messageID, eventID int64, step string) error {

@@ -292,14 +292,39 @@ func safeCall(fn func(*Tx) error, t *Tx) (err error) {
 	return fn(t)
 }
 
+// Durability reports the journal mode and synchronous level in force on the
+// writer connection, the one every commit goes through ("wal", "FULL").
+func (db *DB) Durability(ctx context.Context) (journalMode, synchronous string, err error) {
+	var level int
+	err = db.Write(ctx, func(tx *Tx) error {
+		if err := tx.QueryRow("PRAGMA journal_mode").Scan(&journalMode); err != nil {
+			return err
+		}
+		return tx.QueryRow("PRAGMA synchronous").Scan(&level)
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("read durability settings: %w", err)
+	}
+	names := []string{"OFF", "NORMAL", "FULL", "EXTRA"}
+	if level < 0 || level >= len(names) {
+		return journalMode, strconv.Itoa(level), nil
+	}
+	return journalMode, names[level], nil
+}
+
 // Reader is the pool for queries; reads never wait on the writer in WAL mode.
 func (db *DB) Reader() *sql.DB { return db.r }
 
 // Ping checks that the database answers and is writable: it runs a write
-// through the writer (a no-op update of the migrations table).
+// through the writer that inserts and removes a row, so the commit reaches
+// the disk (a write that changes nothing commits nothing, and would not
+// notice a full disk or a read-only file system).
 func (db *DB) Ping(ctx context.Context) error {
 	return db.Write(ctx, func(tx *Tx) error {
-		_, err := tx.Exec("UPDATE schema_migrations SET version = version WHERE version = -1")
+		if _, err := tx.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (-1, 'ping', 0)"); err != nil {
+			return err
+		}
+		_, err := tx.Exec("DELETE FROM schema_migrations WHERE version = -1")
 		return err
 	})
 }

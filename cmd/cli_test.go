@@ -1,0 +1,318 @@
+package cmd
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/bridge-dev/bridge/pkg/simulate"
+	"github.com/bridge-dev/bridge/pkg/store"
+)
+
+func TestRoutes(t *testing.T) {
+	w := newWorld(t,
+		simulate.DifyApp{Key: testDifyKey, Name: "Support bot", Mode: simulate.ModeAdvancedChat},
+		simulate.DifyApp{Key: testDifyKey2, Name: "Email bot", Mode: simulate.ModeChat},
+		simulate.DifyApp{Key: completionKey, Name: "Summarizer", Mode: simulate.ModeCompletion},
+		simulate.DifyApp{Key: intakeKey, Name: "Intake", Mode: simulate.ModeAgentChat,
+			Inputs: []simulate.DifyInput{{Variable: "lang", Label: "Language", Required: true}, {Variable: "tone", Label: "Tone"}}},
+	)
+	t.Setenv("EMAIL_BOT_KEY", testDifyKey2)
+
+	w.mustRun(0, "routes", "list")
+	res := w.mustRun(0, "routes", "add", "--inbox", "1", "--dify-key", testDifyKey, "--name", "support")
+	if !strings.Contains(res.Out, `"Support bot" (advanced-chat)`) || !strings.Contains(res.Out, "app-…d7Qz") {
+		t.Errorf("routes add: %q", res.Out)
+	}
+	w.mustRun(0, "routes", "add", "--inbox", "2", "--dify-key-env", "EMAIL_BOT_KEY", "--name", "email",
+		"--keywords", "human, manager", "--handoff-team", "4")
+
+	// --no-verify calls nothing: the URL does not even answer.
+	before := w.difyHits.n.Load()
+	w.mustRun(0, "routes", "add", "--inbox", "5", "--dify-key", revokedKey, "--dify-url", "http://127.0.0.1:9/v1",
+		"--mode", "draft", "--no-verify", "--handoff-labels", "ai,escalated")
+	if n := w.difyHits.n.Load(); n != before {
+		t.Errorf("routes add --no-verify made %d Dify calls", n-before)
+	}
+
+	// Refusals: nothing is stored.
+	res = w.mustRun(1, "routes", "add", "--inbox", "6", "--dify-key", completionKey)
+	if !strings.Contains(res.Err, "no chat endpoint") || !strings.Contains(res.Err, "--no-verify") {
+		t.Errorf("completion app: %q", res.Err)
+	}
+	res = w.mustRun(1, "routes", "add", "--inbox", "6", "--dify-key", intakeKey)
+	if !strings.Contains(res.Err, "requires inputs") || !strings.Contains(res.Err, "lang") || strings.Contains(res.Err, "tone") {
+		t.Errorf("missing input: %q", res.Err)
+	}
+	res = w.mustRun(1, "routes", "add", "--inbox", "6", "--dify-key", revokedKey)
+	if !strings.Contains(res.Err, "verify dify key") {
+		t.Errorf("revoked key: %q", res.Err)
+	}
+	res = w.mustRun(1, "routes", "add", "--inbox", "1", "--dify-key", testDifyKey)
+	if !strings.Contains(res.Err, "inbox 1 already has a route") {
+		t.Errorf("duplicate inbox: %q", res.Err)
+	}
+	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key-env", "UNSET_BRIDGE_TEST_KEY")
+	w.mustRun(2, "routes", "add", "--dify-key", testDifyKey)
+	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--dify-key-env", "EMAIL_BOT_KEY")
+	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--mode", "pilot")
+	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--inputs", "[1]")
+	w.mustRun(0, "routes", "add", "--inbox", "6", "--dify-key", intakeKey, "--inputs", `{"lang":"{contact.name}"}`)
+
+	w.mustRun(0, "routes", "list")
+	res = w.mustRunJSON(0, "routes", "list")
+	var routes []routeView
+	if err := json.Unmarshal([]byte(res.Out), &routes); err != nil {
+		t.Fatalf("routes list --json: %v\n%s", err, res.Out)
+	}
+	wantKeys := map[int64]string{1: "app-…d7Qz", 2: "$EMAIL_BOT_KEY", 3: "app-…0003", 4: "app-…0002"}
+	if len(routes) != len(wantKeys) {
+		t.Fatalf("routes list --json: %d routes, want %d", len(routes), len(wantKeys))
+	}
+	for _, r := range routes {
+		if r.Key != wantKeys[r.ID] {
+			t.Errorf("route %d: key shown as %q, want %q", r.ID, r.Key, wantKeys[r.ID])
+		}
+	}
+	if r := routes[1]; r.KeyEnv != "EMAIL_BOT_KEY" || r.AppName != "Email bot" || !slices.Equal(r.Keywords, []string{"human", "manager"}) ||
+		r.HandoffTeam == nil || *r.HandoffTeam != 4 {
+		t.Errorf("route 2 = %+v", r)
+	}
+	if r := routes[2]; r.Mode != store.ModeDraft || r.AppName != "" || r.DifyURL != "http://127.0.0.1:9/v1" {
+		t.Errorf("route 3 = %+v", r)
+	}
+	if r := routes[3]; r.Inputs["lang"] != "{contact.name}" || r.AppMode != "agent-chat" {
+		t.Errorf("route 4 = %+v", r)
+	}
+
+	w.mustRun(0, "routes", "show", "2")
+	w.mustRun(0, "routes", "show", "3")
+	res = w.mustRunJSON(0, "routes", "show", "1")
+	var one routeView
+	if err := json.Unmarshal([]byte(res.Out), &one); err != nil || one.ID != 1 || one.Key != "app-…d7Qz" {
+		t.Errorf("routes show --json: %v %+v", err, one)
+	}
+	w.mustRun(0, "routes", "disable", "2")
+	w.mustRun(0, "routes", "list")
+	w.mustRun(0, "routes", "enable", "2")
+	w.mustRun(0, "routes", "remove", "3")
+	w.mustRun(1, "routes", "remove", "3")
+	w.mustRun(1, "routes", "show", "99")
+	w.mustRun(1, "routes", "enable", "99")
+	w.mustRun(2, "routes", "show", "abc")
+	w.mustRun(2, "routes", "disable")
+	w.mustRun(0, "routes", "list")
+	checkGolden(t, "routes", w.tr.String())
+}
+
+func TestEvents(t *testing.T) {
+	w := newWorld(t)
+	j := seedJournal(w)
+	w.mustRun(0, "events", "list")
+	w.mustRun(0, "events", "list", "--status", "failed")
+	w.mustRun(0, "events", "list", "--conversation", strconv.FormatInt(j.jane, 10))
+	w.mustRun(0, "events", "list", "--limit", "2")
+	w.mustRun(0, "events", "list", "--since", "1h")
+	w.mustRun(0, "events", "list", "--since", "10m")
+	for _, id := range []int64{j.answered, j.handedOff, j.ignored, j.rejected, j.failed} {
+		w.mustRun(0, "events", "show", strconv.FormatInt(id, 10))
+	}
+	w.mustRun(1, "events", "show", "99")
+	checkGolden(t, "events", w.tr.String())
+
+	res := w.mustRunJSON(0, "events", "list")
+	var list []eventView
+	if err := json.Unmarshal([]byte(res.Out), &list); err != nil {
+		t.Fatalf("events list --json: %v", err)
+	}
+	var got []string
+	for _, e := range list {
+		got = append(got, e.Status)
+	}
+	want := []string{"failed", "rejected", "ignored", "handed_off", "answered"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events list --json statuses = %v, want %v (newest first)", got, want)
+	}
+	if !list[0].ReceivedAt.Equal(testEpoch) {
+		t.Errorf("received_at = %v, want %v", list[0].ReceivedAt, testEpoch)
+	}
+
+	res = w.mustRunJSON(0, "events", "show", strconv.FormatInt(j.answered, 10))
+	var ev eventView
+	if err := json.Unmarshal([]byte(res.Out), &ev); err != nil {
+		t.Fatalf("events show --json: %v", err)
+	}
+	if ev.Status != store.StatusAnswered || ev.PostedMessageID == 0 || ev.ConversationID != j.jane || len(ev.Trace) < 4 {
+		t.Errorf("events show --json = %+v", ev)
+	}
+	stages := map[string]bool{}
+	for _, h := range ev.Trace {
+		stages[h.Stage] = true
+	}
+	for _, s := range []string{"decision", "worker", "dify", "chatwoot", "done"} {
+		if !stages[s] {
+			t.Errorf("trace of event %d has no %s hop: %+v", ev.ID, s, ev.Trace)
+		}
+	}
+	res = w.mustRunJSON(0, "events", "show", strconv.FormatInt(j.rejected, 10))
+	if err := json.Unmarshal([]byte(res.Out), &ev); err != nil || ev.HTTPStatus != 400 || !strings.Contains(ev.Body, `"event": "message_created"`) {
+		t.Errorf("rejected event --json: %v %+v", err, ev)
+	}
+
+	// The listing shows times in the zone of the output's clock.
+	berlin := time.FixedZone("CET", 3600)
+	res = w.runWith(cliRun{Now: func() time.Time { return testNow.In(berlin) }}, "events", "list", "--limit", "1")
+	if !strings.Contains(res.Out, "2025-03-01 11:00:00") {
+		t.Errorf("events list in CET:\n%s", res.Out)
+	}
+}
+
+func TestConversations(t *testing.T) {
+	w := newWorld(t)
+	j := seedJournal(w)
+	jane, maxID := strconv.FormatInt(j.jane, 10), strconv.FormatInt(j.max, 10)
+	w.mustRun(0, "conversations", "list")
+	w.mustRun(0, "conversations", "list", "--state", "human")
+	w.mustRun(0, "conversations", "list", "--inbox", "2")
+	w.mustRun(0, "conversations", "reset", jane)
+	w.mustRun(0, "conversations", "list", "--state", "human")
+	w.mustRun(1, "conversations", "reset", "999")
+	w.mustRun(2, "conversations", "reset", "abc")
+	w.mustRun(2, "conversations", "list", "--state", "robots")
+	checkGolden(t, "conversations", w.tr.String())
+
+	res := w.mustRunJSON(0, "conversations", "list")
+	var cs []conversationView
+	if err := json.Unmarshal([]byte(res.Out), &cs); err != nil {
+		t.Fatalf("conversations list --json: %v", err)
+	}
+	byID := map[int64]conversationView{}
+	for _, c := range cs {
+		byID[c.ConversationID] = c
+	}
+	if c := byID[j.jane]; c.State != store.StateHuman || c.DifyConversationID != "" || c.Answers != 1 || c.Handoffs != 1 {
+		t.Errorf("conversation %s after reset = %+v", jane, c)
+	}
+	if c := byID[j.max]; c.State != store.StateBot || c.InboxID != 1 {
+		t.Errorf("conversation %s = %+v", maxID, c)
+	}
+	if _, ok := byID[j.erik]; ok {
+		t.Errorf("conversation %d of an inbox without a route is listed", j.erik)
+	}
+}
+
+func TestVersionJSON(t *testing.T) {
+	isolate(t)
+	res := runCLI(t, "version", "--json")
+	if res.Code != 0 {
+		t.Fatalf("exit %d: %s", res.Code, res.Err)
+	}
+	var v map[string]string
+	if err := json.Unmarshal([]byte(res.Out), &v); err != nil {
+		t.Fatalf("version --json: %v\n%s", err, res.Out)
+	}
+	for _, k := range []string{"version", "commit", "date", "go"} {
+		if v[k] == "" {
+			t.Errorf("version --json has no %s: %s", k, res.Out)
+		}
+	}
+	if v["go"] != runtime.Version() || v["version"] != version {
+		t.Errorf("version --json = %v", v)
+	}
+	if res = runCLI(t, "version"); res.Code != 0 || !strings.HasPrefix(res.Out, "bridge "+version+" ") {
+		t.Errorf("version: %d %q", res.Code, res.Out)
+	}
+}
+
+// TestMisuse: typos and wrong values are usage errors (exit 2) that say
+// what was wrong and what to try; config problems name the key and file.
+func TestMisuse(t *testing.T) {
+	dir := isolate(t)
+	db := filepath.Join(dir, "bridge.db")
+	badValue := filepath.Join(dir, "bad-value.toml")
+	unknownKey := filepath.Join(dir, "unknown-key.toml")
+	if err := os.WriteFile(badValue, []byte("[dify]\ntimeout = \"abc\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(unknownKey, []byte("listen = \"127.0.0.1:8080\"\n\n[dify]\ntimout = \"30s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want []string // in stderr
+	}{
+		{[]string{"serv"}, []string{`unknown command "serv"`, "serve"}},
+		{[]string{"routes", "lst"}, []string{`unknown command "lst"`, "Try: bridge routes list"}},
+		{[]string{"events", "lsit"}, []string{"Try: bridge events list"}},
+		{[]string{"conversations", "rest", "4"}, []string{"Try: bridge conversations reset"}},
+		{[]string{"events", "list", "--stauts", "failed"}, []string{"unknown flag: --stauts", "Try: bridge events list --status"}},
+		{[]string{"routes", "add", "--inbx", "3"}, []string{"--inbox"}},
+		{[]string{"events", "show"}, []string{"Try: bridge events show 17"}},
+		{[]string{"events", "show", "1", "2"}, []string{"Try:"}},
+		{[]string{"events", "list", "--limit", "abc"}, []string{`"abc"`, "--limit", "Try:"}},
+		{[]string{"events", "list", "--limit", "0"}, []string{"--limit must be positive", "Try:"}},
+		{[]string{"events", "list", "--status", "nope"}, []string{`bad --status "nope"`, "Try: --status rejected|ignored"}},
+		{[]string{"events", "list", "--since", "1x"}, []string{`"1x"`, "--since", "Try:"}},
+		{[]string{"events", "list", "--conversation", "x"}, []string{"--conversation", "Try:"}},
+		{[]string{"version", "now"}, []string{"Try:"}},
+		{[]string{"events", "list", "--config", "/nope.toml"}, []string{"/nope.toml", "not found"}},
+		{[]string{"routes", "list", "--config", badValue}, []string{badValue, "dify.timeout", `"abc"`}},
+		{[]string{"routes", "list", "--config", unknownKey}, []string{unknownKey, "dify.timout", "unknown key", "dify.timeout"}},
+	}
+	var tr transcript
+	for _, tc := range cases {
+		res := runCLI(t, append(tc.args, "--db", db)...)
+		tr.add(tc.args, res)
+		if res.Code != ExitUsage {
+			t.Errorf("bridge %s: exit %d, want 2\n%s", strings.Join(tc.args, " "), res.Code, res.Err)
+		}
+		if res.Out != "" {
+			t.Errorf("bridge %s: printed to stdout: %q", strings.Join(tc.args, " "), res.Out)
+		}
+		for _, s := range tc.want {
+			if !strings.Contains(res.Err, s) {
+				t.Errorf("bridge %s: stderr does not mention %q:\n%s", strings.Join(tc.args, " "), s, res.Err)
+			}
+		}
+		if n := strings.Count(res.Err, "Error:"); n != 1 {
+			t.Errorf("bridge %s: %d Error: lines, want 1:\n%s", strings.Join(tc.args, " "), n, res.Err)
+		}
+	}
+	checkGolden(t, "misuse", strings.ReplaceAll(tr.String(), dir, "<tmp>"))
+}
+
+// TestHelpHasExamples: every command's --help shows examples.
+func TestHelpHasExamples(t *testing.T) {
+	isolate(t)
+	root := NewRoot(IO{}, viper.New())
+	var walk func(c *cobra.Command)
+	n := 0
+	walk = func(c *cobra.Command) {
+		for _, sc := range c.Commands() {
+			// cobra's own commands (help, completion) are not bridge's.
+			if sc.Name() == "help" || sc.Name() == "completion" {
+				continue
+			}
+			path := strings.Fields(sc.CommandPath())[1:]
+			res := runCLI(t, append(path, "--help")...)
+			n++
+			if res.Code != 0 || !strings.Contains(res.Out, "Example") {
+				t.Errorf("bridge %s --help: exit %d, no examples:\n%s", strings.Join(path, " "), res.Code, res.Out)
+			}
+			walk(sc)
+		}
+	}
+	walk(root)
+	if n < 15 {
+		t.Errorf("walked only %d commands", n)
+	}
+}
