@@ -128,10 +128,14 @@ func TestReplay(t *testing.T) {
 		t.Errorf("new event = %+v", ne)
 	}
 
-	// A handed-off event driven again finds a human in charge.
+	// A handed-off event driven again repeats none of its steps.
+	notesBefore := len(w.cw.Messages(w.event(j.handedOff).ConversationID))
 	w.mustRun(0, "replay", itoa(j.handedOff))
-	if e := w.event(j.handedOff); e.Status != store.StatusSuperseded {
+	if e := w.event(j.handedOff); e.Status != store.StatusHandedOff {
 		t.Errorf("replayed handoff ended %s", e.Status)
+	}
+	if n := len(w.cw.Messages(w.event(j.handedOff).ConversationID)); n != notesBefore {
+		t.Errorf("replaying a finished handoff posted %d more messages", n-notesBefore)
 	}
 
 	// A rejected body that is not a webhook cannot be replayed; neither can

@@ -79,6 +79,7 @@ type Bridge struct {
 
 	wake    chan struct{}
 	running sync.Map // conversation key → *runningTask
+	merged  sync.Map // event id → []int64 of the events merged into it
 	bg      sync.WaitGroup
 	ready   chanBool
 }

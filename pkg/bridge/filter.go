@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
@@ -64,7 +65,10 @@ func Decide(in Input) Verdict {
 	// takeover: an agent put it back to pending, or it was resolved and
 	// reopened as pending by the customer.
 	back := in.Conv.State == store.StateHuman && status != "" && slices.Contains(in.BotStatuses, status) &&
-		in.Conv.Status != "" && !slices.Contains(in.BotStatuses, in.Conv.Status)
+		(in.Conv.Status != "" && !slices.Contains(in.BotStatuses, in.Conv.Status) ||
+			// Chatwoot sends a status change only when the status changed:
+			// into a bot status means someone gave it back to the bot.
+			e.Name == "conversation_status_changed")
 	if e.Name != "message_created" {
 		return Verdict{Reason: ReasonNotMessageCreated, ReturnToBot: back}
 	}
@@ -77,8 +81,10 @@ func Decide(in Input) Verdict {
 			return ignore(ReasonPrivate)
 		}
 		human := e.Sender == nil || e.Sender.Type == chatwoot.SenderUser
+		// A human reply takes over only a conversation the bot owns; in an
+		// open or resolved one it is just an agent at work.
 		if e.MessageType == "outgoing" && human && in.Route != nil && in.Route.Enabled && !draft &&
-			(in.Conv.State != store.StateHuman || back) {
+			slices.Contains(in.BotStatuses, status) && (in.Conv.State != store.StateHuman || back) {
 			return Verdict{Accept: true, Kind: store.KindTakeover}
 		}
 		return ignore(ReasonOutgoing)
@@ -138,12 +144,14 @@ func ownSource(s string) (eventID int64, step string, ok bool) {
 	if !found {
 		return 0, "", false
 	}
-	var id int64
 	for _, c := range idStr {
 		if c < '0' || c > '9' {
 			return 0, "", false
 		}
-		id = id*10 + int64(c-'0')
+	}
+	id, err := strconv.ParseInt(idStr, 10, 64)
+	if err != nil {
+		return 0, "", false // empty, or too large for an event id (it would wrap onto another event)
 	}
 	return id, step, id > 0 && step != ""
 }

@@ -194,8 +194,14 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		// Keep bridge's record of routed conversations current: Chatwoot's
 		// status, and who owns the conversation.
 		if route != nil && ev.Conversation.ID != 0 && ev.AccountID != 0 {
+			status := ev.Conversation.Status
+			if verdict.Reason == ReasonOwnMessage {
+				// The echo of bridge's own post was built when it was posted
+				// and may arrive after newer news: it says nothing new.
+				status = ""
+			}
 			if err := tx.TouchConversation(ev.AccountID, ev.Conversation.ID, ev.InboxID, ev.ContactID(),
-				ev.Conversation.Status, verdict.Accept && verdict.Kind == store.KindMessage); err != nil {
+				status, verdict.Accept && verdict.Kind == store.KindMessage); err != nil {
 				return err
 			}
 		} else if known && ev.Conversation.Status != "" {

@@ -171,7 +171,7 @@ func TestMetricsAfterConversation(t *testing.T) {
 
 	m := scrape(t, e.srv.URL)
 	wantSamples(t, m, "bridge_webhooks_total", map[string]float64{
-		`bridge_webhooks_total{outcome="accepted",reason="",status="200"}`:                    2,
+		`bridge_webhooks_total{outcome="accepted",reason="",status="200"}`:                   2,
 		`bridge_webhooks_total{outcome="ignored",reason="own_message",status="200"}`:         3,
 		`bridge_webhooks_total{outcome="ignored",reason="no_route",status="200"}`:            1,
 		`bridge_webhooks_total{outcome="ignored",reason="not_message_created",status="200"}`: 1,

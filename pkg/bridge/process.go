@@ -57,13 +57,30 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if !draft && conv.State == store.StateHuman {
-		return b.finish(ctx, e, store.StatusSuperseded, "human took over before the answer", "", store.Hop{})
-	}
-	if e.HasStep(StepAnswer) || e.HasStep(StepDraft) {
-		// Posted before a restart; only the bookkeeping was lost.
+	// Resume what a restart interrupted: side effects already carried out
+	// are recorded as steps and never repeated.
+	switch {
+	case e.HasStep(StepHandoffDue):
+		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
+	case e.HasStep(StepSupersededNote):
+		return b.finish(ctx, e, store.StatusSuperseded, "human took over while the AI was answering", "", store.Hop{Stage: StageDone,
+			Outcome: "superseded", Detail: "the answer was kept as a private note before a restart"})
+	case e.HasStep(StepAnswer) || e.HasStep(StepDraft):
 		return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered",
 			Detail: "answer was already posted before a restart"})
+	case handoffStarted(e):
+		code := handoffCode(e)
+		note := "AI requested handoff"
+		switch code {
+		case HandoffCustomerAsked:
+			note = fmt.Sprintf("customer asked for a human: %q", truncate(e.Text, 200))
+		case HandoffAIFailed:
+			note = "AI failed: " + orDefault(e.LastError, "see the trace")
+		}
+		return b.handoff(ctx, e, &route, code, note)
+	}
+	if !draft && conv.State == store.StateHuman {
+		return b.finish(ctx, e, store.StatusSuperseded, "human took over before the answer", "", store.Hop{})
 	}
 	ho := b.handoffFor(&route)
 	if !draft {
@@ -111,10 +128,17 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		if text == "" {
 			note = "AI draft, not sent: (the AI asked for a human)"
 		}
-		if err := b.post(ctx, e, StepDraft, note, true); err != nil {
+		if err := b.post(ctx, e, StepSupersededNote, note, true); err != nil {
 			return b.fail(ctx, e, err)
 		}
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
+	}
+	if marked {
+		// Remember the handoff before the answer goes out, so a restart
+		// between the two still hands off.
+		if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: StepHandoffDue}); err != nil {
+			return err
+		}
 	}
 	if text != "" {
 		if err := b.post(ctx, e, StepAnswer, text, false); err != nil {
@@ -321,7 +345,26 @@ func (b *Bridge) handoffFor(r *store.Route) HandoffOptions {
 // Each step is recorded, so a retry or restart never repeats one.
 func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route, reason, note string) error {
 	ho := b.handoffFor(route)
-	b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note})
+	cur, err := b.o.Store.Event(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	if !handoffStarted(&cur) {
+		// A human who took over meanwhile needs no handoff, and the customer
+		// must not hear the bot again: leave the agent a note instead.
+		if why := b.superseded(ctx, e); why != "" {
+			if err := b.post(ctx, e, StepSupersededNote, "Not handed off ("+why+"): "+note, true); err != nil {
+				return b.fail(ctx, e, err)
+			}
+			return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded",
+				Detail: why + "; " + note})
+		}
+	}
+	if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: stepHandoffReason + reason},
+		store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note}); err != nil {
+		return err
+	}
+	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note})
 	if ho.Message != "" {
 		if err := b.post(ctx, e, StepHandoffMessage, ho.Message, false); err != nil {
 			return b.fail(ctx, e, fmt.Errorf("handoff message: %w", err))
@@ -389,16 +432,18 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 // step runs one Chatwoot side effect of an event with retries, unless the
 // journal says it was done already, and records it as done.
 func (b *Bridge) step(ctx context.Context, e *store.Event, step, call string, fn func(context.Context) (int64, error)) error {
-	cur, err := b.o.Store.Event(ctx, e.ID)
-	if err != nil {
-		return err
-	}
-	if cur.HasStep(step) {
-		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "skipped", Detail: step + " already done"})
-		return nil
-	}
 	var lastErr error
 	for attempt := 0; attempt < chatwootAttempts; attempt++ {
+		// Read the journal before every try: the webhook of our own post
+		// may have recorded it even though its response was lost.
+		cur, err := b.o.Store.Event(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		if cur.HasStep(step) {
+			b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "skipped", Detail: step + " already done"})
+			return nil
+		}
 		start := time.Now()
 		id, err := fn(ctx)
 		d := time.Since(start)
@@ -599,4 +644,23 @@ func (b *Bridge) stopTask(rt *runningTask) {
 			b.log.Error("record hop", "event_id", rt.event, "err", rerr)
 		}
 	})
+}
+
+// stepHandoffReason prefixes the step that records why a handoff began, so
+// a resumed handoff keeps its reason.
+const stepHandoffReason = "handoff_reason_"
+
+// handoffStarted reports whether a handoff of the event already began.
+func handoffStarted(e *store.Event) bool {
+	return handoffCode(e) != "" || e.HasStep(StepHandoffMessage) || e.HasStep(StepHandoffNote) || e.HasStep(StepHandoffStatus)
+}
+
+// handoffCode is the reason of a handoff that began ("" if none).
+func handoffCode(e *store.Event) string {
+	for st := range strings.SplitSeq(e.Steps, ",") {
+		if code, ok := strings.CutPrefix(st, stepHandoffReason); ok {
+			return code
+		}
+	}
+	return ""
 }

@@ -57,15 +57,21 @@ func (b *Bridge) Redrive(ctx context.Context, id int64, force bool) error {
 		if err != nil {
 			return err
 		}
+		if e.MergedInto != 0 && !force {
+			return fmt.Errorf("event %d was answered together with event %d: replay that one", id, e.MergedInto)
+		}
 		switch e.Status {
-		case store.StatusIgnored, store.StatusRejected:
+		case store.StatusWorking:
+			if !force {
+				return fmt.Errorf("event %d is being worked on (by bridge serve, or an interrupted run); use --force if no server runs", id)
+			}
 			return fmt.Errorf("event %d was %s, not acted on: replay its payload instead", id, e.Status)
 		case store.StatusAnswered:
 			if !force {
 				return fmt.Errorf("event %d: %w (Chatwoot message %d)", id, ErrAlreadyAnswered, e.PostedMessageID)
 			}
 		}
-		if force {
+		if force && e.Status == store.StatusAnswered {
 			if _, err := tx.Exec("UPDATE events SET steps = '' WHERE id = ?", id); err != nil {
 				return err
 			}

@@ -36,6 +36,12 @@ const (
 	StepHandoffTeam    = "handoff_team"
 	StepHandoffLabels  = "handoff_labels"
 	StepTakeoverStatus = "takeover_status"
+	// StepHandoffDue: the answer carried the handoff marker; the handoff
+	// follows the answer even across a restart.
+	StepHandoffDue = "handoff_due"
+	// StepSupersededNote: the answer went in as a private note because a
+	// human took over.
+	StepSupersededNote = "superseded_note"
 )
 
 // safetyPoll is the slow poll that catches work a missed wake-up left
@@ -159,7 +165,9 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 			mu.Lock()
 			isBusy := busy[k]
 			mu.Unlock()
-			if isBusy {
+			if isBusy || e.Status == store.StatusWorking {
+				// Running here, or driven by another process (a replay):
+				// either way the conversation waits.
 				continue
 			}
 			if r := readyAt[k]; now.Before(r) {
@@ -177,17 +185,17 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 			busy[k] = true
 			mu.Unlock()
 			wg.Go(func() {
-				defer func() {
-					mu.Lock()
-					delete(busy, k)
-					mu.Unlock()
-					<-sem
+				claimed := b.process(workCtx, e)
+				mu.Lock()
+				delete(busy, k)
+				mu.Unlock()
+				<-sem
+				if claimed {
 					select {
 					case done <- struct{}{}:
 					default:
 					}
-				}()
-				b.process(workCtx, e)
+				}
 			})
 		}
 		if len(evs) < dispatchBatch {
@@ -198,7 +206,7 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 
 // process drives one event to a final state, or leaves it journaled when
 // interrupted.
-func (b *Bridge) process(ctx context.Context, e store.Event) {
+func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		if err := tx.Claim(e.ID); err != nil {
 			return err
@@ -206,11 +214,11 @@ func (b *Bridge) process(ctx context.Context, e store.Event) {
 		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "started", Detail: fmt.Sprintf("attempt %d", e.Attempts+1)})
 	})
 	if errors.Is(err, store.ErrNotClaimable) {
-		return // another process (a replay, say) drives it
+		return false // another process (a replay, say) drives it
 	}
 	if err != nil {
 		b.log.Error("claim event", eventAttrs(&e, keyStage, StageWorker, keyErr, err)...)
-		return
+		return false
 	}
 	e.Status = store.StatusWorking
 	e.Attempts++
@@ -220,25 +228,41 @@ func (b *Bridge) process(ctx context.Context, e store.Event) {
 	case store.KindTakeover:
 		err = b.processTakeover(ctx, &e)
 	default:
+		if e.MergedInto != 0 {
+			// Merged into an earlier event before a restart: it shares that
+			// event's fate once it has one.
+			if parent, perr := b.o.Store.Event(ctx, e.MergedInto); perr == nil && parent.Finished() {
+				reason := fmt.Sprintf("merged into event %d", parent.ID)
+				err = b.finish(ctx, &e, parent.Status, reason, "", store.Hop{Stage: StageDone, Outcome: parent.Status, Detail: reason})
+				break
+			}
+		}
 		if b.o.Debounce > 0 {
 			if merged, err = b.mergeFollowing(ctx, &e); err != nil {
 				b.log.Error("merge debounced messages", "event_id", e.ID, "err", err)
-				return
+				b.requeue(ctx, &e)
+				return true
 			}
 		}
-		err = b.processMessage(ctx, &e)
-		if len(merged) > 0 && e.Finished() {
-			b.finishMerged(ctx, &e, merged)
+		if len(merged) > 0 {
+			ids := make([]int64, len(merged))
+			for i := range merged {
+				ids[i] = merged[i].ID
+			}
+			b.merged.Store(e.ID, ids)
+			defer b.merged.Delete(e.ID)
 		}
+		err = b.processMessage(ctx, &e)
 	}
 	if err != nil && ctx.Err() != nil {
 		// Interrupted by shutdown: leave it for the next start.
 		b.log.Warn("event interrupted; it stays journaled", eventAttrs(&e)...)
-		return
+		return true
 	}
 	if err != nil {
 		b.log.Error("event failed", eventAttrs(&e, keyErr, err)...)
 	}
+	return true
 }
 
 // finish records the final state of an event.
@@ -253,8 +277,36 @@ func (b *Bridge) finish(ctx context.Context, e *store.Event, status, reason, las
 	if hop.Stage == "" {
 		hop = store.Hop{Stage: StageDone, Outcome: status, Detail: reason}
 	}
-	if err := b.record(ctx, e.ID, u, hop); err != nil {
+	var merged []int64
+	if v, ok := b.merged.Load(e.ID); ok {
+		merged = v.([]int64)
+	}
+	err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := tx.UpdateEvent(e.ID, *u); err != nil {
+			return err
+		}
+		hop.EventID = e.ID
+		if err := tx.AddHop(hop); err != nil {
+			return err
+		}
+		// Messages answered together finish together, in the same commit,
+		// so a crash can never leave them to be answered again.
+		for _, id := range merged {
+			mr := fmt.Sprintf("merged into event %d", e.ID)
+			if err := tx.UpdateEvent(id, store.EventUpdate{Status: status, Reason: &mr}); err != nil {
+				return err
+			}
+			if err := tx.AddHop(store.Hop{EventID: id, Stage: StageDone, Outcome: status, Detail: mr}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
+	}
+	for range merged {
+		b.o.Metrics.finished(status)
 	}
 	e.Status = status
 	b.o.Metrics.finished(status)
@@ -359,11 +411,18 @@ func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Ev
 	if err != nil {
 		return nil, err
 	}
+	// Once an answer (or handoff) of e is out, later messages were not part
+	// of it: only the rows merged before a restart are taken back.
+	onlyOwn := e.MergedInto != 0 || e.HasStep(StepAnswer) || e.HasStep(StepDraft) ||
+		e.HasStep(StepSupersededNote) || handoffStarted(e) || b.o.Debounce <= 0
 	var merged []store.Event
 	for _, x := range evs {
 		if x.AccountID == e.AccountID && x.ConversationID == e.ConversationID {
 			if x.Kind != store.KindMessage || x.Status != store.StatusAccepted {
 				break // keep order: a takeover in between ends the batch
+			}
+			if onlyOwn && x.MergedInto != e.ID {
+				break
 			}
 			merged = append(merged, x)
 		}
@@ -397,18 +456,9 @@ func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Ev
 	return merged, nil
 }
 
-// finishMerged gives merged events the final state of the event that
-// answered them.
-func (b *Bridge) finishMerged(ctx context.Context, e *store.Event, merged []store.Event) {
-	final, err := b.o.Store.Event(context.WithoutCancel(ctx), e.ID)
-	if err != nil {
-		b.log.Error("read merged event", "event_id", e.ID, "err", err)
-		return
-	}
-	for i := range merged {
-		reason := fmt.Sprintf("merged into event %d", e.ID)
-		if err := b.finish(ctx, &merged[i], final.Status, reason, "", store.Hop{Stage: StageDone, Outcome: final.Status, Detail: reason}); err != nil {
-			b.log.Error("finish merged event", "event_id", merged[i].ID, "err", err)
-		}
+// requeue puts a claimed event back in the queue after a local error.
+func (b *Bridge) requeue(ctx context.Context, e *store.Event) {
+	if err := b.record(ctx, e.ID, &store.EventUpdate{Status: store.StatusAccepted}); err != nil {
+		b.log.Error("requeue event", eventAttrs(e, keyErr, err)...)
 	}
 }
