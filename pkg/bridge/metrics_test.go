@@ -3,7 +3,6 @@ package bridge
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -308,14 +307,4 @@ func TestIgnoredLabelIsBounded(t *testing.T) {
 			t.Errorf("ignoredLabel(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-// ackJSON decodes a webhook answer.
-func ackJSON(t *testing.T, body string) Ack {
-	t.Helper()
-	var a Ack
-	if err := json.Unmarshal([]byte(body), &a); err != nil {
-		t.Fatalf("ack %q: %v", body, err)
-	}
-	return a
 }
