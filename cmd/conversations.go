@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -105,19 +104,8 @@ customer message starts a new Dify conversation (without the earlier context).`,
 		Example: "  bridge conversations reset 42",
 		Args:    exactArgs(1, "bridge conversations reset 42"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "conversation")
+			id, err := a.mutateByID(c.Context(), args[0], "conversation", "bridge conversations list", (*store.DB).ResetConversation)
 			if err != nil {
-				return err
-			}
-			db, err := a.openStore(c.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			if err := db.ResetConversation(c.Context(), id); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return &failedError{msg: fmt.Sprintf("no conversation %d (bridge conversations list)", id)}
-				}
 				return err
 			}
 			if a.json {

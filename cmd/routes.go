@@ -342,19 +342,10 @@ func newRoutesSetEnabledCmd(a *app, enable bool) *cobra.Command {
 		Example: "  bridge routes " + name + " 1",
 		Args:    exactArgs(1, "bridge routes "+name+" 1"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "route")
+			id, err := a.mutateByID(c.Context(), args[0], "route", "bridge routes list", func(db *store.DB, ctx context.Context, id int64) error {
+				return db.SetRouteEnabled(ctx, id, enable)
+			})
 			if err != nil {
-				return err
-			}
-			db, err := a.openStore(c.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			if err := db.SetRouteEnabled(c.Context(), id, enable); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return &failedError{msg: fmt.Sprintf("no route %d (bridge routes list)", id)}
-				}
 				return err
 			}
 			if a.json {
@@ -374,19 +365,8 @@ func newRoutesRemoveCmd(a *app) *cobra.Command {
 		Example: "  bridge routes remove 1",
 		Args:    exactArgs(1, "bridge routes remove 1"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "route")
+			id, err := a.mutateByID(c.Context(), args[0], "route", "bridge routes list", (*store.DB).RemoveRoute)
 			if err != nil {
-				return err
-			}
-			db, err := a.openStore(c.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			if err := db.RemoveRoute(c.Context(), id); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return &failedError{msg: fmt.Sprintf("no route %d (bridge routes list)", id)}
-				}
 				return err
 			}
 			if a.json {
@@ -420,4 +400,25 @@ func orDefaultStr(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// mutateByID is the shape of every "VERB ID" command: parse the id, open the
+// store, apply fn, and turn a missing row into a clear failure.
+func (a *app) mutateByID(ctx context.Context, arg, what, list string, fn func(*store.DB, context.Context, int64) error) (int64, error) {
+	id, err := parseID(arg, what)
+	if err != nil {
+		return 0, err
+	}
+	db, err := a.openStore(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	if err := fn(db, ctx, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return id, &failedError{msg: fmt.Sprintf("no %s %d (%s)", what, id, list)}
+		}
+		return id, err
+	}
+	return id, nil
 }
