@@ -29,12 +29,11 @@ const publicIP = "https://93.184.215.14"
 // header follows testNow, the CLI's clock) and Dify on loopback, and a
 // database and config file in a temporary directory.
 type doctorWorld struct {
-	t                   *testing.T
-	dir, db             string
-	cw                  *simulate.Chatwoot
-	dify                *simulate.Dify
-	cwURL, difyURL      string
-	cwServer, difyServe string // server URLs, scrubbed from output
+	t              *testing.T
+	dir, db        string
+	cw             *simulate.Chatwoot
+	dify           *simulate.Dify
+	cwURL, difyURL string
 }
 
 func newDoctorWorld(t *testing.T) *doctorWorld {

@@ -663,9 +663,8 @@ func TestDifyStopEndsSlowStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	type result struct {
-		frames []frame
-		err    error
-		raw    []byte
+		err error
+		raw []byte
 	}
 	done := make(chan result, 1)
 	go func() {
