@@ -165,6 +165,20 @@ func (b *Bridge) routeForInbox(ctx context.Context, inbox int64) (*store.Route, 
 	return nil, nil
 }
 
+// routeByID returns a route from the cache (at most routesTTL old).
+func (b *Bridge) routeByID(ctx context.Context, id int64) (store.Route, error) {
+	if err := b.loadRoutes(ctx); err != nil {
+		return store.Route{}, err
+	}
+	b.routesMu.Lock()
+	r, ok := b.routesByID[id]
+	b.routesMu.Unlock()
+	if !ok {
+		return r, fmt.Errorf("route %d: %w", id, store.ErrNotFound)
+	}
+	return r, nil
+}
+
 // InvalidateRoutes makes the next lookup read routes from the database.
 func (b *Bridge) InvalidateRoutes() {
 	b.routesMu.Lock()

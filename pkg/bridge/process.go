@@ -45,7 +45,7 @@ func (b *Bridge) processTakeover(ctx context.Context, e *store.Event) error {
 }
 
 func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
-	route, err := b.o.Store.Route(ctx, e.RouteID)
+	route, err := b.routeByID(ctx, e.RouteID)
 	if err != nil {
 		return b.fail(ctx, e, fmt.Errorf("route %d: %w", e.RouteID, err))
 	}
@@ -147,12 +147,12 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 			}
 			return b.fail(ctx, e, err)
 		}
-		_ = b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) }) // a counter only
 	}
 	if marked {
 		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
 	}
-	return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"})
+	return b.finishWith(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"},
+		func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) })
 }
 
 // superseded says why the conversation is no longer the bot's ("" if it is).
@@ -224,15 +224,21 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 			if ans.Paused {
 				detail = "paused: " + ans.PauseReason
 			}
-			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "answer", Detail: detail, Duration: d})
-			b.log.Debug("dify answer", eventAttrs(e, keyStage, StageDify, "text", truncate(ans.Text, maxLoggedBody))...)
-			if ans.ConversationID != "" && ans.ConversationID != req.ConversationID {
-				if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-					return tx.MapDify(e.AccountID, e.ConversationID, route.ID, ans.ConversationID)
-				}); err != nil {
-					return nil, fmt.Errorf("store dify conversation: %w", err)
+			h := store.Hop{EventID: e.ID, Stage: StageDify, Outcome: "answer", Detail: detail, Duration: d}
+			// The hop and a new mapping land in one commit.
+			if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+				if err := tx.AddHop(h); err != nil {
+					return err
 				}
+				if ans.ConversationID != "" && ans.ConversationID != req.ConversationID {
+					return tx.MapDify(e.AccountID, e.ConversationID, route.ID, ans.ConversationID)
+				}
+				return nil
+			}); err != nil {
+				return nil, fmt.Errorf("store dify conversation: %w", err)
 			}
+			b.logHop("hop", e, h)
+			b.log.Debug("dify answer", eventAttrs(e, keyStage, StageDify, "text", truncate(ans.Text, maxLoggedBody))...)
 			return ans, nil
 		}
 		b.o.Metrics.dify(route.ID, "error", d)
