@@ -916,6 +916,7 @@ func (s *childServer) stop() error {
 
 type inProcessServer struct {
 	s        *server
+	ctx      context.Context // the server's context; done once cancel ran
 	cancel   context.CancelFunc
 	stopOnce sync.Once
 	stopErr  error
@@ -939,7 +940,7 @@ func startInProcess(ctx context.Context, a *app, e benchEnv) (*inProcessServer, 
 		cancel()
 		return nil, err
 	}
-	return &inProcessServer{s: s, cancel: cancel}, nil
+	return &inProcessServer{s: s, ctx: ctx, cancel: cancel}, nil
 }
 
 func (p *inProcessServer) addr() string { return p.s.Addr() }
@@ -947,7 +948,7 @@ func (p *inProcessServer) pid() int     { return os.Getpid() }
 func (p *inProcessServer) stop() error {
 	p.stopOnce.Do(func() {
 		p.cancel()
-		p.stopErr = p.s.wait(context.Background())
+		p.stopErr = p.s.wait(p.ctx) // wait returns once ctx is done
 	})
 	return p.stopErr
 }
