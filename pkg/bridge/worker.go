@@ -289,6 +289,11 @@ func (b *Bridge) finish(ctx context.Context, e *store.Event, status, reason, las
 		if err := tx.AddHop(hop); err != nil {
 			return err
 		}
+		if extra != nil {
+			if err := extra(tx); err != nil {
+				return err
+			}
+		}
 		// Messages answered together finish together, in the same commit,
 		// so a crash can never leave them to be answered again.
 		for _, id := range merged {
