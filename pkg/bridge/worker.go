@@ -267,6 +267,12 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 
 // finish records the final state of an event.
 func (b *Bridge) finish(ctx context.Context, e *store.Event, status, reason, lastErr string, hop store.Hop) error {
+	return b.finishWith(ctx, e, status, reason, lastErr, hop, nil)
+}
+
+// finishWith is finish plus extra bookkeeping in the same commit.
+func (b *Bridge) finishWith(ctx context.Context, e *store.Event, status, reason, lastErr string, hop store.Hop,
+	extra func(*store.Tx) error) error {
 	u := &store.EventUpdate{Status: status}
 	if reason != "" {
 		u.Reason = &reason
