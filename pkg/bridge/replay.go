@@ -94,6 +94,7 @@ func (b *Bridge) ProcessNow(ctx context.Context, id int64) (store.Event, error) 
 	if e.Status != store.StatusAccepted {
 		return e, nil
 	}
+	b.InvalidateRoutes() // an operator replaying has likely just changed them
 	b.process(ctx, e)
 	b.bg.Wait()
 	return b.o.Store.Event(ctx, id)
