@@ -89,10 +89,20 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 			return b.handoff(ctx, e, &route, HandoffCustomerAsked, fmt.Sprintf("customer asked for a human: %q", truncate(e.Text, 200)))
 		}
 	}
+	// Typing shows while Dify works; it goes off before anything is posted
+	// (and on every way out), so the indicator never outlives the answer.
 	b.typing(ctx, e, true)
-	defer b.typing(ctx, e, false)
+	typing := true
+	stopTyping := func() {
+		if typing {
+			typing = false
+			b.typing(ctx, e, false)
+		}
+	}
+	defer stopTyping()
 
 	ans, err := b.ask(ctx, e, &route, &conv)
+	stopTyping()
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
