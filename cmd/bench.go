@@ -32,15 +32,12 @@ import (
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
-// Bench faults: environment failures the bench can inject to show that its
-// correctness check catches a lost or a duplicated answer.
+// Bench faults: environment failures a test injects to show that the
+// correctness check catches an answer that never came.
 const (
 	// faultRefusePost: the simulated Chatwoot refuses the first answer
 	// (422, not retried); that message is handed off instead of answered.
 	faultRefusePost = "refuse-post"
-	// faultLoseResponse: the simulated Chatwoot stores the first answer but
-	// the connection drops before its response; bridge retries the post.
-	faultLoseResponse = "lose-response"
 )
 
 // benchAnswerPrefix is how the simulated Dify answers a query.
@@ -91,8 +88,9 @@ drive signed webhooks over real HTTP, and report:
 
 Load: --concurrency senders as fast as acks come back, or with --rate an
 open loop offering that many webhooks per second (at most --concurrency in
-flight). --backlog N instead queues N messages while Dify is paused, reports
-memory with the backlog on disk, then releases Dify and reports the drain.
+flight). --backlog N instead queues N messages while Dify is paused (closed
+loop, or at --rate), reports memory with the backlog on disk, then releases
+Dify and reports the drain.
 
 serve runs as a child process (this binary), so memory figures are its own;
 --in-process runs it inside this process instead (memory then includes the
@@ -191,6 +189,7 @@ type benchReport struct {
 	Webhooks    benchWebhooks    `json:"webhooks"`
 	EndToEnd    benchEndToEnd    `json:"end_to_end"`
 	Journal     benchJournal     `json:"journal"`
+	CPU         benchCPU         `json:"cpu"`
 	Memory      benchMemory      `json:"memory"`
 	Backlog     *benchBacklog    `json:"backlog,omitempty"`
 	Correctness benchCorrectness `json:"correctness"`
@@ -253,10 +252,21 @@ type benchEndToEnd struct {
 }
 
 type benchJournal struct {
-	Commits           int64   `json:"commits"`
-	Writes            int64   `json:"writes"`
+	Commits           int64   `json:"commits"`            // transactions
+	Fsyncs            int64   `json:"fsyncs"`             // of those, fsync'd
+	Writes            int64   `json:"writes"`             // Write calls they carried
+	FsyncsPerWebhook  float64 `json:"fsyncs_per_webhook"` // per webhook sent, the worker's writes for its answer included
 	CommitsPerWebhook float64 `json:"commits_per_webhook"`
 	WritesPerCommit   float64 `json:"writes_per_commit"`
+	WALBytes          int64   `json:"wal_bytes_max"` // largest write-ahead log seen
+	DBBytes           int64   `json:"db_bytes"`      // database file at the end
+}
+
+type benchCPU struct {
+	ServeSecs         float64 `json:"serve_secs"`           // CPU time serve used from the first webhook to the last answer
+	ServeMSPerMessage float64 `json:"serve_ms_per_message"` // that, per accepted message (its webhook, the echo of its answer, the worker)
+	BenchSecs         float64 `json:"bench_secs,omitempty"` // CPU time of the bench process (simulators and senders)
+	BenchMSPerMessage float64 `json:"bench_ms_per_message,omitempty"`
 }
 
 type benchMemory struct {
@@ -277,6 +287,7 @@ type benchBacklog struct {
 	DrainPerSec  float64 `json:"drain_per_sec"`
 
 	released int64 // unix ns Dify was released
+	late     int64 // sends started late while filling
 }
 
 type benchCorrectness struct {
@@ -434,17 +445,17 @@ type bench struct {
 	convMu sync.Mutex
 	convs  []int64
 
-	seq          atomic.Int64
-	sent         atomic.Int64
-	accepted     atomic.Int64
-	errs         atomic.Int64
-	answered     atomic.Int64 // messages answered at least once
-	lastAnswer   atomic.Int64 // unix ns
-	faultPending atomic.Bool
+	seq        atomic.Int64
+	sent       atomic.Int64
+	accepted   atomic.Int64
+	errs       atomic.Int64
+	answered   atomic.Int64 // messages answered at least once
+	lastAnswer atomic.Int64 // unix ns
 
 	memMu       sync.Mutex
 	loadRSS     float64
 	loadHeap    float64
+	walMax      int64
 	firstSendNS atomic.Int64
 }
 
@@ -513,7 +524,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 
 	dbPath := filepath.Join(b.dir, "bridge.db")
 	prefillStart := time.Now()
-	if err := b.prepareDB(ctx, dbPath, difyKey, rep); err != nil {
+	if err := b.prepareDB(ctx, dbPath, difyKey); err != nil {
 		return nil, err
 	}
 	if o.prefill != "" {
@@ -554,8 +565,8 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	if o.fault == faultRefusePost {
 		b.cw.Fail("messages", simulate.ChatwootFault{Status: http.StatusUnprocessableEntity})
 	}
-	b.faultPending.Store(o.fault == faultLoseResponse)
 
+	cpu0, benchCPU0 := procCPU(b.srv.pid()), procCPU(os.Getpid())
 	sampleCtx, cancelSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
 	go func() { defer close(sampled); b.sampleMemory(sampleCtx) }()
@@ -581,9 +592,9 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 			return nil, err
 		}
 		rep.Backlog = bl
-		loadSecs = bl.FillSecs
+		loadSecs, rep.Webhooks.LateSends = bl.FillSecs, bl.late
 	} else {
-		loadSecs, rep.Webhooks.LateSends = b.load(ctx)
+		loadSecs, rep.Webhooks.LateSends = b.load(ctx, 0)
 	}
 	drainErr := b.drain(ctx)
 	if prof != nil {
@@ -593,6 +604,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		}
 	}
 	stopSampling()
+	cpu1, benchCPU1 := procCPU(b.srv.pid()), procCPU(os.Getpid())
 	final, err := b.scrape(ctx)
 	if err != nil {
 		return nil, err
@@ -615,7 +627,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	if loadSecs > 0 {
 		rep.Webhooks.AcksPerSec = round3(float64(rep.Webhooks.Accepted) / loadSecs)
 	}
-	if o.rate > 0 && o.backlog == 0 {
+	if o.rate > 0 {
 		rep.Webhooks.OfferedPerSec = o.rate
 	}
 	rep.Webhooks.AckLatencyMS = b.ack.latency()
@@ -627,15 +639,27 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	rep.EndToEnd.LatencyMS, rep.EndToEnd.BridgeShareMS, rep.EndToEnd.DifyMS = b.e2e.latency(), b.share.latency(), b.difyH.latency()
 	commits := final["bridge_journal_commits_total"] - idle["bridge_journal_commits_total"]
 	writes := final["bridge_journal_writes_total"] - idle["bridge_journal_writes_total"]
-	rep.Journal = benchJournal{Commits: int64(commits), Writes: int64(writes)}
+	syncs := final["bridge_journal_syncs_total"] - idle["bridge_journal_syncs_total"]
+	rep.Journal = benchJournal{Commits: int64(commits), Fsyncs: int64(syncs), Writes: int64(writes),
+		DBBytes: fileSize(dbPath)}
 	if rep.Webhooks.Sent > 0 {
 		rep.Journal.CommitsPerWebhook = round3(commits / float64(rep.Webhooks.Sent))
+		rep.Journal.FsyncsPerWebhook = round3(syncs / float64(rep.Webhooks.Sent))
 	}
 	if commits > 0 {
 		rep.Journal.WritesPerCommit = round3(writes / commits)
 	}
+	rep.CPU.ServeSecs = round3((cpu1 - cpu0).Seconds())
+	if !o.inProcess {
+		rep.CPU.BenchSecs = round3((benchCPU1 - benchCPU0).Seconds())
+	}
+	if n := rep.Webhooks.Accepted; n > 0 {
+		rep.CPU.ServeMSPerMessage = round3(float64(cpu1-cpu0) / float64(time.Millisecond) / float64(n))
+		rep.CPU.BenchMSPerMessage = round3(rep.CPU.BenchSecs * 1000 / float64(n))
+	}
 	b.memMu.Lock()
 	rep.Memory.LoadRSSMiB, rep.Memory.LoadHeapMiB = mib(b.loadRSS), mib(b.loadHeap)
+	rep.Journal.WALBytes = max(b.walMax, fileSize(dbPath+"-wal"))
 	b.memMu.Unlock()
 	rep.Memory.PeakRSSMiB = mib(b.peakRSS())
 	rep.Correctness = b.verify()
@@ -682,7 +706,7 @@ func benchCommand(o *benchOptions) string {
 
 // prepareDB creates the database with the bench route, and prefills the
 // journal when asked.
-func (b *bench) prepareDB(ctx context.Context, path, difyKey string, rep *benchReport) error {
+func (b *bench) prepareDB(ctx context.Context, path, difyKey string) error {
 	db, err := store.Open(ctx, path)
 	if err != nil {
 		return err
@@ -1042,6 +1066,31 @@ func procStatus(pid int, field string) float64 {
 	return 0
 }
 
+// procCPU reads the user plus system CPU time of a process from
+// /proc/PID/stat (0 where there is no /proc).
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces; fields count from after its ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64) // malformed fields read as 0
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
 func (b *bench) rss() float64     { return procStatus(b.srv.pid(), "VmRSS") }
 func (b *bench) peakRSS() float64 { return procStatus(b.srv.pid(), "VmHWM") }
 
@@ -1060,8 +1109,10 @@ func (b *bench) sampleMemory(ctx context.Context) {
 		if m, err := b.scrape(ctx); err == nil {
 			heap = m["go_memstats_heap_inuse_bytes"]
 		}
+		wal := fileSize(filepath.Join(b.dir, "bridge.db-wal"))
 		b.memMu.Lock()
 		b.loadRSS, b.loadHeap = max(b.loadRSS, rss), max(b.loadHeap, heap)
+		b.walMax = max(b.walMax, wal)
 		b.memMu.Unlock()
 	}
 }
@@ -1093,7 +1144,7 @@ func (b *bench) difyHandler() http.Handler {
 	})
 }
 
-// capture buffers a response so that the bench can decide to lose it.
+// capture holds a response back until the bench has looked at it.
 type capture struct {
 	http.ResponseWriter
 	status int
@@ -1113,9 +1164,12 @@ func (c *capture) Write(p []byte) (int, error) {
 	return c.buf.Write(p)
 }
 
+// Unwrap lets the simulator drop the connection itself.
 func (c *capture) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // chatwootHandler wraps the simulated Chatwoot to see each answer arrive.
+// The answer is counted before bridge gets its response, so once bridge's
+// queue is empty every answer it posted is counted.
 func (b *bench) chatwootHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/messages") {
@@ -1130,32 +1184,22 @@ func (b *bench) chatwootHandler() http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		c := &capture{ResponseWriter: w}
 		b.cw.ServeHTTP(c, r)
+		if c.status == 0 {
+			return // the simulator dropped the connection
+		}
 		var m struct {
 			Content string `json:"content"`
 			Private bool   `json:"private"`
 		}
-		_ = json.Unmarshal(body, &m) // a malformed body was refused by the simulator
-		seq := -1
-		if c.status == http.StatusOK && !m.Private && strings.HasPrefix(m.Content, benchAnswerPrefix) {
-			seq = seqOf(m.Content)
-		}
-		if rec := b.recs.lookup(seq); rec != nil {
-			now := time.Now().UnixNano()
-			if rec.answers.Add(1) == 1 {
-				rec.answerAt.Store(now)
-				b.answered.Add(1)
-			}
-			b.lastAnswer.Store(now)
-			if b.faultPending.CompareAndSwap(true, false) {
-				// The answer is stored; its response is lost on the way.
-				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-					_ = conn.Close() // dropping it is the point
-					return
+		if c.status == http.StatusOK && json.Unmarshal(body, &m) == nil && !m.Private && strings.HasPrefix(m.Content, benchAnswerPrefix) {
+			if rec := b.recs.lookup(seqOf(m.Content)); rec != nil {
+				now := time.Now().UnixNano()
+				if rec.answers.Add(1) == 1 {
+					rec.answerAt.Store(now)
+					b.answered.Add(1)
 				}
+				b.lastAnswer.Store(now)
 			}
-		}
-		if c.status == 0 {
-			return // the simulator dropped the connection itself
 		}
 		w.WriteHeader(c.status)
 		_, _ = w.Write(c.buf.Bytes()) // bridge went away: it retries, as it would against Chatwoot
@@ -1199,30 +1243,46 @@ func (b *bench) send(ctx context.Context, seq int) {
 	b.ack.add(time.Duration(first.Load() - in))
 }
 
-// load offers webhooks for --duration: closed loop, or open loop at --rate.
-// It returns the seconds it took and how many sends started late.
-func (b *bench) load(ctx context.Context) (float64, int64) {
+// load offers webhooks for --duration, or until count were sent when count
+// > 0: closed loop, or open loop at --rate. It returns the seconds it took
+// and how many sends started late.
+func (b *bench) load(ctx context.Context, count int) (float64, int64) {
 	o := b.o
-	ctx, cancel := context.WithTimeout(ctx, o.duration+30*time.Second)
+	limit := o.duration + 30*time.Second
+	if count > 0 {
+		limit = 24 * time.Hour
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	start := time.Now()
 	end := start.Add(o.duration)
+	more := func(seq int) bool {
+		if count > 0 {
+			return seq < count
+		}
+		return time.Now().Before(end)
+	}
 	var wg sync.WaitGroup
 	var late int64
 	if o.rate <= 0 {
 		for range o.concurrency {
 			wg.Go(func() {
-				for time.Now().Before(end) && ctx.Err() == nil {
-					b.send(ctx, int(b.seq.Add(1)-1))
+				for ctx.Err() == nil {
+					seq := int(b.seq.Add(1) - 1)
+					if !more(seq) {
+						b.seq.Add(-1)
+						return
+					}
+					b.send(ctx, seq)
 				}
 			})
 		}
 	} else {
 		sem := make(chan struct{}, o.concurrency)
 		interval := time.Duration(float64(time.Second) / o.rate)
-		for i := 0; ; i++ {
+		for i := 0; ctx.Err() == nil; i++ {
 			due := start.Add(time.Duration(i) * interval)
-			if !due.Before(end) || ctx.Err() != nil {
+			if count > 0 && i >= count || count == 0 && !due.Before(end) {
 				break
 			}
 			if d := time.Until(due); d > 0 {
@@ -1251,21 +1311,8 @@ func (b *bench) load(ctx context.Context) (float64, int64) {
 func (b *bench) runBacklog(ctx context.Context) (*benchBacklog, error) {
 	o := b.o
 	b.dify.Hold()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range o.concurrency {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				seq := int(b.seq.Add(1) - 1)
-				if seq >= o.backlog {
-					return
-				}
-				b.send(ctx, seq)
-			}
-		})
-	}
-	wg.Wait()
-	bl := &benchBacklog{Events: b.accepted.Load(), FillSecs: round3(time.Since(start).Seconds())}
+	secs, late := b.load(ctx, o.backlog)
+	bl := &benchBacklog{Events: b.accepted.Load(), FillSecs: round3(secs), late: late}
 	time.Sleep(500 * time.Millisecond) // let the last commits settle before sampling memory
 	m, err := b.scrape(ctx)
 	if err != nil {
@@ -1279,18 +1326,23 @@ func (b *bench) runBacklog(ctx context.Context) (*benchBacklog, error) {
 	return bl, nil
 }
 
-// drain waits until every accepted message is answered and serve's queue
-// is empty, giving up after --drain-timeout without progress.
+// drain waits until serve's queue is empty (every accepted message reached
+// a final state) and no answer is missing, giving up after --drain-timeout
+// without progress.
 func (b *bench) drain(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	last, lastAt := int64(-1), time.Now()
+	last, lastAt, lastScrape := int64(-1), time.Now(), time.Time{}
 	for {
 		got := b.answered.Load()
 		if got != last {
 			last, lastAt = got, time.Now()
 		}
-		if got >= b.accepted.Load() {
+		// The queue is read at once when every answer is in, and now and
+		// then otherwise: an event that ended without an answer (handed
+		// off, failed) empties the queue too.
+		if got >= b.accepted.Load() || time.Since(lastScrape) > 250*time.Millisecond {
+			lastScrape = time.Now()
 			m, err := b.scrape(ctx)
 			if err == nil && m["bridge_queue_depth"] == 0 {
 				return nil
@@ -1403,8 +1455,13 @@ func (b *bench) print(r *benchReport) {
 	fmt.Fprintf(out, "  bridge share %s\n", lat(e.BridgeShareMS))
 	fmt.Fprintf(out, "  dify         %s\n", lat(e.DifyMS))
 	j := r.Journal
-	fmt.Fprintf(out, "  journal      %d transactions (fsyncs) for %d writes: %.2f per webhook, %.1f writes each\n",
-		j.Commits, j.Writes, j.CommitsPerWebhook, j.WritesPerCommit)
+	fmt.Fprintf(out, "  journal      %d fsyncs (%d transactions) for %d writes: %.2f fsyncs per webhook, %.1f writes per transaction; WAL at most %.1f MiB\n",
+		j.Fsyncs, j.Commits, j.Writes, j.FsyncsPerWebhook, j.WritesPerCommit, mib(float64(j.WALBytes)))
+	fmt.Fprintf(out, "  cpu          serve %.2f s (%.3f ms per message)", r.CPU.ServeSecs, r.CPU.ServeMSPerMessage)
+	if r.CPU.BenchSecs > 0 {
+		fmt.Fprintf(out, "; simulators and senders %.2f s (%.3f ms per message)", r.CPU.BenchSecs, r.CPU.BenchMSPerMessage)
+	}
+	fmt.Fprintln(out)
 	m := r.Memory
 	fmt.Fprintf(out, "  memory       idle %.1f MiB RSS (heap %.1f); under load %.1f MiB RSS (heap %.1f); peak %.1f MiB\n",
 		m.IdleRSSMiB, m.IdleHeapMiB, m.LoadRSSMiB, m.LoadHeapMiB, m.PeakRSSMiB)

@@ -51,6 +51,11 @@ const safetyPoll = time.Second
 // dispatchBatch is how many open events one dispatch pass looks at.
 const dispatchBatch = 512
 
+// dispatchPage is how many queue heads the dispatcher reads at a time: a
+// finishing worker frees one slot, and with a long queue reading a whole
+// batch of heads for it would cost more than the work it starts.
+const dispatchPage = 64
+
 type convKey struct{ account, conv int64 }
 
 // Run resumes unfinished events and runs the workers until ctx ends. Then it
@@ -130,12 +135,16 @@ func (b *Bridge) kick() {
 // conversation becomes ready (zero if none).
 func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem chan struct{}, mu *sync.Mutex,
 	busy map[convKey]bool, done chan struct{}) (next time.Time) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || len(sem) == cap(sem) {
+		// Every worker is busy: a finishing one wakes the dispatcher, so
+		// reading the queue now would only be thrown away.
 		return next
 	}
 	var after int64
 	for {
-		evs, err := b.o.Store.OpenEvents(ctx, after, dispatchBatch)
+		// Heads only (ids, conversation, state, debounce time), from an
+		// index: the payloads are read below for the events started.
+		evs, err := b.o.Store.OpenEventHeads(ctx, after, dispatchPage)
 		if err != nil {
 			if ctx.Err() == nil {
 				b.log.Error("read open events", "err", err)
@@ -185,7 +194,12 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 			busy[k] = true
 			mu.Unlock()
 			wg.Go(func() {
-				claimed := b.process(workCtx, e)
+				claimed := false
+				if full, err := b.o.Store.Event(workCtx, e.ID); err != nil {
+					b.log.Error("read event", "event_id", e.ID, "err", err)
+				} else {
+					claimed = b.process(workCtx, full)
+				}
 				mu.Lock()
 				delete(busy, k)
 				mu.Unlock()
@@ -198,7 +212,7 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 				}
 			})
 		}
-		if len(evs) < dispatchBatch {
+		if len(evs) < dispatchPage {
 			return next
 		}
 	}

@@ -58,7 +58,7 @@ func (tx *Tx) Conversation(account, id int64) (c Conversation, ok bool, err erro
 
 // Conversation reads a conversation.
 func (db *DB) Conversation(ctx context.Context, account, id int64) (Conversation, error) {
-	c, err := scanConv(db.r.QueryRowContext(ctx, "SELECT "+convCols+" FROM conversations WHERE account_id = ? AND conversation_id = ?", account, id))
+	c, err := scanConv(db.queryRow(ctx, "SELECT "+convCols+" FROM conversations WHERE account_id = ? AND conversation_id = ?", account, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("conversation %d: %w", id, ErrNotFound)
 	}
@@ -147,7 +147,7 @@ func (db *DB) ListConversations(ctx context.Context, f ConversationFilter) ([]Co
 		f.Limit = 100
 	}
 	args = append(args, f.Limit)
-	rows, err := db.r.QueryContext(ctx, "SELECT "+convCols+" FROM conversations WHERE "+strings.Join(where, " AND ")+
+	rows, err := db.query(ctx, "SELECT "+convCols+" FROM conversations WHERE "+strings.Join(where, " AND ")+
 		" ORDER BY last_activity_at DESC, conversation_id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list conversations: %w", err)

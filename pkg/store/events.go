@@ -261,7 +261,7 @@ func (tx *Tx) IsPosted(messageID int64) (bool, error) {
 
 // Event reads one event.
 func (db *DB) Event(ctx context.Context, id int64) (Event, error) {
-	e, err := scanEvent(db.r.QueryRowContext(ctx, "SELECT "+eventCols+" FROM events WHERE id = ?", id))
+	e, err := scanEvent(db.queryRow(ctx, "SELECT "+eventCols+" FROM events WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return e, fmt.Errorf("event %d: %w", id, ErrNotFound)
 	}
@@ -282,7 +282,7 @@ func (tx *Tx) Event(id int64) (Event, error) {
 
 // Hops reads an event's trace in order.
 func (db *DB) Hops(ctx context.Context, id int64) ([]Hop, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT event_id, seq, at, stage, outcome, detail, duration_ms
+	rows, err := db.query(ctx, `SELECT event_id, seq, at, stage, outcome, detail, duration_ms
 		FROM hops WHERE event_id = ? ORDER BY seq`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read trace of event %d: %w", id, err)
@@ -336,7 +336,7 @@ func (db *DB) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 		f.Limit = 50
 	}
 	args = append(args, f.Limit)
-	rows, err := db.r.QueryContext(ctx, "SELECT "+eventCols+" FROM events WHERE "+strings.Join(where, " AND ")+
+	rows, err := db.query(ctx, "SELECT "+eventCols+" FROM events WHERE "+strings.Join(where, " AND ")+
 		" ORDER BY id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
@@ -356,7 +356,7 @@ func (db *DB) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 // OpenEvents returns up to limit acted-on events that have not finished,
 // oldest first, starting after id after.
 func (db *DB) OpenEvents(ctx context.Context, after int64, limit int) ([]Event, error) {
-	rows, err := db.r.QueryContext(ctx, "SELECT "+eventCols+` FROM events
+	rows, err := db.query(ctx, "SELECT "+eventCols+` FROM events INDEXED BY events_queue
 		WHERE status IN ('accepted', 'working') AND id > ? ORDER BY id LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list open events: %w", err)
@@ -373,10 +373,34 @@ func (db *DB) OpenEvents(ctx context.Context, after int64, limit int) ([]Event, 
 	return out, rows.Err()
 }
 
+// OpenEventHeads is OpenEvents reading only ID, AccountID, ConversationID,
+// Status and NotBefore, from the covering index of the open queue: what a
+// dispatcher needs to choose, without reading payloads it will not use.
+// Read the full event (Event) of those it takes.
+func (db *DB) OpenEventHeads(ctx context.Context, after int64, limit int) ([]Event, error) {
+	rows, err := db.query(ctx, `SELECT id, account_id, conversation_id, status, not_before FROM events INDEXED BY events_queue
+		WHERE status IN ('accepted', 'working') AND id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list open events: %w", err)
+	}
+	defer rows.Close()
+	out := make([]Event, 0, min(limit, 64))
+	for rows.Next() {
+		var e Event
+		var nb int64
+		if err := rows.Scan(&e.ID, &e.AccountID, &e.ConversationID, &e.Status, &nb); err != nil {
+			return nil, fmt.Errorf("list open events: %w", err)
+		}
+		e.NotBefore = fromMS(nb)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 // CountOpen counts acted-on events that have not finished (the queue depth).
 func (db *DB) CountOpen(ctx context.Context) (int, error) {
 	var n int
-	err := db.r.QueryRowContext(ctx, "SELECT count(*) FROM events WHERE status IN ('accepted', 'working')").Scan(&n)
+	err := db.queryRow(ctx, "SELECT count(*) FROM events INDEXED BY events_queue WHERE status IN ('accepted', 'working')").Scan(&n)
 	return n, err
 }
 
@@ -400,7 +424,8 @@ func (db *DB) ResetWorking(ctx context.Context) (int64, error) {
 func (db *DB) DeleteIgnoredBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
 	var n int64
 	err := db.Write(ctx, func(tx *Tx) error {
-		const sel = `SELECT id FROM events WHERE status IN ('ignored', 'rejected') AND received_at < ? ORDER BY id LIMIT ?`
+		const sel = `SELECT id FROM events INDEXED BY events_prunable
+			WHERE status IN ('ignored', 'rejected') AND received_at < ? ORDER BY received_at LIMIT ?`
 		if _, err := tx.Exec("DELETE FROM hops WHERE event_id IN ("+sel+")", ms(t), limit); err != nil {
 			return fmt.Errorf("delete old hops: %w", err)
 		}

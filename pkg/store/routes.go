@@ -140,7 +140,7 @@ func (db *DB) AddRoute(ctx context.Context, r *Route) error {
 
 // Routes lists every route by id.
 func (db *DB) Routes(ctx context.Context) ([]Route, error) {
-	rows, err := db.r.QueryContext(ctx, "SELECT "+routeCols+" FROM routes ORDER BY id")
+	rows, err := db.query(ctx, "SELECT "+routeCols+" FROM routes ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -158,7 +158,7 @@ func (db *DB) Routes(ctx context.Context) ([]Route, error) {
 
 // Route returns one route by id.
 func (db *DB) Route(ctx context.Context, id int64) (Route, error) {
-	r, err := scanRoute(db.r.QueryRowContext(ctx, "SELECT "+routeCols+" FROM routes WHERE id = ?", id))
+	r, err := scanRoute(db.queryRow(ctx, "SELECT "+routeCols+" FROM routes WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("route %d: %w", id, ErrNotFound)
 	}

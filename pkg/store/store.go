@@ -36,6 +36,13 @@ var migrations embed.FS
 // after 5 s).
 const BusyTimeout = 2 * time.Second
 
+// WAL policy: see dsn.
+const (
+	walAutocheckpoint = 1000     // pages (4 MiB)
+	walSizeLimit      = 64 << 20 // bytes
+	checkpointEvery   = 10 * time.Second
+)
+
 // maxBatch caps how many writes share one transaction, so one commit never
 // holds up the first writer in line for long.
 const maxBatch = 512
@@ -61,16 +68,22 @@ type DB struct {
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	commits atomic.Int64
+	syncs   atomic.Int64
 	writes  atomic.Int64
 
 	// OnCommit, when set before Open returns work, is called after each
 	// committed batch (workers use it to wake on new events).
 	onCommit atomic.Pointer[func()]
+
+	rstmts stmtCache // prepared on the reader pool
+	wstmts stmtCache // prepared on the writer connection
+	wanted []string  // writer only: queries to prepare after the commit
 }
 
 type writeReq struct {
-	fn   func(*Tx) error
-	done chan error
+	fn     func(*Tx) error
+	done   chan error
+	nosync bool
 }
 
 // Tx is a write transaction handed to a Write callback.
@@ -86,16 +99,25 @@ func (t *Tx) Now() time.Time { return t.now }
 
 // Exec runs a statement in the transaction.
 func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	if s := t.stmt(query); s != nil {
+		return s.ExecContext(t.ctx, args...)
+	}
 	return t.tx.ExecContext(t.ctx, query, args...)
 }
 
 // QueryRow runs a query in the transaction.
 func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	if s := t.stmt(query); s != nil {
+		return s.QueryRowContext(t.ctx, args...)
+	}
 	return t.tx.QueryRowContext(t.ctx, query, args...)
 }
 
 // Query runs a query in the transaction.
 func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	if s := t.stmt(query); s != nil {
+		return s.QueryContext(t.ctx, args...)
+	}
 	return t.tx.QueryContext(t.ctx, query, args...)
 }
 
@@ -107,7 +129,14 @@ func dsn(path string, writer bool) string {
 		"_pragma=busy_timeout(" + strconv.Itoa(int(BusyTimeout/time.Millisecond)) + ")",
 	}
 	if writer {
-		q = append(q, "_txlock=immediate")
+		q = append(q, "_txlock=immediate",
+			// The WAL policy: SQLite checkpoints (PASSIVE) at the commit that
+			// takes the WAL past walAutocheckpoint pages, the writer adds one
+			// when it has been idle (checkpointEvery), and a WAL that grew
+			// past walSizeLimit while readers held a checkpoint back is cut
+			// back to that size when it restarts.
+			"_pragma=wal_autocheckpoint("+strconv.Itoa(walAutocheckpoint)+")",
+			"_pragma=journal_size_limit("+strconv.Itoa(walSizeLimit)+")")
 	}
 	return "file:" + path + "?" + strings.Join(q, "&")
 }
@@ -164,12 +193,16 @@ func (db *DB) Close() error {
 	db.wg.Wait()
 	// Fold the WAL back so a copied file is self-contained.
 	_, _ = db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)") // best effort: the WAL is replayed on next open anyway
-	return errors.Join(db.w.Close(), db.r.Close())
+	return errors.Join(db.wstmts.close(), db.rstmts.close(), db.w.Close(), db.r.Close())
 }
 
 // Commits reports how many transactions the writer committed and how many
 // Write calls they carried; their ratio shows group commit at work.
 func (db *DB) Commits() (commits, writes int64) { return db.commits.Load(), db.writes.Load() }
+
+// Syncs reports how many of those commits were fsync'd (the others carried
+// only NoSync writes).
+func (db *DB) Syncs() int64 { return db.syncs.Load() }
 
 // OnCommit registers fn to run after every committed batch.
 func (db *DB) OnCommit(fn func()) { db.onCommit.Store(&fn) }
@@ -178,10 +211,23 @@ func (db *DB) OnCommit(fn func()) { db.onCommit.Store(&fn) }
 // waiting, and returns once that transaction is durable. fn runs inside a
 // savepoint: an error from it undoes its own changes only.
 func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
+	return db.write(ctx, &writeReq{fn: fn, done: make(chan error, 1)})
+}
+
+// WriteNoSync is Write for records whose loss costs nothing, such as the
+// webhooks bridge ignores: it returns once the transaction is committed
+// (visible, and kept if the process dies), but the commit may skip its
+// fsync, so a power loss can take the record back. A transaction is
+// fsync'd unless every write in it came through WriteNoSync, and the next
+// fsync'd commit makes earlier ones durable too.
+func (db *DB) WriteNoSync(ctx context.Context, fn func(*Tx) error) error {
+	return db.write(ctx, &writeReq{fn: fn, done: make(chan error, 1), nosync: true})
+}
+
+func (db *DB) write(ctx context.Context, req *writeReq) error {
 	if db.closed.Load() {
 		return ErrClosed
 	}
-	req := &writeReq{fn: fn, done: make(chan error, 1)}
 	select {
 	case db.reqs <- req:
 	case <-db.stop:
@@ -207,9 +253,20 @@ func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
 func (db *DB) writer() {
 	defer close(db.exited)
 	batch := make([]*writeReq, 0, maxBatch)
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
+	var checkpointed int64
 	for {
 		batch = batch[:0]
 		select {
+		case <-tick.C:
+			// Backfill what a busy period left in the WAL, between
+			// transactions; PASSIVE never waits for readers.
+			if c := db.commits.Load(); c != checkpointed {
+				checkpointed = c
+				_, _ = db.w.Exec("PRAGMA wal_checkpoint(PASSIVE)") // best effort: the next automatic checkpoint retries
+			}
+			continue
 		case req := <-db.reqs:
 			batch = append(batch, req)
 		case <-db.stop:
@@ -237,11 +294,27 @@ func (db *DB) writer() {
 }
 
 func (db *DB) commit(batch []*writeReq) {
+	defer db.prepareWanted()
 	ctx := context.Background()
 	errs := make([]error, len(batch))
 	fail := func(err error) {
 		for _, r := range batch {
 			r.done <- err
+		}
+	}
+	sync := false
+	for _, r := range batch {
+		sync = sync || !r.nosync
+	}
+	if !sync {
+		// In WAL mode synchronous=NORMAL commits without an fsync; the next
+		// FULL commit's fsync covers these frames too, and a checkpoint
+		// still syncs the WAL first. The level can change only between
+		// transactions.
+		if _, err := db.w.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+			sync = true // commit durably instead
+		} else {
+			defer db.restoreSync(ctx)
 		}
 	}
 	tx, err := db.w.BeginTx(ctx, nil)
@@ -250,28 +323,41 @@ func (db *DB) commit(batch []*writeReq) {
 		return
 	}
 	t := &Tx{tx: tx, ctx: ctx, db: db, now: db.Now().UTC()}
-	for i, r := range batch {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
-			errs[i] = err
-			continue
+	if len(batch) == 1 {
+		// Alone in the transaction: its error undoes the whole of it, with
+		// no savepoint needed.
+		if err := safeCall(batch[0].fn, t); err != nil {
+			_ = tx.Rollback() // the write's own error is the one to report
+			batch[0].done <- err
+			return
 		}
-		errs[i] = safeCall(r.fn, t)
-		if errs[i] != nil {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
-				_ = tx.Rollback() // the savepoint failure is reported to everyone
-				fail(fmt.Errorf("rollback to savepoint: %w", err))
+	} else {
+		for i, r := range batch {
+			if _, err := t.Exec("SAVEPOINT w"); err != nil {
+				errs[i] = err
+				continue
+			}
+			errs[i] = safeCall(r.fn, t)
+			if errs[i] != nil {
+				if _, err := t.Exec("ROLLBACK TO w"); err != nil {
+					_ = tx.Rollback() // the savepoint failure is reported to everyone
+					fail(fmt.Errorf("rollback to savepoint: %w", err))
+					return
+				}
+			}
+			if _, err := t.Exec("RELEASE w"); err != nil {
+				_ = tx.Rollback() // the release failure is reported to everyone
+				fail(fmt.Errorf("release savepoint: %w", err))
 				return
 			}
-		}
-		if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
-			_ = tx.Rollback() // the release failure is reported to everyone
-			fail(fmt.Errorf("release savepoint: %w", err))
-			return
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		fail(fmt.Errorf("commit: %w", err))
 		return
+	}
+	if sync {
+		db.syncs.Add(1)
 	}
 	db.commits.Add(1)
 	db.writes.Add(int64(len(batch)))
@@ -280,6 +366,16 @@ func (db *DB) commit(batch []*writeReq) {
 	}
 	if fn := db.onCommit.Load(); fn != nil {
 		(*fn)()
+	}
+}
+
+// restoreSync puts the writer back at synchronous=FULL after a NoSync
+// commit. A connection that cannot be set back is closed, and the next
+// write opens a fresh one with the DSN's synchronous=FULL.
+func (db *DB) restoreSync(ctx context.Context) {
+	if _, err := db.w.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+		db.w.SetMaxIdleConns(0)
+		db.w.SetMaxIdleConns(1)
 	}
 }
 
