@@ -197,12 +197,13 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 	if contact == 0 {
 		contact = e.ContactID
 	}
+	ev, _ := chatwoot.ParseEvent(e.Payload) // it parsed when it was accepted; nil only for a hand-edited row
 	req := dify.ChatRequest{
 		Query:          e.Text,
-		Inputs:         b.inputs(e, route),
+		Inputs:         b.inputs(ev, route),
 		User:           fmt.Sprintf("chatwoot-%d-%d", e.AccountID, contact),
 		ConversationID: difyConv,
-		Files:          attachments(e),
+		Files:          attachments(ev),
 	}
 	if strings.TrimSpace(req.Query) == "" {
 		// Dify refuses an empty query; an attachment-only message still
@@ -235,8 +236,10 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 				detail = "paused: " + ans.PauseReason
 			}
 			h := store.Hop{EventID: e.ID, Stage: StageDify, Outcome: "answer", Detail: detail, Duration: d}
-			// The hop and a new mapping land in one commit.
-			if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			// The hop and a new mapping land in one commit, without an fsync of
+			// their own: the post that follows is durable and covers them (a
+			// mapping lost to a power cut only starts a new Dify conversation).
+			if err := b.o.Store.WriteNoSync(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 				if err := tx.AddHop(h); err != nil {
 					return err
 				}
@@ -290,12 +293,11 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 var placeholder = regexp.MustCompile(`\{(contact\.name|contact\.email|inbox\.name|conversation\.id|account\.id)\}`)
 
 // inputs fills the route's input placeholders from the webhook.
-func (b *Bridge) inputs(e *store.Event, route *store.Route) map[string]any {
+func (b *Bridge) inputs(ev *chatwoot.Event, route *store.Route) map[string]any {
 	out := make(map[string]any, len(route.Inputs))
 	if len(route.Inputs) == 0 {
 		return out
 	}
-	ev, _ := chatwoot.ParseEvent(e.Payload) // it parsed when it was accepted
 	for k, v := range route.Inputs {
 		out[k] = placeholder.ReplaceAllStringFunc(v, func(m string) string {
 			if ev == nil {
@@ -327,9 +329,8 @@ func (b *Bridge) inputs(e *store.Event, route *store.Route) map[string]any {
 
 // attachments passes image attachments to Dify by URL; Dify ignores files
 // when the app has uploads off.
-func attachments(e *store.Event) []dify.File {
-	ev, err := chatwoot.ParseEvent(e.Payload)
-	if err != nil || len(ev.Attachments) == 0 {
+func attachments(ev *chatwoot.Event) []dify.File {
+	if ev == nil || len(ev.Attachments) == 0 {
 		return nil
 	}
 	var out []dify.File
