@@ -62,7 +62,9 @@ type convKey struct{ account, conv int64 }
 // stops taking new events, gives running ones ShutdownGrace to finish, and
 // interrupts the rest, which stay in the journal for the next start.
 func (b *Bridge) Run(ctx context.Context) error {
-	n, err := b.o.Store.ResetWorking(ctx)
+	// Resuming is a quick write that must happen even if a stop was asked
+	// for at once: the next start would do it anyway.
+	n, err := b.o.Store.ResetWorking(context.WithoutCancel(ctx))
 	if err != nil {
 		return fmt.Errorf("resume events: %w", err)
 	}
