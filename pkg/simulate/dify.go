@@ -571,6 +571,21 @@ func userArg(v any) string {
 	return ""
 }
 
+// bodyUser reads the JSON body's required "user", answering Dify's error
+// when it is missing.
+func bodyUser(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var body userBody
+	if !readJSONBody(w, r, &body) {
+		return "", false
+	}
+	user := userArg(body.User)
+	if user == "" {
+		difyError(w, http.StatusBadRequest, "invalid_param", msgUserRequired)
+		return "", false
+	}
+	return user, true
+}
+
 type userBody struct {
 	User any `json:"user"`
 }
@@ -580,13 +595,8 @@ func (d *Dify) serveStop(w http.ResponseWriter, r *http.Request, taskID string) 
 	if !ok {
 		return
 	}
-	var body userBody
-	if !readJSONBody(w, r, &body) {
-		return
-	}
-	user := userArg(body.User)
-	if user == "" {
-		difyError(w, http.StatusBadRequest, "invalid_param", msgUserRequired)
+	user, ok := bodyUser(w, r)
+	if !ok {
 		return
 	}
 	d.mu.Lock()
@@ -610,13 +620,8 @@ func (d *Dify) serveDeleteConversation(w http.ResponseWriter, r *http.Request, i
 		difyError(w, http.StatusBadRequest, "not_chat_app", "Please check if your app mode matches the right API route.")
 		return
 	}
-	var body userBody
-	if !readJSONBody(w, r, &body) {
-		return
-	}
-	user := userArg(body.User)
-	if user == "" {
-		difyError(w, http.StatusBadRequest, "invalid_param", msgUserRequired)
+	user, ok := bodyUser(w, r)
+	if !ok {
 		return
 	}
 	d.mu.Lock()

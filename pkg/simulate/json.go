@@ -75,32 +75,11 @@ func (e encoder) append(b []byte, v any) []byte {
 		}
 		return append(b, '}')
 	case []obj:
-		b = append(b, '[')
-		for i, o := range x {
-			if i > 0 {
-				b = e.sep(b, ',')
-			}
-			b = e.append(b, o)
-		}
-		return append(b, ']')
+		return appendList(e, b, x, func(b []byte, o obj) []byte { return e.append(b, o) })
 	case []any:
-		b = append(b, '[')
-		for i, o := range x {
-			if i > 0 {
-				b = e.sep(b, ',')
-			}
-			b = e.append(b, o)
-		}
-		return append(b, ']')
+		return appendList(e, b, x, e.append)
 	case []string:
-		b = append(b, '[')
-		for i, s := range x {
-			if i > 0 {
-				b = e.sep(b, ',')
-			}
-			b = e.appendString(b, s)
-		}
-		return append(b, ']')
+		return appendList(e, b, x, e.appendString)
 	case map[string]any:
 		b = append(b, '{')
 		for i, k := range slices.Sorted(maps.Keys(x)) {
@@ -192,4 +171,16 @@ func (e encoder) appendString(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// appendList writes a JSON array, each element by add.
+func appendList[T any](e encoder, b []byte, xs []T, add func([]byte, T) []byte) []byte {
+	b = append(b, '[')
+	for i, x := range xs {
+		if i > 0 {
+			b = e.sep(b, ',')
+		}
+		b = add(b, x)
+	}
+	return append(b, ']')
 }
