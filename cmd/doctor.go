@@ -2,19 +2,12 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/bridge-dev/bridge/pkg/bridge"
-	"github.com/bridge-dev/bridge/pkg/chatwoot"
-	"github.com/bridge-dev/bridge/pkg/config"
-	"github.com/bridge-dev/bridge/pkg/store"
+	"github.com/bridge-dev/bridge/pkg/doctor"
 )
 
 type doctorOptions struct {
@@ -65,95 +58,25 @@ failed, 2 for a bad flag.`,
 func runDoctor(ctx context.Context, a *app, o *doctorOptions) error {
 	cfg, err := a.config()
 	if err != nil {
-		// A configuration that does not load is the first failed check,
-		// not a usage error: doctor's job is to say what is wrong.
-		fix := "correct the value in the file (or the BRIDGE_* environment variable) and run bridge doctor again"
-		if errors.Is(err, config.ErrNotFound) {
-			fix = "create the file (see bridge.example.toml) or leave out --config"
-		}
-		return a.printChecks([]bridge.CheckResult{{Name: "config", Status: bridge.CheckFail,
-			Detail: strings.ReplaceAll(err.Error(), "\n", " "), Fix: fix}})
+		return a.printChecks(doctor.ConfigFailed(err))
 	}
-	opts := bridge.DoctorOptions{
-		AccountID:     cfg.Chatwoot.AccountID,
-		PublicURL:     cfg.PublicURL,
-		DifyBaseURL:   cfg.Dify.BaseURL,
-		BotStatuses:   cfg.Chatwoot.BotStatuses,
-		HandoffLabels: cfg.Handoff.Labels,
-		WebhookSecret: cfg.Chatwoot.WebhookSecret != "",
-		WebhookToken:  cfg.Chatwoot.WebhookToken != "",
-		APITokenEmpty: cfg.Chatwoot.APIToken == "",
-		Timeout:       o.timeout,
-		ConfigChecks:  configChecks(cfg),
-		Chatwoot: chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL,
-			Token: cfg.Chatwoot.APIToken.Reveal(), Timeout: o.timeout}),
-	}
+	opts, closeDB := doctor.FromConfig(ctx, cfg, o.timeout)
+	defer closeDB()
 	if a.now != nil {
 		opts.Now = a.now
 	}
-	if cfg.Chatwoot.UserToken != "" {
-		opts.ChatwootUser = chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL,
-			Token: cfg.Chatwoot.UserToken.Reveal(), Timeout: o.timeout})
-	}
-	// Doctor does not create a database where there is none: a missing file
-	// usually means the wrong directory or database key.
-	if _, err := os.Stat(cfg.Database); errors.Is(err, fs.ErrNotExist) {
-		opts.StoreErr = fmt.Errorf("%s does not exist: %w", cfg.Database, fs.ErrNotExist)
-	} else {
-		db, err := store.Open(ctx, cfg.Database)
-		if err != nil {
-			opts.StoreErr = err
-		} else {
-			defer db.Close()
-			opts.Store = db
-		}
-	}
-	return a.printChecks(bridge.Doctor(ctx, opts))
-}
-
-// configChecks reports the configuration that loaded, and warns when its
-// file holds secrets others can read.
-func configChecks(cfg *config.Config) []bridge.CheckResult {
-	detail := "no config file: defaults and BRIDGE_* environment variables"
-	if cfg.File != "" {
-		detail = "loaded " + cfg.File
-	}
-	out := []bridge.CheckResult{{Name: "config", Status: bridge.CheckOK, Detail: detail}}
-	if w := cfg.FilePermissionsWarning(); w != "" {
-		detail, fix := w, "chmod 600 "+cfg.File
-		if i := strings.Index(w, "; run: "); i >= 0 {
-			detail, fix = w[:i], w[i+len("; run: "):]
-		}
-		out = append(out, bridge.CheckResult{Name: "config file", Status: bridge.CheckWarn, Detail: detail, Fix: fix})
-	}
-	return out
-}
-
-// doctorReport is doctor's --json output.
-type doctorReport struct {
-	Checks []bridge.CheckResult `json:"checks"`
-	OK     bool                 `json:"ok"`
+	return a.printChecks(doctor.Run(ctx, opts))
 }
 
 // printChecks renders the checklist (or JSON) and turns a failed check into
 // exit status 1.
-func (a *app) printChecks(checks []bridge.CheckResult) error {
-	var nOK, nWarn, nFail int
-	for _, c := range checks {
-		switch c.Status {
-		case bridge.CheckOK:
-			nOK++
-		case bridge.CheckWarn:
-			nWarn++
-		default:
-			nFail++
-		}
-	}
+func (a *app) printChecks(checks []doctor.Result) error {
+	nOK, nWarn, nFail := doctor.Tally(checks)
 	if a.json {
 		if checks == nil {
-			checks = []bridge.CheckResult{}
+			checks = []doctor.Result{}
 		}
-		if err := a.printJSON(doctorReport{Checks: checks, OK: nFail == 0}); err != nil {
+		if err := a.printJSON(doctor.Report{Checks: checks, OK: nFail == 0}); err != nil {
 			return err
 		}
 	} else {
@@ -166,13 +89,13 @@ func (a *app) printChecks(checks []bridge.CheckResult) error {
 		for _, c := range checks {
 			mark := st.ok.Render("✓")
 			switch c.Status {
-			case bridge.CheckWarn:
+			case doctor.Warn:
 				mark = st.warn.Render("!")
-			case bridge.CheckFail:
+			case doctor.Fail:
 				mark = st.bad.Render("✗")
 			}
 			fmt.Fprintf(w, "%s %-*s  %s\n", mark, width, c.Name, c.Detail)
-			if c.Fix != "" && c.Status != bridge.CheckOK {
+			if c.Fix != "" && c.Status != doctor.OK {
 				fmt.Fprintf(w, "  %*s  %s %s\n", width, "", st.dim.Render("fix:"), c.Fix)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/doctor"
 	"github.com/bridge-dev/bridge/pkg/simulate"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -246,9 +247,9 @@ func TestDoctorBrokenGolden(t *testing.T) {
 }
 
 func TestDoctorJSON(t *testing.T) {
-	decode := func(t *testing.T, out string) doctorReport {
+	decode := func(t *testing.T, out string) doctor.Report {
 		t.Helper()
-		var rep doctorReport
+		var rep doctor.Report
 		dec := json.NewDecoder(strings.NewReader(out))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&rep); err != nil {
@@ -267,14 +268,14 @@ func TestDoctorJSON(t *testing.T) {
 		}
 		return rep
 	}
-	find := func(rep doctorReport, name string) bridge.CheckResult {
+	find := func(rep doctor.Report, name string) doctor.Result {
 		for _, c := range rep.Checks {
 			if c.Name == name {
 				return c
 			}
 		}
 		t.Fatalf("no check %q", name)
-		return bridge.CheckResult{}
+		return doctor.Result{}
 	}
 
 	t.Run("Healthy", func(t *testing.T) {
@@ -288,7 +289,7 @@ func TestDoctorJSON(t *testing.T) {
 			t.Error(`"ok" is false`)
 		}
 		for _, c := range rep.Checks {
-			if c.Status != bridge.CheckOK {
+			if c.Status != doctor.OK {
 				t.Errorf("check %q is %s", c.Name, c.Status)
 			}
 		}
@@ -306,10 +307,10 @@ func TestDoctorJSON(t *testing.T) {
 		if rep.OK {
 			t.Error(`"ok" is true`)
 		}
-		if c := find(rep, "public url"); c.Status != bridge.CheckWarn || !strings.Contains(c.Fix, "SAFE_FETCH_ALLOW_PRIVATE_NETWORK") {
+		if c := find(rep, "public url"); c.Status != doctor.Warn || !strings.Contains(c.Fix, "SAFE_FETCH_ALLOW_PRIVATE_NETWORK") {
 			t.Errorf("public url: %+v", c)
 		}
-		if c := find(rep, "inbox 7"); c.Status != bridge.CheckFail {
+		if c := find(rep, "inbox 7"); c.Status != doctor.Fail {
 			t.Errorf("inbox 7: %+v", c)
 		}
 	})

@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -86,7 +86,7 @@ func newEventsListCmd(a *app) *cobra.Command {
 			for i := range evs {
 				e := &evs[i]
 				rows = append(rows, []string{strconv.FormatInt(e.ID, 10), a.localTime(e.ReceivedAt).Format("2006-01-02 15:04:05"),
-					e.Status, orDash(eventWhat(e)), numOrDash(e.ConversationID), orDash(eventWhy(e)), orDash(oneLineText(e.Text, 40))})
+					e.Status, orDash(eventWhat(e)), numOrDash(e.ConversationID), orDash(eventWhy(e)), orDash(text.OneLine(e.Text, 40))})
 			}
 			a.table([]string{"id", "received", "status", "event", "conv", "reason", "text"}, rows)
 			return nil
@@ -118,15 +118,6 @@ func numOrDash(n int64) string {
 		return "-"
 	}
 	return strconv.FormatInt(n, 10)
-}
-
-func oneLineText(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) > n {
-		r := []rune(s)
-		return string(r[:n]) + "…"
-	}
-	return s
 }
 
 // eventView is an event as CLI output shows it.
@@ -166,27 +157,13 @@ func viewEvent(e *store.Event, hops []store.Hop) eventView {
 		ConversationID: e.ConversationID, MessageID: e.MessageID, RouteID: e.RouteID, Text: e.Text, Attempts: e.Attempts,
 		LastError: e.LastError, PostedMessageID: e.PostedMessageID}
 	if e.Status == store.StatusRejected {
-		v.Body = printable(e.Payload, 512)
+		v.Body = text.Printable(e.Payload, 512)
 	}
 	for _, h := range hops {
 		v.Trace = append(v.Trace, hopView{At: h.At, Stage: h.Stage, Outcome: h.Outcome, Detail: h.Detail,
 			DurationMS: float64(h.Duration.Microseconds()) / 1000})
 	}
 	return v
-}
-
-// printable shows the first bytes of a body safely on a terminal.
-func printable(b []byte, n int) string {
-	if len(b) > n {
-		b = b[:n]
-	}
-	s := strings.ToValidUTF8(string(b), "?")
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 func newEventsShowCmd(a *app) *cobra.Command {
@@ -258,7 +235,7 @@ func writeTrace(w io.Writer, st styles, e *store.Event, hops []store.Hop) {
 	}
 	if e.Status == store.StatusRejected {
 		kv("http", strconv.Itoa(e.HTTPStatus))
-		kv("body", quoteText(printable(e.Payload, 200)))
+		kv("body", quoteText(text.Printable(e.Payload, 200)))
 	}
 	if len(hops) > 0 {
 		fmt.Fprintln(w)
@@ -282,7 +259,7 @@ func quoteText(s string) string {
 	if s == "" {
 		return ""
 	}
-	return strconv.Quote(oneLineText(s, 120))
+	return strconv.Quote(text.OneLine(s, 120))
 }
 
 func fmtDur(d time.Duration) string {

@@ -1,36 +1,25 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
-
-// rejectedKeep is how much of a refused body the journal keeps (the first
-// 512 bytes): a longer rejected payload cannot be replayed.
-const rejectedKeep = 512
-
-// replayTimeout bounds one POST to a running server with --to; a server
-// answers in milliseconds.
-const replayTimeout = 15 * time.Second
 
 type replayOptions struct {
 	file   string
@@ -142,92 +131,18 @@ func (o *replayOptions) parse(args []string) error {
 	return nil
 }
 
-// replayItem is one replayed payload, as --json shows it.
-type replayItem struct {
-	ID         int64        `json:"id"`
-	File       string       `json:"file,omitempty"`
-	NewEventID int64        `json:"new_event_id"`
-	Decision   string       `json:"decision"`
-	Reason     string       `json:"reason"`
-	Status     string       `json:"status"`
-	Error      string       `json:"error"`
-	Kind       string       `json:"kind,omitempty"`
-	Route      *replayRoute `json:"route,omitempty"`
-	HTTPStatus int          `json:"http_status,omitempty"`
-	Response   string       `json:"response,omitempty"`
-
-	// For the human output.
-	was     string       // the stored event's state before the replay
-	wasWhy  string       // and its reason
-	result  *store.Event // the event the replay drove or journaled
-	note    string
-	routeOK bool // the route lookup ran (dry run)
-}
-
-// Decisions of replayItem.
-const (
-	decisionRedrive  = "redrive"  // an acted-on event, driven again
-	decisionAccepted = "accepted" // a payload journaled as a new acted-on event
-	decisionIgnored  = "ignored"  // a payload journaled as ignored
-	decisionRejected = "rejected" // the server refused the payload (--to)
-	decisionRefused  = "refused"  // an answered event, without --force
-	decisionError    = "error"    // nothing could be decided
-)
-
-type replayRoute struct {
-	ID      int64  `json:"id"`
-	Name    string `json:"name,omitempty"`
-	InboxID int64  `json:"inbox_id"`
-	Key     string `json:"dify_key"`
-	Mode    string `json:"mode"`
-	Enabled bool   `json:"enabled"`
-}
-
-// replaySource is one payload to replay: a stored event or the file.
-type replaySource struct {
-	id    int64
-	file  string
-	event *store.Event // the stored event, nil for the file
-	body  []byte
-}
-
-func (s *replaySource) label() string {
-	if s.event != nil || s.id != 0 {
-		return "Event " + strconv.FormatInt(s.id, 10)
-	}
-	if s.file == "-" {
-		return "stdin"
-	}
-	return s.file
-}
-
-// name is the source as error messages name it.
-func (s *replaySource) name() string {
-	if s.event != nil || s.id != 0 {
-		return "event " + strconv.FormatInt(s.id, 10)
-	}
-	return s.label()
-}
-
-func (s *replaySource) delivery() string {
-	if s.event != nil {
-		return "replay-" + strconv.FormatInt(s.id, 10)
-	}
-	return "replay-file"
-}
-
 func runReplay(ctx context.Context, a *app, o *replayOptions) error {
 	cfg, err := a.config()
 	if err != nil {
 		return err
 	}
-	var srcs []*replaySource
+	var srcs []*bridge.ReplaySource
 	if o.file != "" {
 		body, err := readReplayFile(a, o.file)
 		if err != nil {
 			return err
 		}
-		srcs = append(srcs, &replaySource{file: o.file, body: body})
+		srcs = append(srcs, &bridge.ReplaySource{File: o.file, Body: body})
 	}
 	var db *store.DB
 	if len(o.ids) > 0 || o.target == nil {
@@ -238,31 +153,31 @@ func runReplay(ctx context.Context, a *app, o *replayOptions) error {
 		db.Now = a.now
 	}
 	for _, id := range o.ids {
-		src := &replaySource{id: id}
+		src := &bridge.ReplaySource{ID: id}
 		e, err := db.Event(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
 			return err
 		default:
-			src.event, src.body = &e, e.Payload
+			src.Event, src.Body = &e, e.Payload
 		}
 		srcs = append(srcs, src)
 	}
 
-	var items []replayItem
+	var items []bridge.ReplayItem
 	if o.target != nil {
-		items = replayTo(ctx, cfg, o.target, srcs)
+		items = bridge.ReplayTo(ctx, cfg.Chatwoot.WebhookToken.Reveal(), cfg.Chatwoot.WebhookSecret.Reveal(), o.target, srcs)
 	} else {
-		r := &replayer{db: db, force: o.force}
+		r := &bridge.Replayer{Force: o.force}
 		opts := bridgeOptions(cfg, db, replayLogger(a, cfg))
 		opts.Now = a.now
-		r.core = bridge.New(opts)
+		r.Core = bridge.New(opts)
 		for _, src := range srcs {
 			if o.dryRun {
-				items = append(items, r.dryRun(ctx, src))
+				items = append(items, r.DryRun(ctx, src))
 			} else {
-				items = append(items, r.replay(ctx, src))
+				items = append(items, r.Replay(ctx, src))
 			}
 		}
 	}
@@ -330,253 +245,7 @@ func pathErr(err error) error {
 	return err
 }
 
-// parsePayload parses a stored or file payload, saying why it cannot be
-// replayed when it is not a usable webhook.
-func parsePayload(src *replaySource) (*chatwoot.Event, error) {
-	ev, err := chatwoot.ParseEvent(src.body)
-	if err == nil {
-		return ev, nil
-	}
-	switch {
-	case src.event == nil:
-		return nil, fmt.Errorf("%s is not a Chatwoot webhook: %v", src.name(), err)
-	case len(src.body) == 0:
-		return nil, fmt.Errorf("event %d has no stored payload to replay", src.id)
-	case src.event.Status == store.StatusRejected && len(src.body) >= rejectedKeep:
-		return nil, fmt.Errorf("event %d cannot be replayed: it was rejected, and the journal keeps only the first %d bytes of a rejected body, so its payload is truncated (%v)",
-			src.id, rejectedKeep, err)
-	}
-	return nil, fmt.Errorf("event %d cannot be replayed: its stored payload is not a usable webhook (%v)", src.id, err)
-}
-
-type replayer struct {
-	db    *store.DB
-	core  *bridge.Bridge
-	force bool
-}
-
-func notFound(id int64) replayItem {
-	return replayItem{ID: id, Decision: decisionError, Error: fmt.Sprintf("no event %d (bridge events list)", id)}
-}
-
-func actedOn(status string) bool {
-	return status != store.StatusIgnored && status != store.StatusRejected
-}
-
-func refusal(e *store.Event) string {
-	return fmt.Sprintf("event %d was already answered (Chatwoot message %d); replaying it would answer the customer twice — add --force to drive it again and post a new answer",
-		e.ID, e.PostedMessageID)
-}
-
-// replay drives a stored event again, or journals a payload as a new
-// delivery, and drives the new event if it is accepted.
-func (r *replayer) replay(ctx context.Context, src *replaySource) replayItem {
-	it := replayItem{ID: src.id, File: src.file}
-	if src.event == nil && src.file == "" {
-		return notFound(src.id)
-	}
-	if e := src.event; e != nil {
-		it.was, it.wasWhy = e.Status, eventWhy(e)
-		if actedOn(e.Status) {
-			it.Decision, it.Reason, it.Kind = decisionRedrive, "was "+e.Status, e.Kind
-			err := r.core.Redrive(ctx, e.ID, r.force)
-			if errors.Is(err, bridge.ErrAlreadyAnswered) {
-				it.Decision, it.Reason, it.Status = decisionRefused, "already answered", e.Status
-				it.Error = refusal(e)
-				return it
-			}
-			if err != nil {
-				it.Decision, it.Error = decisionError, fmt.Sprintf("event %d: %v", e.ID, err)
-				return it
-			}
-			return r.drive(ctx, it, e.ID)
-		}
-	}
-	ev, err := parsePayload(src)
-	if err != nil {
-		it.Decision, it.Error = decisionError, err.Error()
-		return it
-	}
-	ack, err := r.core.Ingest(ctx, ev, src.body, src.delivery())
-	if err != nil {
-		it.Decision, it.Error = decisionError, fmt.Sprintf("%s: journal: %v", src.name(), err)
-		return it
-	}
-	it.NewEventID = ack.EventID
-	if ack.Status != "accepted" {
-		it.Decision, it.Reason = decisionIgnored, ack.Reason
-		ne, err := r.db.Event(ctx, ack.EventID)
-		if err != nil {
-			it.Error = err.Error()
-			return it
-		}
-		it.Status, it.result = ne.Status, &ne
-		return it
-	}
-	it.Decision = decisionAccepted
-	return r.drive(ctx, it, ack.EventID)
-}
-
-// drive processes an accepted event to its final state and records it.
-func (r *replayer) drive(ctx context.Context, it replayItem, id int64) replayItem {
-	e, err := r.core.ProcessNow(ctx, id)
-	if err != nil {
-		it.Error = fmt.Sprintf("event %d: %v", id, err)
-		return it
-	}
-	it.Status, it.Kind, it.result = e.Status, e.Kind, &e
-	if e.Status == store.StatusFailed {
-		it.Error = fmt.Sprintf("event %d failed again: %s", e.ID, e.LastError)
-	}
-	if !e.Finished() && ctx.Err() != nil {
-		it.Error = fmt.Sprintf("event %d: interrupted while %s; 'bridge serve' resumes it", e.ID, e.Status)
-	}
-	return it
-}
-
-// dryRun says what replay would do, with today's routes and conversation
-// states, writing nothing and calling no API.
-func (r *replayer) dryRun(ctx context.Context, src *replaySource) replayItem {
-	it := replayItem{ID: src.id, File: src.file}
-	if src.event == nil && src.file == "" {
-		return notFound(src.id)
-	}
-	if e := src.event; e != nil {
-		it.was, it.wasWhy, it.Status = e.Status, eventWhy(e), e.Status
-	}
-	ev, perr := parsePayload(src)
-	if perr != nil && (src.event == nil || !actedOn(src.event.Status)) {
-		it.Decision, it.Error = decisionError, perr.Error()
-		return it
-	}
-	var (
-		v     bridge.Verdict
-		route *store.Route
-	)
-	if ev != nil {
-		var err error
-		if v, route, err = r.core.DryRun(ctx, ev); err != nil {
-			it.Decision, it.Error = decisionError, fmt.Sprintf("%s: %v", src.name(), err)
-			return it
-		}
-		it.routeOK = true
-		if route != nil {
-			it.Route = &replayRoute{ID: route.ID, Name: route.Name, InboxID: route.InboxID, Key: maskedKey(route),
-				Mode: route.Mode, Enabled: route.Enabled}
-		}
-	}
-	if e := src.event; e != nil && actedOn(e.Status) {
-		it.Decision, it.Reason, it.Kind = decisionRedrive, "was "+e.Status, e.Kind
-		if e.Status == store.StatusAnswered && !r.force {
-			it.Decision, it.Reason = decisionRefused, "already answered"
-			it.Error = refusal(e)
-		}
-		if ev != nil && !v.Accept && v.Reason != bridge.ReasonDuplicate {
-			it.note = "a new delivery of this webhook would be ignored today: " + v.Reason
-		}
-		return it
-	}
-	if v.Accept {
-		it.Decision, it.Kind = decisionAccepted, v.Kind
-	} else {
-		it.Decision, it.Reason = decisionIgnored, v.Reason
-	}
-	return it
-}
-
-// replayTo POSTs each payload to a running server, as Chatwoot would.
-func replayTo(ctx context.Context, cfg *config.Config, target *url.URL, srcs []*replaySource) []replayItem {
-	u := *target
-	if tok := cfg.Chatwoot.WebhookToken.Reveal(); tok != "" {
-		q := u.Query()
-		if !q.Has("token") {
-			q.Set("token", tok)
-			u.RawQuery = q.Encode()
-		}
-	}
-	shown := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
-	client := &http.Client{Timeout: replayTimeout}
-	items := make([]replayItem, 0, len(srcs))
-	for _, src := range srcs {
-		it := replayItem{ID: src.id, File: src.file}
-		if src.event == nil && src.file == "" {
-			items = append(items, notFound(src.id))
-			continue
-		}
-		if src.event != nil {
-			it.was, it.wasWhy = src.event.Status, eventWhy(src.event)
-			if _, err := parsePayload(src); err != nil {
-				// Junk would only be refused again; say why here instead.
-				it.Decision, it.Error = decisionError, err.Error()
-				items = append(items, it)
-				continue
-			}
-		}
-		status, body, err := postWebhook(ctx, client, u.String(), cfg.Chatwoot.WebhookSecret.Reveal(), src.delivery(), src.body)
-		if err != nil {
-			it.Decision, it.Error = decisionError, fmt.Sprintf("%s: post to %s: %v", src.name(), shown, err)
-			items = append(items, it)
-			continue
-		}
-		it.HTTPStatus, it.Response = status, strings.TrimSpace(printable(body, 1000))
-		var ack bridge.Ack
-		if json.Unmarshal(body, &ack) == nil && ack.Status != "" {
-			it.Decision, it.Status, it.NewEventID = ack.Status, ack.Status, ack.EventID
-			it.Reason = ack.Reason
-			if ack.Error != "" {
-				it.Reason = ack.Error
-			}
-		}
-		if status < 200 || status > 299 {
-			if it.Decision == "" {
-				it.Decision = decisionRejected
-			}
-			it.Error = fmt.Sprintf("%s: %s refused it: HTTP %d %s", src.name(), shown, status, oneLineText(it.Response, 200))
-		}
-		items = append(items, it)
-	}
-	return items
-}
-
-// postWebhook POSTs one body as Chatwoot does: JSON, a delivery id, and the
-// signature headers when a secret is set.
-func postWebhook(ctx context.Context, client *http.Client, target, secret, delivery string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, errors.New("bad URL")
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "bridge-replay")
-	req.Header.Set("X-Chatwoot-Delivery", delivery)
-	if secret != "" {
-		// The receiving server checks the timestamp against its own clock,
-		// so this is the wall clock, not the output's.
-		ts := time.Now().Unix()
-		req.Header.Set("X-Chatwoot-Timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("X-Chatwoot-Signature", chatwoot.Sign(secret, ts, body))
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL may carry ?token=; the caller names the target without it
-		}
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, out, err
-}
-
-// redactURL hides a URL's query (it may carry ?token=) for messages.
-func redactURL(s string) string {
-	if i := strings.IndexAny(s, "?#"); i >= 0 {
-		return s[:i] + "?…"
-	}
-	return s
-}
-
-func printReplay(a *app, srcs []*replaySource, items []replayItem, o *replayOptions) {
+func printReplay(a *app, srcs []*bridge.ReplaySource, items []bridge.ReplayItem, o *replayOptions) {
 	w := a.io.Out
 	st := a.styles()
 	if o.dryRun {
@@ -584,23 +253,23 @@ func printReplay(a *app, srcs []*replaySource, items []replayItem, o *replayOpti
 	}
 	for i := range items {
 		it, src := &items[i], srcs[i]
-		if it.Decision == decisionError || it.Decision == decisionRefused && !o.dryRun {
+		if it.Decision == bridge.DecisionError || it.Decision == bridge.DecisionRefused && !o.dryRun {
 			continue // said on stderr
 		}
-		head := src.label()
-		if it.was != "" {
-			head += " (" + it.was
-			if it.wasWhy != "" && !actedOn(it.was) {
-				head += ": " + oneLineText(it.wasWhy, 60)
+		head := src.Label()
+		if it.Was != "" {
+			head += " (" + it.Was
+			if it.WasWhy != "" && !bridge.ActedOn(it.Was) {
+				head += ": " + text.OneLine(it.WasWhy, 60)
 			}
 			head += ")"
 		}
 		switch {
 		case o.target != nil:
-			fmt.Fprintf(w, "%s → HTTP %d %s\n", head, it.HTTPStatus, oneLineText(it.Response, 300))
-			if it.Reason == bridge.ReasonDuplicate && src.event != nil {
-				again := "bridge replay " + strconv.FormatInt(src.id, 10)
-				if src.event.Status == store.StatusAnswered {
+			fmt.Fprintf(w, "%s → HTTP %d %s\n", head, it.HTTPStatus, text.OneLine(it.Response, 300))
+			if it.Reason == bridge.ReasonDuplicate && src.Event != nil {
+				again := "bridge replay " + strconv.FormatInt(src.ID, 10)
+				if src.Event.Status == store.StatusAnswered {
 					again += " --force"
 				}
 				fmt.Fprintf(w, "  the server already acted on this message; to drive the stored event again: %s\n", again)
@@ -608,54 +277,54 @@ func printReplay(a *app, srcs []*replaySource, items []replayItem, o *replayOpti
 		case o.dryRun:
 			fmt.Fprintln(w, head)
 			fmt.Fprintf(w, "  decision:  %s\n", dryDecision(it))
-			if it.routeOK {
+			if it.RouteOK {
 				fmt.Fprintf(w, "  route:     %s\n", describeReplayRoute(it.Route, src))
 			}
-			if it.note != "" {
-				fmt.Fprintf(w, "  note:      %s\n", it.note)
+			if it.Note != "" {
+				fmt.Fprintf(w, "  note:      %s\n", it.Note)
 			}
-		case it.result == nil:
+		case it.Result == nil:
 			// Nothing to show beyond the error on stderr.
 		default:
 			action := "driven again"
 			switch it.Decision {
-			case decisionAccepted, decisionIgnored:
+			case bridge.DecisionAccepted, bridge.DecisionIgnored:
 				action = "journaled as event " + strconv.FormatInt(it.NewEventID, 10)
-				if src.event != nil {
+				if src.Event != nil {
 					action = "decided again as event " + strconv.FormatInt(it.NewEventID, 10)
 				}
 			}
 			fmt.Fprintf(w, "%s: %s → %s\n", head, action, stateStyle(st, it.Status).Render(it.Status))
-			if it.result != nil {
-				fmt.Fprintf(w, "  %s\n", stopReason(it.result))
-				if actedOn(it.result.Status) {
-					fmt.Fprintf(w, "  trace: bridge events show %d\n", it.result.ID)
+			if it.Result != nil {
+				fmt.Fprintf(w, "  %s\n", stopReason(it.Result))
+				if bridge.ActedOn(it.Result.Status) {
+					fmt.Fprintf(w, "  trace: bridge events show %d\n", it.Result.ID)
 				}
 			}
 		}
 	}
 }
 
-func dryDecision(it *replayItem) string {
+func dryDecision(it *bridge.ReplayItem) string {
 	switch it.Decision {
-	case decisionRedrive:
+	case bridge.DecisionRedrive:
 		return "drive the event again (" + it.Reason + ")"
-	case decisionRefused:
+	case bridge.DecisionRefused:
 		return "refused: already answered; --force drives it again and posts a new answer"
-	case decisionAccepted:
+	case bridge.DecisionAccepted:
 		return "accept (" + it.Kind + ")"
-	case decisionIgnored:
+	case bridge.DecisionIgnored:
 		return "ignore: " + it.Reason + " — " + ignoreHelp(it.Reason)
 	}
 	return it.Decision
 }
 
-func describeReplayRoute(r *replayRoute, src *replaySource) string {
+func describeReplayRoute(r *bridge.ReplayRoute, src *bridge.ReplaySource) string {
 	if r == nil {
 		inbox := int64(0)
-		if src.event != nil {
-			inbox = src.event.InboxID
-		} else if ev, err := chatwoot.ParseEvent(src.body); err == nil {
+		if src.Event != nil {
+			inbox = src.Event.InboxID
+		} else if ev, err := chatwoot.ParseEvent(src.Body); err == nil {
 			inbox = ev.InboxID
 		}
 		return fmt.Sprintf("none for inbox %d", inbox)
@@ -669,4 +338,12 @@ func describeReplayRoute(r *replayRoute, src *replaySource) string {
 		state = "disabled"
 	}
 	return fmt.Sprintf("%s (inbox %d, key %s, %s, %s)", s, r.InboxID, r.Key, r.Mode, state)
+}
+
+// redactURL hides a URL's query (it may carry ?token=) for messages.
+func redactURL(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		return s[:i] + "?…"
+	}
+	return s
 }

@@ -12,9 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/doctor"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -183,7 +183,7 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 func verifyApp(ctx context.Context, base, key string, inputs map[string]string) (*dify.AppInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return bridge.VerifyApp(ctx, dify.NewClient(dify.Options{BaseURL: base, Key: key}), base, inputs)
+	return doctor.VerifyApp(ctx, dify.NewClient(dify.Options{BaseURL: base, Key: key}), base, inputs)
 }
 
 func describeApp(r *store.Route) string {
@@ -193,12 +193,7 @@ func describeApp(r *store.Route) string {
 	return "Dify app (not verified)"
 }
 
-func maskedKey(r *store.Route) string {
-	if r.DifyKeyEnv != "" {
-		return "$" + r.DifyKeyEnv
-	}
-	return config.Mask(r.DifyKey)
-}
+func maskedKey(r *store.Route) string { return config.KeyRef(r.DifyKeyEnv, r.DifyKey) }
 
 // routeView is a route as CLI output shows it: never the key itself.
 type routeView struct {

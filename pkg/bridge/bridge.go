@@ -127,6 +127,10 @@ func New(o Options) *Bridge {
 	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1)}
 }
 
+// WebhookPath is where bridge serves Chatwoot's webhooks; public_url plus
+// this path is what an agent bot's outgoing_url must be.
+const WebhookPath = "/webhooks/chatwoot"
+
 // routesTTL bounds how stale the route cache may be: routes are changed by
 // the CLI in another process, and the next webhook within this much time
 // may still see the old set.
@@ -231,7 +235,7 @@ func (b *Bridge) difyFor(r *store.Route) (*dify.Client, error) {
 // Handler serves the webhook, health, readiness and metrics endpoints.
 func (b *Bridge) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/webhooks/chatwoot", b.serveWebhook)
+	mux.HandleFunc(WebhookPath, b.serveWebhook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n")) // a failed write means the client left

@@ -68,3 +68,12 @@ func lastRunes(s string, n int) string {
 	}
 	return s[i:]
 }
+
+// KeyRef shows a route's Dify key as output may: the variable it is read
+// from ($NAME) when there is one, else the key masked.
+func KeyRef(env, key string) string {
+	if env != "" {
+		return "$" + env
+	}
+	return Mask(key)
+}

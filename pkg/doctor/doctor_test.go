@@ -1,4 +1,4 @@
-package bridge
+package doctor
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/simulate"
@@ -43,14 +44,14 @@ type docHarness struct {
 	db      *store.DB
 	// chatwootDate is what the fake Chatwoot's Date header says.
 	chatwootDate time.Time
-	opts         DoctorOptions
+	opts         Options
 }
 
 func newDocHarness(t *testing.T) *docHarness {
 	t.Helper()
 	h := &docHarness{t: t, chatwootDate: docNow}
 	h.cw = simulate.NewChatwoot(simulate.ChatwootOptions{BotToken: docBotToken, UserToken: docUserToken})
-	h.cw.AddInbox(3, "Support", docPublic+WebhookPath)
+	h.cw.AddInbox(3, "Support", docPublic+bridge.WebhookPath)
 	cwSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Date", h.chatwootDate.UTC().Format(http.TimeFormat))
 		h.cw.ServeHTTP(w, r)
@@ -75,7 +76,7 @@ func newDocHarness(t *testing.T) *docHarness {
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Hour), Event: "message_created", AccountID: 1, InboxID: 3,
 		ConversationID: 1, MessageID: 1001, Status: store.StatusAnswered})
 
-	h.opts = DoctorOptions{
+	h.opts = Options{
 		Store:         db,
 		Chatwoot:      chatwoot.NewClient(chatwoot.Options{BaseURL: h.cwURL, Token: docBotToken}),
 		ChatwootUser:  chatwoot.NewClient(chatwoot.Options{BaseURL: h.cwURL, Token: docUserToken}),
@@ -132,13 +133,13 @@ func (h *docHarness) addEvent(e store.Event) int64 {
 	return e.ID
 }
 
-func (h *docHarness) run() []CheckResult {
+func (h *docHarness) run() []Result {
 	h.t.Helper()
-	return Doctor(h.t.Context(), h.opts)
+	return Run(h.t.Context(), h.opts)
 }
 
 // docCheck returns the check named name, failing the test when there is none.
-func docCheck(t *testing.T, rs []CheckResult, name string) CheckResult {
+func docCheck(t *testing.T, rs []Result, name string) Result {
 	t.Helper()
 	for _, r := range rs {
 		if r.Name == name {
@@ -146,10 +147,10 @@ func docCheck(t *testing.T, rs []CheckResult, name string) CheckResult {
 		}
 	}
 	t.Fatalf("no check %q in:\n%s", name, docDump(rs))
-	return CheckResult{}
+	return Result{}
 }
 
-func docDump(rs []CheckResult) string {
+func docDump(rs []Result) string {
 	var b strings.Builder
 	for _, r := range rs {
 		fmt.Fprintf(&b, "  %-4s %-18s %s", r.Status, r.Name, r.Detail)
@@ -163,7 +164,7 @@ func docDump(rs []CheckResult) string {
 
 // docExpect asserts a check's status and that its detail and fix contain
 // the given fragments ("fix:" prefixes a fragment of the fix).
-func docExpect(t *testing.T, rs []CheckResult, name string, status CheckStatus, fragments ...string) CheckResult {
+func docExpect(t *testing.T, rs []Result, name string, status Status, fragments ...string) Result {
 	t.Helper()
 	r := docCheck(t, rs, name)
 	if r.Status != status {
@@ -180,7 +181,7 @@ func docExpect(t *testing.T, rs []CheckResult, name string, status CheckStatus, 
 			t.Errorf("check %q: detail %q lacks %q", name, r.Detail, f)
 		}
 	}
-	if status != CheckOK && r.Fix == "" {
+	if status != OK && r.Fix == "" {
 		t.Errorf("check %q is %s without a fix", name, status)
 	}
 	return r
@@ -195,19 +196,19 @@ func TestDoctorHealthy(t *testing.T) {
 	var got []string
 	for _, r := range rs {
 		got = append(got, r.Name)
-		if r.Status != CheckOK {
+		if r.Status != OK {
 			t.Errorf("check %q is %s: %s (fix: %s)", r.Name, r.Status, r.Detail, r.Fix)
 		}
 	}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("checks\n got %q\nwant %q", got, want)
 	}
-	docExpect(t, rs, "chatwoot", CheckOK, h.cwURL, "4.14.0")
-	docExpect(t, rs, "public url", CheckOK, "93.184.215.14")
-	docExpect(t, rs, "inbox 3", CheckOK, docPublic+WebhookPath)
-	docExpect(t, rs, "dify route 1", CheckOK, `"Support bot" (advanced-chat)`, "app-…0001")
-	docExpect(t, rs, "chatwoot account", CheckOK, "account 1")
-	docExpect(t, rs, "webhooks received", CheckOK, "1h ago")
+	docExpect(t, rs, "chatwoot", OK, h.cwURL, "4.14.0")
+	docExpect(t, rs, "public url", OK, "93.184.215.14")
+	docExpect(t, rs, "inbox 3", OK, docPublic+bridge.WebhookPath)
+	docExpect(t, rs, "dify route 1", OK, `"Support bot" (advanced-chat)`, "app-…0001")
+	docExpect(t, rs, "chatwoot account", OK, "account 1")
+	docExpect(t, rs, "webhooks received", OK, "1h ago")
 	for _, r := range rs {
 		if strings.Contains(r.Detail+r.Fix, docDifyKey) || strings.Contains(r.Detail+r.Fix, docBotToken) ||
 			strings.Contains(r.Detail+r.Fix, docUserToken) {
@@ -218,8 +219,8 @@ func TestDoctorHealthy(t *testing.T) {
 
 func TestDoctorConfigChecksComeFirst(t *testing.T) {
 	h := newDocHarness(t)
-	h.opts.ConfigChecks = []CheckResult{{Name: "config", Status: CheckOK, Detail: "loaded bridge.toml"},
-		{Name: "config file", Status: CheckWarn, Detail: "readable by others", Fix: "chmod 600 bridge.toml"}}
+	h.opts.ConfigChecks = []Result{{Name: "config", Status: OK, Detail: "loaded bridge.toml"},
+		{Name: "config file", Status: Warn, Detail: "readable by others", Fix: "chmod 600 bridge.toml"}}
 	rs := h.run()
 	if rs[0].Name != "config" || rs[1].Name != "config file" || rs[2].Name != "database" {
 		t.Fatalf("order:\n%s", docDump(rs))
@@ -231,8 +232,8 @@ func TestDoctorDatabaseMissing(t *testing.T) {
 	h.opts.Store = nil
 	h.opts.StoreErr = fmt.Errorf("bridge.db does not exist: %w", fs.ErrNotExist)
 	rs := h.run()
-	docExpect(t, rs, "database", CheckFail, "bridge.db does not exist", "fix:--db")
-	docExpect(t, rs, "routes", CheckFail, "not checked")
+	docExpect(t, rs, "database", Fail, "bridge.db does not exist", "fix:--db")
+	docExpect(t, rs, "routes", Fail, "not checked")
 	for _, r := range rs {
 		if r.Name == "webhooks received" || r.Name == "failed events" {
 			t.Errorf("journal check %q without a journal", r.Name)
@@ -243,16 +244,16 @@ func TestDoctorDatabaseMissing(t *testing.T) {
 func TestDoctorNoRoutes(t *testing.T) {
 	h := newDocHarness(t)
 	rs := h.run()
-	docExpect(t, rs, "routes", CheckOK, "1 enabled (inbox 3)")
+	docExpect(t, rs, "routes", OK, "1 enabled (inbox 3)")
 	if err := h.db.SetRouteEnabled(t.Context(), 1, false); err != nil {
 		t.Fatal(err)
 	}
 	rs = h.run()
-	docExpect(t, rs, "routes", CheckFail, "all 1 disabled", "fix:bridge routes enable")
+	docExpect(t, rs, "routes", Fail, "all 1 disabled", "fix:bridge routes enable")
 	if err := h.db.RemoveRoute(t.Context(), 1); err != nil {
 		t.Fatal(err)
 	}
-	docExpect(t, h.run(), "routes", CheckFail, "none", "fix:bridge routes add --inbox")
+	docExpect(t, h.run(), "routes", Fail, "none", "fix:bridge routes add --inbox")
 }
 
 func TestDoctorChatwootUnreachable(t *testing.T) {
@@ -268,14 +269,14 @@ func TestDoctorChatwootUnreachable(t *testing.T) {
 	h.opts.Chatwoot = chatwoot.NewClient(chatwoot.Options{BaseURL: dead, Token: docBotToken})
 	h.opts.ChatwootUser = chatwoot.NewClient(chatwoot.Options{BaseURL: dead, Token: docUserToken})
 	rs := h.run()
-	docExpect(t, rs, "chatwoot", CheckFail, "cannot reach "+dead, "fix:chatwoot.base_url")
+	docExpect(t, rs, "chatwoot", Fail, "cannot reach "+dead, "fix:chatwoot.base_url")
 	for _, r := range rs {
 		if r.Name == "chatwoot token" || r.Name == "inbox 3" || r.Name == "clock" {
 			t.Errorf("check %q reported although Chatwoot is unreachable: %+v", r.Name, r)
 		}
 	}
 	// The rest still runs.
-	docExpect(t, rs, "dify route 1", CheckOK)
+	docExpect(t, rs, "dify route 1", OK)
 }
 
 // TestDoctorUnansweringHostDoesNotHang points Chatwoot and Dify at a server
@@ -297,28 +298,28 @@ func TestDoctorUnansweringHostDoesNotHang(t *testing.T) {
 	h.opts.DifyBaseURL = hang.URL + "/v1"
 	h.opts.Timeout = 150 * time.Millisecond
 
-	done := make(chan []CheckResult, 1)
-	go func() { done <- Doctor(t.Context(), h.opts) }()
-	var rs []CheckResult
+	done := make(chan []Result, 1)
+	go func() { done <- Run(t.Context(), h.opts) }()
+	var rs []Result
 	select {
 	case rs = <-done:
 	case <-t.Context().Done():
 		t.Fatal("doctor did not return")
 	}
-	docExpect(t, rs, "chatwoot", CheckFail, "no answer within 150ms")
-	docExpect(t, rs, "dify route 1", CheckFail, "no answer within 150ms")
+	docExpect(t, rs, "chatwoot", Fail, "no answer within 150ms")
+	docExpect(t, rs, "dify route 1", Fail, "no answer within 150ms")
 }
 
 func TestDoctorBadToken(t *testing.T) {
 	h := newDocHarness(t)
 	h.opts.Chatwoot = chatwoot.NewClient(chatwoot.Options{BaseURL: h.cwURL, Token: "not-a-real-token-at-all"})
 	rs := h.run()
-	docExpect(t, rs, "chatwoot token", CheckFail, "rejected", "401", "fix:chatwoot.api_token")
-	docExpect(t, rs, "chatwoot", CheckOK)
+	docExpect(t, rs, "chatwoot token", Fail, "rejected", "401", "fix:chatwoot.api_token")
+	docExpect(t, rs, "chatwoot", OK)
 
 	h.opts.APITokenEmpty = true
 	h.opts.Chatwoot = chatwoot.NewClient(chatwoot.Options{BaseURL: h.cwURL})
-	docExpect(t, h.run(), "chatwoot token", CheckFail, "chatwoot.api_token is not set")
+	docExpect(t, h.run(), "chatwoot token", Fail, "chatwoot.api_token is not set")
 }
 
 func TestDoctorBotOrUserToken(t *testing.T) {
@@ -326,17 +327,17 @@ func TestDoctorBotOrUserToken(t *testing.T) {
 		h := newDocHarness(t)
 		h.opts.ChatwootUser = nil
 		rs := h.run()
-		docExpect(t, rs, "chatwoot token", CheckOK, "agent bot token", "cannot set labels", "chatwoot.user_token")
-		docExpect(t, rs, "chatwoot account", CheckOK, "account 1", "agent bot token works")
+		docExpect(t, rs, "chatwoot token", OK, "agent bot token", "cannot set labels", "chatwoot.user_token")
+		docExpect(t, rs, "chatwoot account", OK, "account 1", "agent bot token works")
 		// Without a user token the inboxes cannot be read: a warning, never a failure.
-		docExpect(t, rs, "inboxes", CheckWarn, "cannot check without chatwoot.user_token", "fix:chatwoot.user_token")
+		docExpect(t, rs, "inboxes", Warn, "cannot check without chatwoot.user_token", "fix:chatwoot.user_token")
 		for _, r := range rs {
 			if r.Name == "handoff labels" {
 				t.Errorf("labels check without labels configured: %+v", r)
 			}
 		}
 		h.opts.HandoffLabels = []string{"ai-handoff"}
-		docExpect(t, h.run(), "handoff labels", CheckWarn, "cannot set labels", "fix:chatwoot.user_token")
+		docExpect(t, h.run(), "handoff labels", Warn, "cannot set labels", "fix:chatwoot.user_token")
 	})
 	t.Run("User", func(t *testing.T) {
 		h := newDocHarness(t)
@@ -344,71 +345,71 @@ func TestDoctorBotOrUserToken(t *testing.T) {
 		h.opts.ChatwootUser = nil
 		h.opts.HandoffLabels = []string{"ai-handoff"}
 		rs := h.run()
-		docExpect(t, rs, "chatwoot token", CheckOK, "user token of Agent Smith (administrator)")
-		docExpect(t, rs, "chatwoot account", CheckOK, `account 1 "Acme"`)
-		docExpect(t, rs, "handoff labels", CheckOK)
+		docExpect(t, rs, "chatwoot token", OK, "user token of Agent Smith (administrator)")
+		docExpect(t, rs, "chatwoot account", OK, `account 1 "Acme"`)
+		docExpect(t, rs, "handoff labels", OK)
 		// A user api_token reads the inboxes itself.
-		docExpect(t, rs, "inbox 3", CheckOK)
+		docExpect(t, rs, "inbox 3", OK)
 	})
 	t.Run("UserTokenIsABot", func(t *testing.T) {
 		h := newDocHarness(t)
 		h.opts.ChatwootUser = chatwoot.NewClient(chatwoot.Options{BaseURL: h.cwURL, Token: docBotToken})
 		rs := h.run()
-		docExpect(t, rs, "chatwoot user token", CheckFail, "agent bot token")
-		docExpect(t, rs, "inboxes", CheckWarn, "chatwoot.user_token did not work")
+		docExpect(t, rs, "chatwoot user token", Fail, "agent bot token")
+		docExpect(t, rs, "inboxes", Warn, "chatwoot.user_token did not work")
 	})
 }
 
 func TestDoctorAccount(t *testing.T) {
 	h := newDocHarness(t)
 	h.opts.AccountID = 2
-	docExpect(t, h.run(), "chatwoot account", CheckFail, "account 2", "not one of the token user's accounts", "fix:chatwoot.account_id")
+	docExpect(t, h.run(), "chatwoot account", Fail, "account 2", "not one of the token user's accounts", "fix:chatwoot.account_id")
 
 	// No account configured and none in the journal: learned from the user token.
 	h2 := newDocHarness(t)
 	if _, err := h2.db.Reader().ExecContext(t.Context(), "DELETE FROM events"); err != nil {
 		t.Fatal(err)
 	}
-	docExpect(t, h2.run(), "chatwoot account", CheckOK, "account 1", "the token's only account")
+	docExpect(t, h2.run(), "chatwoot account", OK, "account 1", "the token's only account")
 	// A bot token alone cannot learn it.
 	h2.opts.ChatwootUser = nil
-	docExpect(t, h2.run(), "chatwoot account", CheckWarn, "chatwoot.account_id is not set", "fix:chatwoot.account_id")
+	docExpect(t, h2.run(), "chatwoot account", Warn, "chatwoot.account_id is not set", "fix:chatwoot.account_id")
 }
 
 func TestDoctorRoutedInboxMissing(t *testing.T) {
 	h := newDocHarness(t)
 	h.addRoute(&store.Route{InboxID: 99, DifyKey: docDifyKey, Enabled: true})
 	rs := h.run()
-	docExpect(t, rs, "inbox 3", CheckOK)
-	docExpect(t, rs, "inbox 99", CheckFail, "inbox 99 does not exist in account 1", "fix:bridge routes remove 2")
+	docExpect(t, rs, "inbox 3", OK)
+	docExpect(t, rs, "inbox 99", Fail, "inbox 99 does not exist in account 1", "fix:bridge routes remove 2")
 }
 
 func TestDoctorAgentBotPointsElsewhere(t *testing.T) {
 	h := newDocHarness(t)
 	h.cw.AddInbox(3, "Support", "https://old-bridge.example.com/hook")
-	docExpect(t, h.run(), "inbox 3", CheckFail, "sends to https://old-bridge.example.com/hook",
-		"not to "+docPublic+WebhookPath, "fix:outgoing_url to "+docPublic+WebhookPath)
+	docExpect(t, h.run(), "inbox 3", Fail, "sends to https://old-bridge.example.com/hook",
+		"not to "+docPublic+bridge.WebhookPath, "fix:outgoing_url to "+docPublic+bridge.WebhookPath)
 
 	// Same endpoint with a token query, another case, a trailing slash: fine.
 	h.cw.AddInbox(3, "Support", "HTTPS://Bridge.Example.com:443/webhooks/chatwoot/?token=abc")
-	docExpect(t, h.run(), "inbox 3", CheckOK)
+	docExpect(t, h.run(), "inbox 3", OK)
 
 	// webhook_token set but the URL carries no ?token=.
-	h.cw.AddInbox(3, "Support", docPublic+WebhookPath)
+	h.cw.AddInbox(3, "Support", docPublic+bridge.WebhookPath)
 	h.opts.WebhookToken = true
-	docExpect(t, h.run(), "inbox 3", CheckFail, "without ?token=")
+	docExpect(t, h.run(), "inbox 3", Fail, "without ?token=")
 }
 
 func TestDoctorNoAgentBot(t *testing.T) {
 	h := newDocHarness(t)
 	h.cw.AddInbox(3, "Support", "")
-	docExpect(t, h.run(), "inbox 3", CheckFail, "no agent bot", "fix:Bot configuration")
+	docExpect(t, h.run(), "inbox 3", Fail, "no agent bot", "fix:Bot configuration")
 
 	// An account webhook reaches bridge, but conversations start open.
-	h.cw.AddAccountWebhook(docPublic + WebhookPath)
-	docExpect(t, h.run(), "inbox 3", CheckWarn, "account webhook 1", "start open")
+	h.cw.AddAccountWebhook(docPublic + bridge.WebhookPath)
+	docExpect(t, h.run(), "inbox 3", Warn, "account webhook 1", "start open")
 	h.opts.BotStatuses = []string{"pending", "open"}
-	docExpect(t, h.run(), "inbox 3", CheckOK, "account webhook 1")
+	docExpect(t, h.run(), "inbox 3", OK, "account webhook 1")
 }
 
 func TestDoctorPublicURL(t *testing.T) {
@@ -416,39 +417,39 @@ func TestDoctorPublicURL(t *testing.T) {
 		name, url string
 		lookup    map[string][]string
 		version   string
-		status    CheckStatus
+		status    Status
 		detail    []string
 	}{
-		{"10.x literal", "http://10.0.0.5:8080", nil, "", CheckWarn, []string{"10.0.0.5 is a private address"}},
-		{"loopback literal", "http://127.0.0.1:8080", nil, "", CheckWarn, []string{"127.0.0.1 is a private address"}},
-		{"CGNAT literal", "http://100.64.1.2", nil, "", CheckWarn, []string{"100.64.1.2 is a private address"}},
-		{"ULA IPv6 literal", "http://[fd00::1]:8080", nil, "", CheckWarn, []string{"fd00::1 is a private address"}},
-		{"IPv4-mapped literal", "http://[::ffff:10.0.0.1]:8080", nil, "", CheckWarn, []string{"::ffff:10.0.0.1 is a private address"}},
-		{"link-local literal", "http://169.254.10.1", nil, "", CheckWarn, []string{"private address"}},
+		{"10.x literal", "http://10.0.0.5:8080", nil, "", Warn, []string{"10.0.0.5 is a private address"}},
+		{"loopback literal", "http://127.0.0.1:8080", nil, "", Warn, []string{"127.0.0.1 is a private address"}},
+		{"CGNAT literal", "http://100.64.1.2", nil, "", Warn, []string{"100.64.1.2 is a private address"}},
+		{"ULA IPv6 literal", "http://[fd00::1]:8080", nil, "", Warn, []string{"fd00::1 is a private address"}},
+		{"IPv4-mapped literal", "http://[::ffff:10.0.0.1]:8080", nil, "", Warn, []string{"::ffff:10.0.0.1 is a private address"}},
+		{"link-local literal", "http://169.254.10.1", nil, "", Warn, []string{"private address"}},
 		{"host resolving only privately", "https://bridge.internal.example", map[string][]string{"bridge.internal.example": {"172.18.0.5", "fd12::5"}}, "",
-			CheckWarn, []string{"resolves only to private addresses (172.18.0.5, fd12::5)"}},
-		{"single-label container name", "http://bridge:8080", nil, "", CheckWarn, []string{`"bridge" is a single-label hostname`}},
-		{"public literal", "https://93.184.215.14", nil, "", CheckOK, []string{"public address"}},
+			Warn, []string{"resolves only to private addresses (172.18.0.5, fd12::5)"}},
+		{"single-label container name", "http://bridge:8080", nil, "", Warn, []string{`"bridge" is a single-label hostname`}},
+		{"public literal", "https://93.184.215.14", nil, "", OK, []string{"public address"}},
 		{"public host", "https://bridge.example.com", map[string][]string{"bridge.example.com": {"10.0.0.9", "93.184.215.14"}}, "",
-			CheckOK, []string{"resolves to public 93.184.215.14"}},
-		{"private before 4.14", "http://10.0.0.5:8080", nil, "4.13.2", CheckWarn, []string{"Chatwoot 4.13.2 still delivers", "UI rejects", "API accepts"}},
-		{"private on 4.16", "http://10.0.0.5:8080", nil, "4.16.2", CheckWarn, []string{"Chatwoot 4.16.2 refuses"}},
-		{"dotted host that does not resolve", "https://bridge.nowhere.example", nil, "", CheckWarn, []string{"does not resolve from here"}},
-		{"not http", "ftp://bridge.example.com", nil, "", CheckFail, []string{"not an http(s) URL"}},
+			OK, []string{"resolves to public 93.184.215.14"}},
+		{"private before 4.14", "http://10.0.0.5:8080", nil, "4.13.2", Warn, []string{"Chatwoot 4.13.2 still delivers", "UI rejects", "API accepts"}},
+		{"private on 4.16", "http://10.0.0.5:8080", nil, "4.16.2", Warn, []string{"Chatwoot 4.16.2 refuses"}},
+		{"dotted host that does not resolve", "https://bridge.nowhere.example", nil, "", Warn, []string{"does not resolve from here"}},
+		{"not http", "ftp://bridge.example.com", nil, "", Fail, []string{"not an http(s) URL"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newDocHarness(t)
 			if tc.version != "" {
 				h.cw = simulate.NewChatwoot(simulate.ChatwootOptions{BotToken: docBotToken, UserToken: docUserToken, Version: tc.version})
-				h.cw.AddInbox(3, "Support", tc.url+WebhookPath)
+				h.cw.AddInbox(3, "Support", tc.url+bridge.WebhookPath)
 				t.Cleanup(h.cw.Close)
 			}
 			h.opts.PublicURL = tc.url
 			h.opts.Lookup = docLookup(t, tc.lookup)
 			rs := h.run()
 			r := docExpect(t, rs, "public url", tc.status, tc.detail...)
-			private := tc.status == CheckWarn && !strings.Contains(tc.name, "does not resolve")
+			private := tc.status == Warn && !strings.Contains(tc.name, "does not resolve")
 			if private {
 				if !strings.Contains(r.Fix, "SAFE_FETCH_ALLOW_PRIVATE_NETWORK=true") ||
 					!strings.Contains(r.Fix, "web and Sidekiq") || !strings.Contains(r.Fix, "public address") {
@@ -478,16 +479,16 @@ func TestDoctorPublicURLUnknownVersion(t *testing.T) {
 	_ = ln.Close() // only the free address is wanted
 	h.opts.Chatwoot = chatwoot.NewClient(chatwoot.Options{BaseURL: dead, Token: docBotToken})
 	h.opts.PublicURL = "http://192.168.1.20:8080"
-	docExpect(t, h.run(), "public url", CheckWarn, "Chatwoot 4.14 and later refuse")
+	docExpect(t, h.run(), "public url", Warn, "Chatwoot 4.14 and later refuse")
 }
 
 func TestDoctorPublicURLEmpty(t *testing.T) {
 	h := newDocHarness(t)
 	h.opts.PublicURL = ""
 	rs := h.run()
-	docExpect(t, rs, "public url", CheckWarn, "public_url is not set", "fix:public_url")
+	docExpect(t, rs, "public url", Warn, "public_url is not set", "fix:public_url")
 	// Without public_url the inbox check reports the bot's URL without judging it.
-	docExpect(t, rs, "inbox 3", CheckOK, "not compared")
+	docExpect(t, rs, "inbox 3", OK, "not compared")
 }
 
 func TestPrivateAddr(t *testing.T) {
@@ -533,10 +534,10 @@ func TestVersionAtLeast(t *testing.T) {
 func TestDoctorDifyKeyRevoked(t *testing.T) {
 	h := newDocHarness(t)
 	h.addRoute(&store.Route{InboxID: 4, DifyKey: "app-revoked000000000000wxyz", Enabled: true})
-	h.cw.AddInbox(4, "Sales", docPublic+WebhookPath)
+	h.cw.AddInbox(4, "Sales", docPublic+bridge.WebhookPath)
 	rs := h.run()
-	docExpect(t, rs, "dify route 1", CheckOK)
-	r := docExpect(t, rs, "dify route 2", CheckFail, "rejected the key app-…wxyz", "Access token is invalid", "fix:API Access")
+	docExpect(t, rs, "dify route 1", OK)
+	r := docExpect(t, rs, "dify route 2", Fail, "rejected the key app-…wxyz", "Access token is invalid", "fix:API Access")
 	if strings.Contains(r.Detail+r.Fix, "app-revoked000000000000wxyz") {
 		t.Errorf("the key leaked: %+v", r)
 	}
@@ -549,8 +550,8 @@ func TestDoctorDifyAppMode(t *testing.T) {
 			key := "app-" + mode + strings.Repeat("0", 20)
 			h.dify.AddApp(simulate.DifyApp{Key: key, Name: "Writer", Mode: mode})
 			h.addRoute(&store.Route{InboxID: 4, DifyKey: key, Enabled: true})
-			h.cw.AddInbox(4, "Sales", docPublic+WebhookPath)
-			docExpect(t, h.run(), "dify route 2", CheckFail, `"Writer" is a `+mode+" app, which has no chat endpoint",
+			h.cw.AddInbox(4, "Sales", docPublic+bridge.WebhookPath)
+			docExpect(t, h.run(), "dify route 2", Fail, `"Writer" is a `+mode+" app, which has no chat endpoint",
 				"fix:Chatbot, Chatflow or Agent")
 		})
 	}
@@ -560,19 +561,19 @@ func TestDoctorDifyRequiredInput(t *testing.T) {
 	h := newDocHarness(t)
 	h.dify.AddApp(simulate.DifyApp{Key: docDifyKey, Name: "Support bot", Mode: simulate.ModeChat,
 		Inputs: []simulate.DifyInput{{Variable: "ticket_id", Required: true}, {Variable: "lang"}}})
-	docExpect(t, h.run(), "dify route 1", CheckFail, "requires inputs the route does not supply: ticket_id",
+	docExpect(t, h.run(), "dify route 1", Fail, "requires inputs the route does not supply: ticket_id",
 		`fix:--inputs '{"ticket_id":"..."}'`)
 
 	h.addRoute(&store.Route{InboxID: 4, DifyKey: docDifyKey, Inputs: map[string]string{"ticket_id": "{conversation.id}"}, Enabled: true})
-	h.cw.AddInbox(4, "Sales", docPublic+WebhookPath)
-	docExpect(t, h.run(), "dify route 2", CheckOK)
+	h.cw.AddInbox(4, "Sales", docPublic+bridge.WebhookPath)
+	docExpect(t, h.run(), "dify route 2", OK)
 }
 
 func TestDoctorDifyKeyEnvUnset(t *testing.T) {
 	h := newDocHarness(t)
 	h.addRoute(&store.Route{InboxID: 4, DifyKeyEnv: "DIFY_SALES_KEY", Enabled: true})
-	h.cw.AddInbox(4, "Sales", docPublic+WebhookPath)
-	docExpect(t, h.run(), "dify route 2", CheckFail, "DIFY_SALES_KEY is empty", "fix:export DIFY_SALES_KEY=")
+	h.cw.AddInbox(4, "Sales", docPublic+bridge.WebhookPath)
+	docExpect(t, h.run(), "dify route 2", Fail, "DIFY_SALES_KEY is empty", "fix:export DIFY_SALES_KEY=")
 
 	h.opts.Getenv = func(k string) string {
 		if k == "DIFY_SALES_KEY" {
@@ -580,7 +581,7 @@ func TestDoctorDifyKeyEnvUnset(t *testing.T) {
 		}
 		return ""
 	}
-	docExpect(t, h.run(), "dify route 2", CheckOK, "key $DIFY_SALES_KEY")
+	docExpect(t, h.run(), "dify route 2", OK, "key $DIFY_SALES_KEY")
 }
 
 func TestDoctorNoWebhookEver(t *testing.T) {
@@ -588,28 +589,28 @@ func TestDoctorNoWebhookEver(t *testing.T) {
 	if _, err := h.db.Reader().ExecContext(t.Context(), "DELETE FROM events"); err != nil {
 		t.Fatal(err)
 	}
-	docExpect(t, h.run(), "webhooks received", CheckWarn, "none ever, although routes exist", "fix:Invalid webhook URL")
+	docExpect(t, h.run(), "webhooks received", Warn, "none ever, although routes exist", "fix:Invalid webhook URL")
 
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-72 * time.Hour), Event: "message_created", AccountID: 1, InboxID: 3, Status: store.StatusAnswered})
-	docExpect(t, h.run(), "webhooks received", CheckWarn, "none for 3d")
+	docExpect(t, h.run(), "webhooks received", Warn, "none for 3d")
 }
 
 func TestDoctorInboxWithoutRoute(t *testing.T) {
 	h := newDocHarness(t)
 	for range 3 {
 		h.addEvent(store.Event{ReceivedAt: docNow.Add(-2 * time.Hour), Event: "message_created", AccountID: 1, InboxID: 9,
-			Status: store.StatusIgnored, Reason: ReasonNoRoute})
+			Status: store.StatusIgnored, Reason: bridge.ReasonNoRoute})
 	}
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-3 * time.Hour), Event: "message_created", AccountID: 1, InboxID: 11,
-		Status: store.StatusIgnored, Reason: ReasonNoRoute})
+		Status: store.StatusIgnored, Reason: bridge.ReasonNoRoute})
 	// Routed since, too old, or ignored for another reason: not listed.
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-2 * time.Hour), Event: "message_created", AccountID: 1, InboxID: 3,
-		Status: store.StatusIgnored, Reason: ReasonNoRoute})
+		Status: store.StatusIgnored, Reason: bridge.ReasonNoRoute})
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-8 * 24 * time.Hour), Event: "message_created", AccountID: 1, InboxID: 12,
-		Status: store.StatusIgnored, Reason: ReasonNoRoute})
+		Status: store.StatusIgnored, Reason: bridge.ReasonNoRoute})
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Hour), Event: "message_created", AccountID: 1, InboxID: 13,
-		Status: store.StatusIgnored, Reason: ReasonPrivate})
-	r := docExpect(t, h.run(), "unrouted inboxes", CheckWarn, "inbox 9 (3 webhooks), inbox 11 (1 webhook)",
+		Status: store.StatusIgnored, Reason: bridge.ReasonPrivate})
+	r := docExpect(t, h.run(), "unrouted inboxes", Warn, "inbox 9 (3 webhooks), inbox 11 (1 webhook)",
 		"fix:bridge routes add --inbox 9")
 	for _, id := range []string{"inbox 3 ", "inbox 12", "inbox 13"} {
 		if strings.Contains(r.Detail, id) {
@@ -633,7 +634,7 @@ func TestDoctorFailedEventsGrouped(t *testing.T) {
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-30 * time.Minute), Event: "message_created", AccountID: 1,
 		InboxID: 3, Status: store.StatusAnswered})
 	rs := h.run()
-	r := docExpect(t, rs, "failed events", CheckFail, "5 in the last 24h",
+	r := docExpect(t, rs, "failed events", Fail, "5 in the last 24h",
 		fmt.Sprintf(`3× "chatwoot post message: http 401: Invalid Access Token" (newest #%d)`, newest401),
 		fmt.Sprintf(`2× "AI failed: dify 500 internal_server_error" (newest #%d)`, newestAI),
 		fmt.Sprintf("fix:bridge events show %d", newest401), fmt.Sprintf("fix:bridge replay %d", newest401))
@@ -649,10 +650,10 @@ func TestDoctorStuckEvents(t *testing.T) {
 	h := newDocHarness(t)
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Minute), Event: "message_created", AccountID: 1, InboxID: 3,
 		Status: store.StatusAccepted, Kind: store.KindMessage})
-	docExpect(t, h.run(), "stuck events", CheckOK)
+	docExpect(t, h.run(), "stuck events", OK)
 	id := h.addEvent(store.Event{ReceivedAt: docNow.Add(-10 * time.Minute), Event: "message_created", AccountID: 1, InboxID: 3,
 		Status: store.StatusAccepted, Kind: store.KindMessage})
-	docExpect(t, h.run(), "stuck events", CheckWarn, fmt.Sprintf("1 event accepted but not started for over 5m (oldest #%d, 10m ago)", id),
+	docExpect(t, h.run(), "stuck events", Warn, fmt.Sprintf("1 event accepted but not started for over 5m (oldest #%d, 10m ago)", id),
 		"fix:bridge serve")
 }
 
@@ -660,30 +661,30 @@ func TestDoctorRejectedWebhooks(t *testing.T) {
 	h := newDocHarness(t)
 	h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Hour), Status: store.StatusRejected, Reason: "bad signature", HTTPStatus: 401})
 	id := h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Minute), Status: store.StatusRejected, Reason: "bad signature", HTTPStatus: 401})
-	docExpect(t, h.run(), "rejected webhooks", CheckWarn, fmt.Sprintf(`2× "bad signature" (newest #%d)`, id), "fix:webhook_secret")
+	docExpect(t, h.run(), "rejected webhooks", Warn, fmt.Sprintf(`2× "bad signature" (newest #%d)`, id), "fix:webhook_secret")
 }
 
 func TestDoctorWebhookAuth(t *testing.T) {
 	h := newDocHarness(t)
 	h.opts.WebhookSecret = false
-	docExpect(t, h.run(), "webhook auth", CheckWarn, "neither chatwoot.webhook_secret nor chatwoot.webhook_token", "fix:webhook_secret")
+	docExpect(t, h.run(), "webhook auth", Warn, "neither chatwoot.webhook_secret nor chatwoot.webhook_token", "fix:webhook_secret")
 	h.opts.WebhookToken = true
-	h.cw.AddInbox(3, "Support", docPublic+WebhookPath+"?token=t0k3n")
+	h.cw.AddInbox(3, "Support", docPublic+bridge.WebhookPath+"?token=t0k3n")
 	rs := h.run()
-	docExpect(t, rs, "webhook auth", CheckOK, "?token= required")
-	docExpect(t, rs, "inbox 3", CheckOK)
+	docExpect(t, rs, "webhook auth", OK, "?token= required")
+	docExpect(t, rs, "inbox 3", OK)
 }
 
 func TestDoctorClock(t *testing.T) {
 	h := newDocHarness(t)
 	h.chatwootDate = docNow.Add(-3 * time.Minute)
-	docExpect(t, h.run(), "clock", CheckWarn, "3m0s ahead of Chatwoot's", "fix:NTP")
+	docExpect(t, h.run(), "clock", Warn, "3m0s ahead of Chatwoot's", "fix:NTP")
 	h.chatwootDate = docNow.Add(10 * time.Minute)
-	docExpect(t, h.run(), "clock", CheckFail, "10m0s behind Chatwoot's", "signed webhooks")
+	docExpect(t, h.run(), "clock", Fail, "10m0s behind Chatwoot's", "signed webhooks")
 	h.opts.WebhookSecret = false
-	docExpect(t, h.run(), "clock", CheckWarn, "10m0s behind")
+	docExpect(t, h.run(), "clock", Warn, "10m0s behind")
 	h.chatwootDate = docNow.Add(20 * time.Second)
-	docExpect(t, h.run(), "clock", CheckOK)
+	docExpect(t, h.run(), "clock", OK)
 }
 
 func TestVerifyAppErrors(t *testing.T) {

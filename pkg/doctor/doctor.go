@@ -1,4 +1,6 @@
-package bridge
+// Package doctor checks everything bridge needs (configuration, database,
+// Chatwoot, Dify, the journal) and says what to fix.
+package doctor
 
 import (
 	"context"
@@ -19,33 +21,31 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
+	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
-// CheckStatus is the outcome of one doctor check.
-type CheckStatus string
+// Status is the outcome of one doctor check.
+type Status string
 
 // Check outcomes: ✓, ! and ✗ in the checklist.
 const (
-	CheckOK   CheckStatus = "ok"
-	CheckWarn CheckStatus = "warn"
-	CheckFail CheckStatus = "fail"
+	OK   Status = "ok"
+	Warn Status = "warn"
+	Fail Status = "fail"
 )
 
-// CheckResult is one line of `bridge doctor`: what was checked, how it went,
+// Result is one line of `bridge doctor`: what was checked, how it went,
 // one line of detail and, for a warning or a failure, what to do about it.
-type CheckResult struct {
-	Name   string      `json:"name"`
-	Status CheckStatus `json:"status"`
-	Detail string      `json:"detail"`
-	Fix    string      `json:"fix"`
+type Result struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix"`
 }
-
-// WebhookPath is where bridge serves Chatwoot's webhooks; public_url plus
-// this path is what an agent bot's outgoing_url must be.
-const WebhookPath = "/webhooks/chatwoot"
 
 // Doctor's thresholds.
 const (
@@ -62,9 +62,9 @@ const (
 	doctorClockFail = 5 * time.Minute
 )
 
-// DoctorOptions is what doctor checks. cmd builds them from the
+// Options is what doctor checks. cmd builds them from the
 // configuration; tests point them at the simulators.
-type DoctorOptions struct {
+type Options struct {
 	// Store is the open database; nil when it could not be opened, in which
 	// case StoreErr says why.
 	Store    *store.DB
@@ -105,10 +105,10 @@ type DoctorOptions struct {
 	Timeout time.Duration
 	// ConfigChecks come first: loading the configuration and the
 	// permissions of its file, which cmd checks.
-	ConfigChecks []CheckResult
+	ConfigChecks []Result
 }
 
-func (o *DoctorOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
@@ -139,7 +139,7 @@ func (o *DoctorOptions) defaults() {
 // each route's Dify app, then what the journal says (silence, rejected
 // webhooks, inboxes without a route, failed and stuck events). Network
 // probes run in parallel, each bounded by o.Timeout.
-func Doctor(ctx context.Context, o DoctorOptions) []CheckResult {
+func Run(ctx context.Context, o Options) []Result {
 	o.defaults()
 	d := &doctor{o: o, now: o.Now().UTC()}
 	out := slices.Clone(o.ConfigChecks)
@@ -150,7 +150,7 @@ func Doctor(ctx context.Context, o DoctorOptions) []CheckResult {
 	var wg sync.WaitGroup
 	var cw chatwootReport
 	var addr addrReport
-	difyResults := make([]CheckResult, len(d.enabled))
+	difyResults := make([]Result, len(d.enabled))
 	wg.Go(func() { cw = d.chatwoot(ctx) })
 	wg.Go(func() { addr = d.resolvePublic(ctx) })
 	for i := range d.enabled {
@@ -173,7 +173,7 @@ func Doctor(ctx context.Context, o DoctorOptions) []CheckResult {
 }
 
 type doctor struct {
-	o   DoctorOptions
+	o   Options
 	now time.Time
 
 	routes  []store.Route
@@ -184,16 +184,16 @@ type doctor struct {
 	journalAccount int64
 }
 
-func okResult(name, detail string) CheckResult {
-	return CheckResult{Name: name, Status: CheckOK, Detail: detail}
+func okResult(name, detail string) Result {
+	return Result{Name: name, Status: OK, Detail: detail}
 }
 
-func warnResult(name, detail, fix string) CheckResult {
-	return CheckResult{Name: name, Status: CheckWarn, Detail: detail, Fix: fix}
+func warnResult(name, detail, fix string) Result {
+	return Result{Name: name, Status: Warn, Detail: detail, Fix: fix}
 }
 
-func failResult(name, detail, fix string) CheckResult {
-	return CheckResult{Name: name, Status: CheckFail, Detail: detail, Fix: fix}
+func failResult(name, detail, fix string) Result {
+	return Result{Name: name, Status: Fail, Detail: detail, Fix: fix}
 }
 
 // probe bounds one network call.
@@ -203,7 +203,7 @@ func (d *doctor) probe(ctx context.Context) (context.Context, context.CancelFunc
 
 // ---- database ----
 
-func (d *doctor) database(ctx context.Context) []CheckResult {
+func (d *doctor) database(ctx context.Context) []Result {
 	db := d.o.Store
 	if db == nil {
 		err := d.o.StoreErr
@@ -215,9 +215,9 @@ func (d *doctor) database(ctx context.Context) []CheckResult {
 			fix = "run bridge where its database is, point --db or the database key at it, or create it with: bridge routes add --inbox ID --dify-key-env VAR"
 		}
 		d.routesErr = err
-		return []CheckResult{failResult("database", oneLine(err.Error()), fix)}
+		return []Result{failResult("database", oneLine(err.Error()), fix)}
 	}
-	var out []CheckResult
+	var out []Result
 	pctx, cancel := d.probe(ctx)
 	defer cancel()
 	if err := db.Ping(pctx); err != nil {
@@ -254,7 +254,7 @@ func (d *doctor) database(ctx context.Context) []CheckResult {
 	return out
 }
 
-func (d *doctor) routesCheck() CheckResult {
+func (d *doctor) routesCheck() Result {
 	const fix = "bridge routes add --inbox ID --dify-key-env VAR"
 	switch {
 	case d.o.Store == nil:
@@ -280,8 +280,8 @@ func (d *doctor) routesCheck() CheckResult {
 // ---- Chatwoot ----
 
 type chatwootReport struct {
-	checks  []CheckResult // chatwoot, tokens, account, labels
-	inboxes []CheckResult
+	checks  []Result // chatwoot, tokens, account, labels
+	inboxes []Result
 	version string    // "" when unknown
 	date    time.Time // Chatwoot's clock, zero when unknown
 }
@@ -452,7 +452,7 @@ func (d *doctor) chatwoot(ctx context.Context) chatwootReport {
 		case err == nil:
 			detail := fmt.Sprintf("account %d (from %s): the agent bot token works in it", acct, source)
 			if owner != nil {
-				if r := d.accountOfProfile(owner, acct, source); r.Status != CheckOK {
+				if r := d.accountOfProfile(owner, acct, source); r.Status != OK {
 					rep.checks = append(rep.checks, r)
 					break
 				}
@@ -506,7 +506,7 @@ func (d *doctor) chatwoot(ctx context.Context) chatwootReport {
 	return rep
 }
 
-func (d *doctor) accountOfProfile(p *chatwoot.Profile, acct int64, source string) CheckResult {
+func (d *doctor) accountOfProfile(p *chatwoot.Profile, acct int64, source string) Result {
 	names := make([]string, 0, len(p.Accounts))
 	for _, a := range p.Accounts {
 		if a.ID == acct {
@@ -532,8 +532,8 @@ func (d *doctor) labelsConfigured() bool {
 
 // inboxes checks every routed inbox: it exists, and its agent bot (or an
 // account webhook) delivers to public_url + /webhooks/chatwoot.
-func (d *doctor) inboxes(ctx context.Context, c *chatwoot.Client, acct int64) []CheckResult {
-	out := make([]CheckResult, len(d.enabled))
+func (d *doctor) inboxes(ctx context.Context, c *chatwoot.Client, acct int64) []Result {
+	out := make([]Result, len(d.enabled))
 	var hooks []chatwoot.Webhook
 	var hooksErr error
 	var wg sync.WaitGroup
@@ -572,16 +572,16 @@ func (d *doctor) expectedWebhook() string {
 	if d.o.PublicURL == "" {
 		return ""
 	}
-	return strings.TrimRight(d.o.PublicURL, "/") + WebhookPath
+	return strings.TrimRight(d.o.PublicURL, "/") + bridge.WebhookPath
 }
 
 func (d *doctor) inbox(r *store.Route, acct int64, in *chatwoot.Inbox, bot *chatwoot.AgentBot, err error,
-	hooks []chatwoot.Webhook, hooksErr error) CheckResult {
+	hooks []chatwoot.Webhook, hooksErr error) Result {
 	name := fmt.Sprintf("inbox %d", r.InboxID)
 	want := d.expectedWebhook()
 	wantText := want
 	if wantText == "" {
-		wantText = "public_url + " + WebhookPath
+		wantText = "public_url + " + bridge.WebhookPath
 	}
 	switch {
 	case errors.Is(err, chatwoot.ErrNotFound):
@@ -660,7 +660,7 @@ func hasTokenParam(raw string) bool {
 
 // ---- webhook authentication and clock ----
 
-func (d *doctor) webhookAuth() CheckResult {
+func (d *doctor) webhookAuth() Result {
 	switch {
 	case d.o.WebhookSecret && d.o.WebhookToken:
 		return okResult("webhook auth", "signatures verified (chatwoot.webhook_secret) and ?token= required (chatwoot.webhook_token)")
@@ -673,7 +673,7 @@ func (d *doctor) webhookAuth() CheckResult {
 		"set chatwoot.webhook_secret to the agent bot's secret (Chatwoot 4.13+), or set chatwoot.webhook_token and add ?token=... to the bot's outgoing_url")
 }
 
-func (d *doctor) clock(theirs time.Time) CheckResult {
+func (d *doctor) clock(theirs time.Time) Result {
 	skew := d.now.Sub(theirs)
 	abs := skew.Abs()
 	rel := "ahead of"
@@ -715,12 +715,12 @@ func (d *doctor) resolvePublic(ctx context.Context) addrReport {
 	return addrReport{host: host, addrs: addrs, err: err}
 }
 
-func (d *doctor) publicURL(r addrReport, version string) CheckResult {
+func (d *doctor) publicURL(r addrReport, version string) Result {
 	const name = "public url"
 	pub := d.o.PublicURL
 	if pub == "" {
 		return warnResult(name, "public_url is not set, so doctor cannot check how Chatwoot reaches bridge",
-			"set public_url to the address Chatwoot uses to reach bridge, e.g. https://bridge.example.com (the webhook is public_url + "+WebhookPath+")")
+			"set public_url to the address Chatwoot uses to reach bridge, e.g. https://bridge.example.com (the webhook is public_url + "+bridge.WebhookPath+")")
 	}
 	u, err := url.Parse(pub)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
@@ -904,26 +904,7 @@ func MissingInputs(p *dify.Parameters, inputs map[string]string) []string {
 	return missing
 }
 
-// routeKeyText shows a route's key as CLI output may: masked, or the
-// variable it comes from.
-func routeKeyText(r *store.Route) string {
-	if r.DifyKeyEnv != "" {
-		return "$" + r.DifyKeyEnv
-	}
-	k := r.DifyKey
-	if rest, found := strings.CutPrefix(k, "app-"); found && rest != "" {
-		if len(k) < 12 {
-			return "app-…"
-		}
-		return "app-…" + k[len(k)-4:]
-	}
-	if len(k) < 12 {
-		return "****"
-	}
-	return "****" + k[len(k)-4:]
-}
-
-func (d *doctor) difyRoute(ctx context.Context, r *store.Route) CheckResult {
+func (d *doctor) difyRoute(ctx context.Context, r *store.Route) Result {
 	name := fmt.Sprintf("dify route %d", r.ID)
 	readd := fmt.Sprintf("bridge routes remove %d, then bridge routes add --inbox %d ...", r.ID, r.InboxID)
 	base := r.DifyURL
@@ -944,7 +925,7 @@ func (d *doctor) difyRoute(ctx context.Context, r *store.Route) CheckResult {
 	if key == "" {
 		return failResult(name, "the route has no Dify key", readd+" --dify-key-env VAR")
 	}
-	masked := routeKeyText(r)
+	masked := config.KeyRef(r.DifyKeyEnv, r.DifyKey)
 	pctx, cancel := d.probe(ctx)
 	defer cancel()
 	c := dify.NewClient(dify.Options{BaseURL: base, Key: key, HTTPClient: d.o.HTTPClient})
@@ -980,11 +961,11 @@ func (d *doctor) difyRoute(ctx context.Context, r *store.Route) CheckResult {
 
 // ---- the journal ----
 
-func (d *doctor) journal(ctx context.Context) []CheckResult {
+func (d *doctor) journal(ctx context.Context) []Result {
 	pctx, cancel := d.probe(ctx)
 	defer cancel()
 	q := d.o.Store.Reader()
-	return []CheckResult{
+	return []Result{
 		d.silence(pctx, q),
 		d.rejected(pctx, q),
 		d.unrouted(pctx, q),
@@ -995,7 +976,7 @@ func (d *doctor) journal(ctx context.Context) []CheckResult {
 
 func unixMS(t time.Time) int64 { return t.UnixMilli() }
 
-func (d *doctor) silence(ctx context.Context, q *sql.DB) CheckResult {
+func (d *doctor) silence(ctx context.Context, q *sql.DB) Result {
 	const name = "webhooks received"
 	var last sql.NullInt64
 	var recent int
@@ -1017,7 +998,7 @@ func (d *doctor) silence(ctx context.Context, q *sql.DB) CheckResult {
 	return okResult(name, fmt.Sprintf("last %s ago, %d in the last 24h", agoText(age), recent))
 }
 
-func (d *doctor) rejected(ctx context.Context, q *sql.DB) CheckResult {
+func (d *doctor) rejected(ctx context.Context, q *sql.DB) Result {
 	const name = "rejected webhooks"
 	rows, err := q.QueryContext(ctx, `SELECT reason, count(*), max(id) FROM events
 		WHERE status = 'rejected' AND received_at >= ? GROUP BY reason ORDER BY count(*) DESC, max(id) DESC`,
@@ -1068,11 +1049,11 @@ func groupText(gs []eventGroup) string {
 	return strings.Join(parts, "; ")
 }
 
-func (d *doctor) unrouted(ctx context.Context, q *sql.DB) CheckResult {
+func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
 	const name = "unrouted inboxes"
 	rows, err := q.QueryContext(ctx, `SELECT inbox_id, count(*) FROM events
 		WHERE status = 'ignored' AND reason = ? AND inbox_id != 0 AND received_at >= ?
-		GROUP BY inbox_id ORDER BY inbox_id`, ReasonNoRoute, unixMS(d.now.Add(-doctorUnroutedSpan)))
+		GROUP BY inbox_id ORDER BY inbox_id`, bridge.ReasonNoRoute, unixMS(d.now.Add(-doctorUnroutedSpan)))
 	if err != nil {
 		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
 	}
@@ -1107,7 +1088,7 @@ func (d *doctor) unrouted(ctx context.Context, q *sql.DB) CheckResult {
 		fmt.Sprintf("bridge routes add --inbox %d --dify-key-env VAR (or detach the agent bot from inboxes bridge should not answer)", first))
 }
 
-func (d *doctor) failed(ctx context.Context, q *sql.DB) CheckResult {
+func (d *doctor) failed(ctx context.Context, q *sql.DB) Result {
 	const name = "failed events"
 	rows, err := q.QueryContext(ctx, `SELECT last_error, count(*), max(id) FROM events
 		WHERE status = 'failed' AND (finished_at >= ? OR received_at >= ?)
@@ -1130,7 +1111,7 @@ func (d *doctor) failed(ctx context.Context, q *sql.DB) CheckResult {
 		fmt.Sprintf("bridge events show %d to see where it stopped, fix the cause, then bridge replay %d", groups[0].newest, groups[0].newest))
 }
 
-func (d *doctor) stuck(ctx context.Context, q *sql.DB) CheckResult {
+func (d *doctor) stuck(ctx context.Context, q *sql.DB) Result {
 	const name = "stuck events"
 	cutoff := unixMS(d.now.Add(-doctorStuck))
 	var n int
@@ -1166,4 +1147,27 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// oneLine keeps a detail on one checklist line.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
