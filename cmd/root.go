@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -195,7 +196,7 @@ func flagError(c *cobra.Command, err error) error {
 func closestFlag(c *cobra.Command, name string) string {
 	best, bestD := "", 3
 	visit := func(f *pflag.Flag) {
-		if d := levenshtein(name, f.Name); d < bestD || (d == bestD && best == "") && d <= 2 {
+		if d := text.Distance(name, f.Name); d < bestD || (d == bestD && best == "") && d <= 2 {
 			best, bestD = f.Name, d
 		}
 		if strings.HasPrefix(f.Name, name) && best == "" {
@@ -208,26 +209,6 @@ func closestFlag(c *cobra.Command, name string) string {
 		return ""
 	}
 	return best
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // groupRunE makes a group command (routes, events, conversations) report an
@@ -244,7 +225,7 @@ func groupRunE(c *cobra.Command, args []string) error {
 		// cobra lists every near name in command order; hint the closest.
 		best := sug[0]
 		for _, s := range sug[1:] {
-			if levenshtein(args[0], s) < levenshtein(args[0], best) {
+			if text.Distance(args[0], s) < text.Distance(args[0], best) {
 				best = s
 			}
 		}

@@ -375,7 +375,7 @@ func (b *Bridge) hop(ctx context.Context, e *store.Event, h store.Hop) {
 	b.logHop("hop", e, h)
 }
 
-// backoff returns the delay before retry n (0-based): exponential with full
+// backoff returns the delay before retry n (0-based): exponential with equal
 // jitter, capped at max.
 func (b *Bridge) backoff(n int, max time.Duration) time.Duration {
 	d := b.o.RetryBase << n

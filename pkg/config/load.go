@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+
+	"github.com/bridge-dev/bridge/internal/text"
 )
 
 // defaultFile is the config file looked for in the working directory.
@@ -245,7 +247,7 @@ func isTable(k string) bool {
 func suggest(k string) string {
 	best, bestDist := "", 3
 	for _, f := range fields() {
-		if d := levenshtein(k, f.key); d < bestDist {
+		if d := text.Distance(k, f.key); d < bestDist {
 			best, bestDist = f.key, d
 		}
 	}
@@ -262,27 +264,6 @@ func suggest(k string) string {
 }
 
 func leaf(k string) string { return k[strings.LastIndexByte(k, '.')+1:] }
-
-func levenshtein(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
-}
 
 // syntaxError turns a TOML parse error into an *Error with the line and, when
 // the line is a plain "key = value", the key. The parser's message is short

@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// figures are the JSON paths a report must always have.
+var figures = []string{
+	"command", "machine.cpus", "config.serve", "durability.journal_mode", "durability.synchronous",
+	"startup.ready_ms", "startup.journal_bytes",
+	"webhooks.sent", "webhooks.accepted", "webhooks.errors", "webhooks.acks_per_sec",
+	"webhooks.ack_latency_ms.p50", "webhooks.ack_latency_ms.p90", "webhooks.ack_latency_ms.p99", "webhooks.ack_latency_ms.max",
+	"end_to_end.answered", "end_to_end.answered_per_sec",
+	"end_to_end.latency_ms.p50", "end_to_end.latency_ms.p90", "end_to_end.latency_ms.p99", "end_to_end.latency_ms.max",
+	"end_to_end.bridge_share_ms.p50", "end_to_end.bridge_share_ms.p99", "end_to_end.dify_ms.p50",
+	"journal.commits", "journal.fsyncs", "journal.writes", "journal.fsyncs_per_webhook", "journal.commits_per_webhook",
+	"journal.writes_per_commit", "journal.wal_bytes_max",
+	"cpu.serve_secs", "cpu.serve_ms_per_message",
+	"memory.idle_rss_mib", "memory.idle_heap_mib", "memory.load_rss_mib", "memory.load_heap_mib", "memory.peak_rss_mib",
+	"correctness.messages", "correctness.answered_once", "correctness.lost", "correctness.duplicated", "correctness.ok",
+	"backlog.events", "backlog.rss_mib", "backlog.heap_mib", "backlog.drain_secs", "backlog.drain_per_sec",
+}
+
+func lookupPath(m map[string]any, path string) (any, bool) {
+	var v any = m
+	for part := range strings.SplitSeq(path, ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = obj[part]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	builtBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir) // a test binary; nothing to report
+	}
+	os.Exit(code)
+}
+
+// buildBridge builds the real binary once per test run; TestMain removes it.
+func buildBridge(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "bridge-bin-")
+		if buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(binDir, "bridge")
+		cmd := exec.Command("go", "build", "-o", builtBin, "github.com/bridge-dev/bridge")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// TestBacklogChild runs serve as a child process (the real binary) and
+// queues a small backlog while Dify is paused: every figure is reported and
+// the drain answers everything once.
+func TestBacklogChild(t *testing.T) {
+	o := &Options{Backlog: 60, Concurrency: 8, Workers: 4, Conversations: 5, DrainTimeout: 30 * time.Second, Bin: buildBridge(t)}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	rep, err := Run(t.Context(), o, Env{Log: &log})
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	data, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range figures {
+		if _, ok := lookupPath(m, p); !ok {
+			t.Errorf("report has no %s", p)
+		}
+	}
+	if rep.Config.Serve != "child process" || rep.Backlog == nil || rep.Backlog.Events != 60 || !rep.Correctness.OK ||
+		rep.Correctness.AnsweredOnce != 60 {
+		t.Errorf("report = %+v, backlog %+v", rep.Correctness, rep.Backlog)
+	}
+	if rep.Memory.IdleRSSMiB <= 0 || rep.Backlog.RSSMiB <= 0 {
+		t.Errorf("memory of the child not measured: %+v, %+v", rep.Memory, rep.Backlog)
+	}
+	if rep.Durability.JournalMode != "wal" || rep.Durability.Synchronous != "FULL" {
+		t.Errorf("durability = %+v, want wal and FULL", rep.Durability)
+	}
+}
+
+// TestInProcessNeedsAStarter: without a way to start serve in process, an
+// in-process run says so instead of panicking.
+func TestInProcessNeedsAStarter(t *testing.T) {
+	o := &Options{Duration: time.Second, Concurrency: 1, Workers: 1, Conversations: 1, DrainTimeout: time.Second, InProcess: true}
+	if _, err := Run(t.Context(), o, Env{}); err == nil || !strings.Contains(err.Error(), "in process") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	all := func(int) bool { return true }
+	for _, tc := range []struct {
+		name      string
+		accepted  func(int) bool
+		counts    []int32
+		misplaced int64
+		want      Correctness
+	}{
+		{"OK", all, []int32{1, 1, 1}, 0, Correctness{Messages: 3, AnsweredOnce: 3, OK: true}},
+		{"Lost", all, []int32{1, 0, 1}, 0, Correctness{Messages: 3, AnsweredOnce: 2, Lost: 1}},
+		{"Duplicated", all, []int32{1, 2, 1}, 0, Correctness{Messages: 3, AnsweredOnce: 2, Duplicated: 1}},
+		{"AnswerToRefused", func(i int) bool { return i != 1 }, []int32{1, 1, 1}, 0,
+			Correctness{Messages: 2, AnsweredOnce: 2, Duplicated: 1}},
+		{"Misplaced", all, []int32{1, 1}, 1, Correctness{Messages: 2, AnsweredOnce: 2, Misplaced: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Verdict(len(tc.counts), tc.accepted, tc.counts, tc.misplaced); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := Options{Duration: time.Second, Concurrency: 1, Workers: 1, Conversations: 1, DrainTimeout: time.Second}
+	for _, tc := range []struct {
+		flag string
+		set  func(*Options)
+	}{
+		{"--concurrency", func(o *Options) { o.Concurrency = 0 }},
+		{"--rate", func(o *Options) { o.Rate = -1 }},
+		{"--prefill", func(o *Options) { o.Prefill = "lots" }},
+		{"--duration", func(o *Options) { o.Duration = 0 }},
+	} {
+		o := ok
+		tc.set(&o)
+		oe, isOE := o.Validate().(*OptionError)
+		if !isOE || oe.Flag != tc.flag || !strings.HasPrefix(oe.Example, "bridge bench "+tc.flag) {
+			t.Errorf("%s: got %#v", tc.flag, oe)
+		}
+	}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("valid options: %v", err)
+	}
+	o := ok
+	o.CPUProfile = "cpu.out"
+	if err := o.Validate(); err != nil || !o.InProcess {
+		t.Errorf("--cpuprofile does not imply in process: %v, %v", err, o.InProcess)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1GiB": 1 << 30, "512MiB": 512 << 20, "4096": 4096, "1.5k": 1536, "2 GB": 2 << 30} {
+		if n, err := ParseSize(in); err != nil || n != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"lots", "-1M", ""} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
