@@ -49,6 +49,11 @@ type Options struct {
 	DifyMaxRetries  int
 	DifyHTTPClient  *http.Client
 
+	// EchoWait bounds how long a post in doubt waits for Chatwoot's webhook
+	// of it before it is made again, when there is no user token to ask
+	// Chatwoot directly (default 5s).
+	EchoWait time.Duration
+
 	Handoff     HandoffOptions
 	Concurrency int
 	Debounce    time.Duration
@@ -117,6 +122,9 @@ func New(o Options) *Bridge {
 	}
 	if o.RetryBase <= 0 {
 		o.RetryBase = 500 * time.Millisecond
+	}
+	if o.EchoWait <= 0 {
+		o.EchoWait = 5 * time.Second
 	}
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv

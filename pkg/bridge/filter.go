@@ -2,8 +2,8 @@ package bridge
 
 import (
 	"slices"
-	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/store"
@@ -24,11 +24,6 @@ const (
 	ReasonDuplicate         = "duplicate"
 )
 
-// SourcePrefix marks the source_id of every message bridge posts. Chatwoot
-// echoes source_id in the webhook of the created message, so bridge knows its
-// own post even when that webhook arrives before the POST has returned.
-const SourcePrefix = "bridge:"
-
 // Input is everything Decide looks at. It is gathered by the handler; Decide
 // itself does no I/O.
 type Input struct {
@@ -37,7 +32,9 @@ type Input struct {
 	Route *store.Route
 	// Conv is bridge's record of the conversation (State "bot" when new).
 	Conv store.Conversation
-	// Posted is true when bridge recorded the message id as its own post.
+	// Posted is true when the message is bridge's own post: its id was
+	// recorded when the POST returned, or its content matched a post in
+	// flight in this conversation (the echo can beat the POST's answer).
 	Posted      bool
 	BotStatuses []string
 }
@@ -59,16 +56,14 @@ func ignore(reason string) Verdict { return Verdict{Reason: reason} }
 // everything else with a reason.
 func Decide(in Input) Verdict {
 	e := in.Event
-	status := e.Conversation.Status
-	// A conversation returns to the bot when Chatwoot reports a bot status
-	// after having reported (or bridge having set) a non-bot status since the
-	// takeover: an agent put it back to pending, or it was resolved and
-	// reopened as pending by the customer.
-	back := in.Conv.State == store.StateHuman && status != "" && slices.Contains(in.BotStatuses, status) &&
-		(in.Conv.Status != "" && !slices.Contains(in.BotStatuses, in.Conv.Status) ||
-			// Chatwoot sends a status change only when the status changed:
-			// into a bot status means someone gave it back to the bot.
-			e.Name == "conversation_status_changed")
+	status := effectiveStatus(e, in.Conv)
+	// Payloads are snapshots built when their event fired and delivered out
+	// of order, retries resending the same snapshot (AgentBotListener and
+	// AgentBots::WebhookJob). So only news that a status changed into a bot
+	// status, newer than the takeover, gives a human-held conversation back
+	// to the bot; the status inside a message_created never does.
+	back := in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
+		slices.Contains(in.BotStatuses, status) && newerThan(e.SnapshotAt(), in.Conv.StateAt)
 	if e.Name != "message_created" {
 		return Verdict{Reason: ReasonNotMessageCreated, ReturnToBot: back}
 	}
@@ -129,29 +124,26 @@ func statusOrUnknown(s string) string {
 	return s
 }
 
+// isOwn: bridge posts with the agent bot's token, so its messages come
+// back with sender type agent_bot; with any other token its posts are known
+// by their recorded ids or by matching a post in flight.
 func isOwn(e *chatwoot.Event, posted bool) bool {
-	return posted || strings.HasPrefix(e.SourceID, SourcePrefix) ||
-		(e.Sender != nil && e.Sender.Type == chatwoot.SenderAgentBot)
+	return posted || (e.Sender != nil && e.Sender.Type == chatwoot.SenderAgentBot)
 }
 
-// ownSource parses a source_id bridge set: "bridge:<event id>:<step>".
-func ownSource(s string) (eventID int64, step string, ok bool) {
-	rest, found := strings.CutPrefix(s, SourcePrefix)
-	if !found {
-		return 0, "", false
+// effectiveStatus is the newest status bridge knows of: the payload's, unless
+// bridge holds a status from a newer snapshot (or one it set itself after
+// the payload was built).
+func effectiveStatus(e *chatwoot.Event, c store.Conversation) string {
+	snap := e.SnapshotAt()
+	if c.Status != "" && !snap.IsZero() && c.StatusAt.After(snap) {
+		return c.Status
 	}
-	idStr, step, found := strings.Cut(rest, ":")
-	if !found {
-		return 0, "", false
-	}
-	for _, c := range idStr {
-		if c < '0' || c > '9' {
-			return 0, "", false
-		}
-	}
-	id, err := strconv.ParseInt(idStr, 10, 64)
-	if err != nil {
-		return 0, "", false // empty, or too large for an event id (it would wrap onto another event)
-	}
-	return id, step, id > 0 && step != ""
+	return e.Conversation.Status
+}
+
+// newerThan reports whether a snapshot taken at snap is news after t. A
+// payload without a time cannot be placed and counts as news.
+func newerThan(snap, t time.Time) bool {
+	return snap.IsZero() || !snap.Before(t)
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -163,6 +162,13 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			if posted, err = tx.IsPosted(ev.MessageID); err != nil {
 				return err
 			}
+			if !posted && ev.Name == "message_created" && ev.MessageType == "outgoing" {
+				// The echo of a post in flight (or in doubt after a crash):
+				// it records the post, so it is never made twice.
+				if posted, err = b.matchEcho(tx, ev); err != nil {
+					return err
+				}
+			}
 		}
 		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses})
 		if verdict.Accept && ev.MessageID != 0 {
@@ -200,20 +206,19 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			return err
 		}
 		// Keep bridge's record of routed conversations current: Chatwoot's
-		// status, and who owns the conversation.
+		// status as of this snapshot, and who owns the conversation.
 		if route != nil && ev.Conversation.ID != 0 && ev.AccountID != 0 {
 			status := ev.Conversation.Status
 			if verdict.Reason == ReasonOwnMessage {
-				// The echo of bridge's own post was built when it was posted
-				// and may arrive after newer news: it says nothing new.
+				// The echo of bridge's own post says nothing new.
 				status = ""
 			}
 			if err := tx.TouchConversation(ev.AccountID, ev.Conversation.ID, ev.InboxID, ev.ContactID(),
-				status, verdict.Accept && verdict.Kind == store.KindMessage); err != nil {
+				status, ev.SnapshotAt(), verdict.Accept && verdict.Kind == store.KindMessage); err != nil {
 				return err
 			}
 		} else if known && ev.Conversation.Status != "" {
-			if err := tx.SetStatus(ev.AccountID, ev.Conversation.ID, ev.Conversation.Status); err != nil {
+			if err := tx.SetStatus(ev.AccountID, ev.Conversation.ID, ev.Conversation.Status, ev.SnapshotAt()); err != nil {
 				return err
 			}
 		}
@@ -226,23 +231,6 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			// Stop answering at once; the worker then tells Chatwoot.
 			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateHuman, "agent replied"); err != nil {
 				return err
-			}
-		}
-		if verdict.Reason == ReasonOwnMessage && ev.MessageID != 0 {
-			// The webhook of bridge's own post: remember the id, and if the
-			// post's own bookkeeping has not landed yet (or never will, after
-			// a crash), record the step as done so it is never posted twice.
-			if id, step, ok := ownSource(ev.SourceID); ok {
-				if err := tx.RecordPosted(ev.MessageID, id, step); err != nil {
-					return err
-				}
-				u := store.EventUpdate{AddStep: step}
-				if step == StepAnswer {
-					u.PostedMessageID = ev.MessageID
-				}
-				if err := tx.UpdateEvent(id, u); err != nil && !errors.Is(err, store.ErrNotFound) {
-					return err
-				}
 			}
 		}
 		return nil
@@ -292,11 +280,38 @@ func (b *Bridge) watchJournal() {
 }
 
 // ownEcho reports, from the webhook alone, that it is Chatwoot's echo of a
-// message bridge posted: Decide ignores it (own_message) in every state and
-// it changes no conversation's owner.
+// message bridge posted with the agent bot's token: Decide ignores it
+// (own_message) in every state and it changes no conversation's owner.
 func ownEcho(ev *chatwoot.Event) bool {
 	return ev.Name == "message_created" && ev.MessageType != "incoming" &&
-		(strings.HasPrefix(ev.SourceID, SourcePrefix) || ev.Sender != nil && ev.Sender.Type == chatwoot.SenderAgentBot)
+		ev.Sender != nil && ev.Sender.Type == chatwoot.SenderAgentBot
+}
+
+// matchEcho looks for the post in flight (or in doubt) that an outgoing
+// message echoes: same conversation, same content, not yet resolved. A match
+// records the post as done with Chatwoot's message id, in the webhook's own
+// transaction. Chatwoot gives an API caller no tag that comes back in the
+// webhook and is harmless (protocol notes, correction 2), so content is
+// what ties the two together.
+func (b *Bridge) matchEcho(tx *store.Tx, ev *chatwoot.Event) (bool, error) {
+	in, ok, err := tx.MatchIntent(ev.AccountID, ev.Conversation.ID, store.ContentHash(ev.Content, ev.Private))
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := tx.ResolveIntent(in.EventID, in.Step, ev.MessageID); err != nil {
+		return false, err
+	}
+	if err := tx.RecordPosted(ev.MessageID, in.EventID, in.Step); err != nil {
+		return false, err
+	}
+	u := store.EventUpdate{AddStep: in.Step}
+	if in.Step == StepAnswer || in.Step == StepDraft {
+		u.PostedMessageID = ev.MessageID
+	}
+	if err := tx.UpdateEvent(in.EventID, u); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	return true, nil
 }
 
 func routeNote(r *store.Route) string {

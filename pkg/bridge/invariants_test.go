@@ -278,26 +278,28 @@ func TestInvariantDispatcherIdleWhileAnotherProcessWorks(t *testing.T) {
 }
 
 // TestInvariantLateEchoDoesNotWedgeHuman: Chatwoot guarantees no order across
-// webhooks. The echo of bridge's own handoff note (built while the
-// conversation was still pending) arrives after the handoff opened it. When
-// an agent later puts the conversation back to pending, the bot must own it
-// again.
+// webhooks. The echo of bridge's own answer (built while the conversation
+// was still pending) arrives after a handoff opened it. When an agent later
+// puts the conversation back to pending, the bot must own it again.
 func TestInvariantLateEchoDoesNotWedgeHuman(t *testing.T) {
 	e := newEnv(t, envOptions{cwOpts: func(o *simulate.ChatwootOptions) { o.EchoSync = true }})
 	ctx := t.Context()
 	conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
+	if ev := e.waitFinal(e.say(conv, "hello").EventID); ev.Status != store.StatusAnswered {
+		t.Fatalf("answer: %s %q", ev.Status, ev.Reason)
+	}
 	if ev := e.waitFinal(e.say(conv, "I want a human").EventID); ev.Status != store.StatusHandedOff {
 		t.Fatalf("handoff: %s %q", ev.Status, ev.Reason)
 	}
 	var late []byte
 	for _, d := range e.cw.Deliveries() {
-		if d.Event == "message_created" && strings.Contains(string(d.Body), "Handoff: ") &&
+		if d.Event == "message_created" && strings.Contains(string(d.Body), `"type":"agent_bot"`) &&
 			strings.Contains(string(d.Body), `"status":"pending"`) {
 			late = d.Body
 		}
 	}
 	if late == nil {
-		t.Fatal("no echo of the handoff note built while pending")
+		t.Fatal("no echo of the answer built while pending")
 	}
 	if _, err := e.cw.Deliver(ctx, late); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,7 @@ type Metrics struct {
 	difyLat    *prometheus.HistogramVec
 	difyTTFT   *prometheus.HistogramVec
 	cwLat      *prometheus.HistogramVec
+	inDoubt    *prometheus.CounterVec
 	queue      *queueCollector
 }
 
@@ -65,9 +66,16 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.cwLat = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "bridge_chatwoot_request_seconds",
 		Help: "Chatwoot API calls, by call and HTTP status (0: no answer).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)},
 		[]string{"call", "status"})
+	m.inDoubt = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bridge_posts_in_doubt_total",
+		Help: "Posts that may or may not have reached Chatwoot (a crash or a lost answer), by how each was resolved: " +
+			"found_in_journal, found_in_chatwoot, not_in_chatwoot (posted, known absent), posted_again (posted without knowing)."},
+		[]string{"outcome"})
+	for _, o := range []string{InDoubtJournal, InDoubtChatwoot, InDoubtAbsent, InDoubtPostedAgain} {
+		m.inDoubt.WithLabelValues(o)
+	}
 	m.queue = &queueCollector{desc: prometheus.NewDesc("bridge_queue_depth",
 		"Accepted events not yet finished (accepted or working in the journal).", nil, nil)}
-	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.queue)
+	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.inDoubt, m.queue)
 	return m
 }
 
@@ -99,9 +107,10 @@ func (m *Metrics) webhookError() {
 	m.webhooks.WithLabelValues(OutcomeError, "", strconv.Itoa(http.StatusInternalServerError)).Inc()
 }
 
-func (m *Metrics) finished(state string) { m.events.WithLabelValues(state).Inc() }
-func (m *Metrics) handoff(reason string) { m.handoffs.WithLabelValues(reason).Inc() }
-func (m *Metrics) retry(upstream string) { m.retries.WithLabelValues(upstream).Inc() }
+func (m *Metrics) postInDoubt(outcome string) { m.inDoubt.WithLabelValues(outcome).Inc() }
+func (m *Metrics) finished(state string)      { m.events.WithLabelValues(state).Inc() }
+func (m *Metrics) handoff(reason string)      { m.handoffs.WithLabelValues(reason).Inc() }
+func (m *Metrics) retry(upstream string)      { m.retries.WithLabelValues(upstream).Inc() }
 
 func (m *Metrics) dify(route int64, outcome string, d time.Duration) {
 	m.difyLat.WithLabelValues(strconv.FormatInt(route, 10), outcome).Observe(d.Seconds())

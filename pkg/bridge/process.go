@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -56,6 +57,21 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	conv, err := b.o.Store.Conversation(ctx, e.AccountID, e.ConversationID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
+	}
+	if e.Attempts > 1 {
+		// A resumed event whose answer may already be out: settle that post
+		// with the content it had, instead of asking Dify for a new one.
+		step := StepAnswer
+		if draft {
+			step = StepDraft
+		}
+		in, ok, err := b.o.Store.Intent(ctx, e.ID, step)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return b.resumeAnswer(ctx, e, &route, &in)
+		}
 	}
 	// Resume what a restart interrupted: side effects already carried out
 	// are recorded as steps and never repeated.
@@ -162,6 +178,43 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
 	}
 	return b.finishWith(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"},
+		func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) })
+}
+
+// resumeAnswer finishes an event resumed with its answer in doubt.
+func (b *Bridge) resumeAnswer(ctx context.Context, e *store.Event, route *store.Route, in *store.Intent) error {
+	b.hop(ctx, e, store.Hop{Stage: StageWorker, Outcome: "resumed", Detail: in.Step + " was being posted when bridge stopped; settling it"})
+	if in.Step == StepAnswer {
+		if why := b.superseded(ctx, e); why != "" {
+			// Only what is already out stays out: a human owns the
+			// conversation now.
+			done, err := b.resolveInDoubt(ctx, e, in)
+			if err != nil {
+				return err
+			}
+			if !done {
+				if err := b.post(ctx, e, StepSupersededNote, "AI draft, not sent: "+in.Content, true); err != nil {
+					return b.fail(ctx, e, err)
+				}
+				return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded",
+					Detail: why + "; answer kept as a private note"})
+			}
+		}
+	}
+	if err := b.post(ctx, e, in.Step, in.Content, in.Private); err != nil {
+		if in.Step == StepAnswer && !e.HasStep(StepHandoffDue) {
+			return b.handoff(ctx, e, route, HandoffAIFailed, "answer could not be posted: "+errText(err))
+		}
+		return b.fail(ctx, e, err)
+	}
+	if e.HasStep(StepHandoffDue) {
+		return b.handoff(ctx, e, route, HandoffAIRequested, "AI requested handoff")
+	}
+	reason := ""
+	if in.Step == StepDraft {
+		reason = "draft"
+	}
+	return b.finishWith(ctx, e, store.StatusAnswered, reason, "", store.Hop{Stage: StageDone, Outcome: "answered"},
 		func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) })
 }
 
@@ -382,20 +435,39 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		return err
 	}
 	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note})
+	// Each step is tried on its own: whatever Chatwoot accepts gets a human
+	// looking. The status goes open before the note, so a conversation
+	// whose messages Chatwoot refuses still lands in front of agents.
+	var errs []error
 	if ho.Message != "" {
 		if err := b.post(ctx, e, StepHandoffMessage, ho.Message, false); err != nil {
-			return b.fail(ctx, e, fmt.Errorf("handoff message: %w", err))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("handoff message: %w", err))
 		}
 	}
-	if err := b.post(ctx, e, StepHandoffNote, "Handoff: "+note, true); err != nil {
-		return b.fail(ctx, e, fmt.Errorf("handoff note: %w", err))
-	}
-	if err := b.step(ctx, e, StepHandoffStatus, "toggle_status", func(ctx context.Context) (int64, error) {
+	statusErr := b.step(ctx, e, StepHandoffStatus, "toggle_status", func(ctx context.Context) (int64, error) {
 		return 0, b.o.Chatwoot.ToggleStatus(ctx, e.AccountID, e.ConversationID, "open")
-	}); err != nil {
-		return b.fail(ctx, e, fmt.Errorf("handoff status: %w", err))
+	})
+	if statusErr != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("handoff status: %w", statusErr))
+	} else {
+		b.setStatus(ctx, e, "open")
 	}
-	b.setStatus(ctx, e, "open")
+	noteText := "Handoff: " + note
+	if len(errs) > 0 {
+		noteText += "\n(not done: " + errText(errors.Join(errs...)) + ")"
+	}
+	if err := b.post(ctx, e, StepHandoffNote, noteText, true); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("handoff note: %w", err))
+	}
 	if ho.TeamID > 0 {
 		if err := b.step(ctx, e, StepHandoffTeam, "assignments", func(ctx context.Context) (int64, error) {
 			return 0, b.o.Chatwoot.AssignTeam(ctx, e.AccountID, e.ConversationID, ho.TeamID)
@@ -414,10 +486,18 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels not set", Detail: errText(err)})
 		}
 	}
-	if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-		return tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note)
-	}); err != nil {
-		return err
+	if statusErr == nil {
+		// The bot stops only once Chatwoot has the conversation open: with
+		// the status still pending, the customer's next message is the
+		// bot's again rather than nobody's.
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			return tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note)
+		}); err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return b.fail(ctx, e, errors.Join(errs...))
 	}
 	b.o.Metrics.handoff(reason)
 	return b.finish(ctx, e, store.StatusHandedOff, note, "", store.Hop{Stage: StageDone, Outcome: "handed_off", Detail: note})
@@ -434,16 +514,233 @@ func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
 	return err
 }
 
-// post posts a message or private note once per event and step.
+// post posts a message or a private note once per event and step.
+//
+// The intent (event, step, the exact content, the time) is made durable
+// before the POST. A step that has an intent and no result is in doubt: a
+// crash, or an answer lost on the wire, may have come after Chatwoot created
+// the message. A post in doubt is resolved before anything is posted again
+// (resolveInDoubt), and it always carries the content it had the first time.
 func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string, private bool) error {
-	return b.step(ctx, e, step, "messages", func(ctx context.Context) (int64, error) {
-		m, err := b.o.Chatwoot.PostMessage(ctx, e.AccountID, e.ConversationID, chatwoot.NewMessage{
-			Content: content, Private: private, SourceID: source(e, step)})
-		if err != nil {
-			return 0, err
+	cur, err := b.o.Store.Event(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	if cur.HasStep(step) {
+		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "skipped", Detail: step + " already done"})
+		return nil
+	}
+	in, exists, err := b.o.Store.Intent(ctx, e.ID, step)
+	if err != nil {
+		return err
+	}
+	// A resolved intent whose step is not done was cleared on purpose
+	// (replay --force): post anew.
+	inDoubt := exists && in.MessageID == 0
+	if inDoubt {
+		content, private = in.Content, in.Private
+	} else {
+		in = store.Intent{EventID: e.ID, Step: step, AccountID: e.AccountID, ConversationID: e.ConversationID,
+			Private: private, Content: content, Hash: store.ContentHash(content, private), At: b.o.Now()}
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.AddIntent(in) }); err != nil {
+			return fmt.Errorf("record intent to post %s: %w", step, err)
 		}
-		return m.ID, nil
-	})
+	}
+	var lastErr error
+	for attempt := 0; attempt < chatwootAttempts; attempt++ {
+		if inDoubt {
+			done, err := b.resolveInDoubt(ctx, e, &in)
+			if err != nil || done {
+				return err
+			}
+			inDoubt = false
+		}
+		start := time.Now()
+		m, err := b.o.Chatwoot.PostMessage(ctx, e.AccountID, e.ConversationID, chatwoot.NewMessage{Content: content, Private: private})
+		d := time.Since(start)
+		b.o.Metrics.chatwoot("messages", statusOf(err), d)
+		if err == nil {
+			return b.recordPost(ctx, e, step, m.ID, store.Hop{Stage: StageChatwoot, Outcome: "ok",
+				Detail: fmt.Sprintf("%s: message %d", step, m.ID), Duration: d})
+		}
+		lastErr = err
+		// An answer lost after the request went out may hide a created
+		// message: the next try first finds out.
+		inDoubt = maybeDone(err)
+		retry := chatwoot.Retryable(err) && attempt < chatwootAttempts-1 && ctx.Err() == nil
+		outcome := "error"
+		if retry {
+			outcome = "error, retrying"
+		}
+		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: outcome, Detail: fmt.Sprintf("%s attempt %d: %s", step, attempt+1, errText(err)), Duration: d})
+		if !retry {
+			break
+		}
+		b.o.Metrics.retry("chatwoot")
+		if err := sleep(ctx, b.backoff(attempt, 5*time.Second)); err != nil {
+			return err
+		}
+	}
+	return lastErr
+}
+
+// recordPost records a post as done with Chatwoot's message id.
+func (b *Bridge) recordPost(ctx context.Context, e *store.Event, step string, id int64, h store.Hop) error {
+	u := store.EventUpdate{AddStep: step}
+	if step == StepAnswer || step == StepDraft {
+		u.PostedMessageID = id
+	}
+	h.EventID = e.ID
+	if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := tx.RecordPosted(id, e.ID, step); err != nil {
+			return err
+		}
+		if err := tx.ResolveIntent(e.ID, step, id); err != nil {
+			return err
+		}
+		if err := tx.UpdateEvent(e.ID, u); err != nil {
+			return err
+		}
+		return tx.AddHop(h)
+	}); err != nil {
+		return err
+	}
+	b.logHop("hop", e, h)
+	return nil
+}
+
+// Outcomes of a post in doubt (the outcome label of
+// bridge_posts_in_doubt_total).
+const (
+	InDoubtJournal     = "found_in_journal"
+	InDoubtChatwoot    = "found_in_chatwoot"
+	InDoubtAbsent      = "not_in_chatwoot"
+	InDoubtPostedAgain = "posted_again"
+)
+
+// echoPoll is how often a post in doubt looks for its echo in the journal.
+const echoPoll = 50 * time.Millisecond
+
+// resolveInDoubt finds out whether a post in doubt was made, in this order:
+// its echo already journaled (the webhook of the created message resolves
+// the intent when it arrives); with chatwoot.user_token, the conversation's
+// latest messages (bot tokens may not list them); otherwise a bounded wait
+// (chatwoot.echo_wait) for the echo. done is true when the post exists and
+// is now recorded; false means post it (again): a possible duplicate beats
+// silence.
+func (b *Bridge) resolveInDoubt(ctx context.Context, e *store.Event, in *store.Intent) (done bool, err error) {
+	found := func(outcome string, id int64, detail string) (bool, error) {
+		b.o.Metrics.postInDoubt(outcome)
+		b.log.Info("post in doubt resolved", eventAttrs(e, keyStage, StageChatwoot, "step", in.Step, "outcome", outcome, "message_id", id)...)
+		return true, b.recordPost(ctx, e, in.Step, id, store.Hop{Stage: StageChatwoot, Outcome: "in doubt: " + strings.ReplaceAll(outcome, "_", " "),
+			Detail: fmt.Sprintf("%s: message %d %s", in.Step, id, detail)})
+	}
+	fromJournal := func() (bool, int64, error) {
+		cur, ok, err := b.o.Store.Intent(ctx, e.ID, in.Step)
+		if err != nil || !ok {
+			return false, 0, err
+		}
+		return cur.MessageID != 0, cur.MessageID, nil
+	}
+	if ok, id, err := fromJournal(); err != nil || ok {
+		if err != nil {
+			return false, err
+		}
+		return found(InDoubtJournal, id, "(its webhook was journaled)")
+	}
+	if b.o.ChatwootUser != nil {
+		id, ok, err := b.findPosted(ctx, e, in)
+		switch {
+		case err != nil:
+			b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "in doubt", Detail: "listing the conversation's messages failed: " + errText(err)})
+		case ok:
+			return found(InDoubtChatwoot, id, "(found in the conversation's messages)")
+		default:
+			// Chatwoot lists every message it created: the post never
+			// happened, and posting it now makes no duplicate.
+			b.o.Metrics.postInDoubt(InDoubtAbsent)
+			b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "in doubt: not in chatwoot",
+				Detail: in.Step + " is not among the conversation's messages; posting it"})
+			return false, nil
+		}
+	}
+	wait := time.NewTimer(b.o.EchoWait)
+	defer wait.Stop()
+	tick := time.NewTicker(echoPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-tick.C:
+			ok, id, err := fromJournal()
+			if err != nil {
+				return false, err
+			}
+			if ok {
+				return found(InDoubtJournal, id, "(its webhook arrived)")
+			}
+			continue
+		case <-wait.C:
+		}
+		break
+	}
+	b.o.Metrics.postInDoubt(InDoubtPostedAgain)
+	b.log.Warn("post in doubt made again; set chatwoot.user_token so bridge can check Chatwoot first",
+		eventAttrs(e, keyStage, StageChatwoot, "step", in.Step)...)
+	b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "in doubt: posted again",
+		Detail: fmt.Sprintf("no webhook of %s within chatwoot.echo_wait (%s) and no user token to check; posting again", in.Step, b.o.EchoWait)})
+	return false, nil
+}
+
+// findPosted looks for the post among the conversation's latest messages:
+// outgoing, same privacy and content, created around or after the intent,
+// and not already recorded as another of bridge's posts.
+func (b *Bridge) findPosted(ctx context.Context, e *store.Event, in *store.Intent) (int64, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	msgs, err := b.o.ChatwootUser.Messages(ctx, e.AccountID, e.ConversationID)
+	b.o.Metrics.chatwoot("list_messages", statusOf(err), time.Since(start))
+	if err != nil {
+		return 0, false, err
+	}
+	// Two clocks meet here (Chatwoot's created_at, bridge's intent time):
+	// allow for some skew.
+	since := in.At.Add(-5 * time.Minute).Unix()
+	for _, m := range msgs {
+		if m.MessageType != 1 || m.Private != in.Private || m.CreatedAt < since ||
+			store.ContentHash(m.Content, m.Private) != in.Hash {
+			continue
+		}
+		posted, err := b.o.Store.IsPosted(ctx, m.ID)
+		if err != nil {
+			return 0, false, err
+		}
+		if !posted {
+			return m.ID, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// maybeDone reports whether a failed POST may still have created the
+// message: the request went out and the answer was lost (a timeout, a
+// connection cut mid-answer) or a gateway gave up waiting for Chatwoot.
+// A refused connection, a 4xx, 429, 500 or 503 created nothing.
+func maybeDone(err error) bool {
+	var ae *chatwoot.APIError
+	if errors.As(err, &ae) {
+		// Chatwoot's messages#create answers its own failures 422; a 500
+		// comes from before the action. A gateway's 502 or 504 may hide a
+		// Chatwoot that went on working.
+		return ae.Status == http.StatusBadGateway || ae.Status == http.StatusGatewayTimeout
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return false
+	}
+	return chatwoot.Retryable(err)
 }
 
 // step runs one Chatwoot side effect of an event with retries, unless the
@@ -521,7 +818,7 @@ func statusOf(err error) int {
 
 func (b *Bridge) setStatus(ctx context.Context, e *store.Event, status string) {
 	_ = b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { // bookkeeping only; the next webhook corrects it
-		return tx.SetStatus(e.AccountID, e.ConversationID, status)
+		return tx.SetStatus(e.AccountID, e.ConversationID, status, b.o.Now())
 	})
 }
 

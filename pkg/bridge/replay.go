@@ -85,6 +85,10 @@ func (b *Bridge) Redrive(ctx context.Context, id int64, force bool) error {
 			if _, err := tx.Exec("UPDATE events SET steps = '' WHERE id = ?", id); err != nil {
 				return err
 			}
+			// The posts made are history now: a forced run posts anew.
+			if _, err := tx.Exec("DELETE FROM intents WHERE event_id = ?", id); err != nil {
+				return err
+			}
 		}
 		reason := ""
 		if err := tx.UpdateEvent(id, store.EventUpdate{Status: store.StatusAccepted, Reason: &reason}); err != nil {

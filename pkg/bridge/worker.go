@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -424,10 +423,6 @@ func (b *Bridge) pruneIgnored(ctx context.Context) {
 	}
 }
 
-func source(e *store.Event, step string) string {
-	return SourcePrefix + strconv.FormatInt(e.ID, 10) + ":" + step
-}
-
 func errText(err error) string {
 	if err == nil {
 		return ""
@@ -447,6 +442,16 @@ func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Ev
 	// of it: only the rows merged before a restart are taken back.
 	onlyOwn := e.MergedInto != 0 || e.HasStep(StepAnswer) || e.HasStep(StepDraft) ||
 		e.HasStep(StepSupersededNote) || handoffStarted(e) || b.o.Debounce <= 0
+	if !onlyOwn && e.Attempts > 1 {
+		// An answer in doubt was written for the messages merged so far.
+		for _, step := range []string{StepAnswer, StepDraft} {
+			_, inDoubt, err := b.o.Store.Intent(ctx, e.ID, step)
+			if err != nil {
+				return nil, err
+			}
+			onlyOwn = onlyOwn || inDoubt
+		}
+	}
 	var merged []store.Event
 	for _, x := range evs {
 		if x.AccountID == e.AccountID && x.ConversationID == e.ConversationID {

@@ -112,14 +112,43 @@ type Message struct {
 	SourceID string `json:"source_id"`
 }
 
-// NewMessage is what bridge posts.
+// NewMessage is what bridge posts. It has no source_id on purpose:
+// Chatwoot never sends an outgoing message that has one to the customer on
+// WhatsApp, Telegram, Facebook, Instagram, SMS, email, Line, Twitter or
+// TikTok (Base::SendOnChannelService#invalid_message?,
+// app/services/base/send_on_channel_service.rb).
 type NewMessage struct {
-	Content string `json:"content"`
-	Private bool   `json:"private"`
-	// SourceID is echoed in the webhook of the created message, which lets
-	// bridge recognise its own post even before this call has returned.
-	SourceID    string `json:"source_id,omitempty"`
+	Content     string `json:"content"`
+	Private     bool   `json:"private"`
 	MessageType string `json:"message_type"`
+}
+
+// ListedMessage is one message of GET .../messages, rendered by
+// app/views/api/v1/models/_message.json.jbuilder: message_type is an
+// integer there (0 incoming, 1 outgoing, 2 activity, 3 template) and
+// created_at unix seconds.
+type ListedMessage struct {
+	ID          int64  `json:"id"`
+	Content     string `json:"content"`
+	MessageType int    `json:"message_type"`
+	Private     bool   `json:"private"`
+	CreatedAt   int64  `json:"created_at"`
+	Sender      *struct {
+		ID   int64  `json:"id"`
+		Type string `json:"type"`
+	} `json:"sender"`
+}
+
+// Messages lists the conversation's latest messages. Only user tokens may:
+// a bot token gets 401 "not authorized for bots".
+func (c *Client) Messages(ctx context.Context, account, conv int64) ([]ListedMessage, error) {
+	var out struct {
+		Payload []ListedMessage `json:"payload"`
+	}
+	if err := c.do(ctx, "list messages", http.MethodGet, c.convPath(account, conv, "messages"), nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Payload, nil
 }
 
 func (c *Client) convPath(account, conv int64, rest string) string {

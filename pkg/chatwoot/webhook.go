@@ -35,6 +35,8 @@ type Event struct {
 	MessageType string // incoming | outgoing | template | activity
 	Private     bool
 	SourceID    string
+	// CreatedAt is when Chatwoot created the message (zero if absent).
+	CreatedAt   time.Time
 	Sender      *Sender // nil when the message has no sender
 	Attachments []Attachment
 
@@ -62,6 +64,10 @@ type Conversation struct {
 	ContactID int64
 	Contact   Sender
 	Channel   string
+	// UpdatedAt is the conversation's updated_at when Chatwoot built the
+	// payload (zero if absent). Payloads are snapshots delivered out of
+	// order, so it says which of two statuses is the newer.
+	UpdatedAt time.Time
 }
 
 // Attachment is a file on a message.
@@ -102,10 +108,11 @@ type wireSender struct {
 }
 
 type wireConversation struct {
-	ID           *int64 `json:"id"`
-	InboxID      int64  `json:"inbox_id"`
-	Status       string `json:"status"`
-	Channel      string `json:"channel"`
+	ID           *int64          `json:"id"`
+	InboxID      int64           `json:"inbox_id"`
+	Status       string          `json:"status"`
+	Channel      string          `json:"channel"`
+	UpdatedAt    json.RawMessage `json:"updated_at"`
 	ContactInbox *struct {
 		ContactID int64 `json:"contact_id"`
 	} `json:"contact_inbox"`
@@ -125,6 +132,8 @@ type wireEvent struct {
 	MessageType json.RawMessage `json:"message_type"`
 	Private     bool            `json:"private"`
 	SourceID    *string         `json:"source_id"`
+	CreatedAt   json.RawMessage `json:"created_at"`
+	UpdatedAt   json.RawMessage `json:"updated_at"`
 	Sender      json.RawMessage `json:"sender"`
 	Attachments []Attachment    `json:"attachments"`
 	Account     *struct {
@@ -192,6 +201,7 @@ func ParseEvent(body []byte) (*Event, error) {
 		if w.SourceID != nil {
 			e.SourceID = *w.SourceID
 		}
+		e.CreatedAt = lenientTime(w.CreatedAt)
 		if s := bytes.TrimSpace(w.Sender); len(s) > 0 && !bytes.Equal(s, []byte("null")) {
 			var ws wireSender
 			if err := json.Unmarshal(s, &ws); err != nil {
@@ -206,7 +216,8 @@ func ParseEvent(body []byte) (*Event, error) {
 			return nil, &ParseError{Reason: "missing field: conversation.id"}
 		}
 		c := w.Conversation
-		e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel}
+		e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel,
+			UpdatedAt: lenientTime(c.UpdatedAt)}
 		if c.ContactInbox != nil {
 			e.Conversation.ContactID = c.ContactInbox.ContactID
 		}
@@ -233,7 +244,8 @@ func ParseEvent(body []byte) (*Event, error) {
 		// (typing events nest it under "conversation").
 		if w.Conversation != nil && w.Conversation.ID != nil {
 			c := w.Conversation
-			e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel}
+			e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel,
+				UpdatedAt: lenientTime(c.UpdatedAt)}
 			if len(c.Messages) > 0 && e.AccountID == 0 {
 				e.AccountID = c.Messages[0].AccountID
 			}
@@ -242,7 +254,8 @@ func ParseEvent(body []byte) (*Event, error) {
 			if err != nil {
 				return nil, err
 			}
-			e.Conversation = Conversation{ID: id, InboxID: w.InboxID, Status: w.Status, Channel: w.Channel}
+			e.Conversation = Conversation{ID: id, InboxID: w.InboxID, Status: w.Status, Channel: w.Channel,
+				UpdatedAt: lenientTime(w.UpdatedAt)}
 			if w.ContactInbox != nil {
 				e.Conversation.ContactID = w.ContactInbox.ContactID
 			}
@@ -261,6 +274,48 @@ func ParseEvent(body []byte) (*Event, error) {
 		}
 	}
 	return e, nil
+}
+
+// SnapshotAt is when Chatwoot built the payload, as near as it says: the
+// newer of the conversation's updated_at and the message's created_at. It is
+// zero when the payload carries neither.
+func (e *Event) SnapshotAt() time.Time {
+	t := e.Conversation.UpdatedAt
+	if e.CreatedAt.After(t) {
+		t = e.CreatedAt
+	}
+	return t
+}
+
+// lenientTime reads a Chatwoot timestamp in any of the shapes its payloads
+// use: unix seconds as an integer or a float (conversation.updated_at is a
+// float, app/presenters/conversations/event_data_presenter.rb), or an
+// ISO-8601 string (message created_at, app/models/message.rb#webhook_data).
+// Anything else is zero: a timestamp only orders snapshots, it never
+// decides whether a webhook is valid.
+func lenientTime(raw json.RawMessage) time.Time {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return time.Time{}
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return time.Time{}
+		}
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05 MST", "2006-01-02 15:04:05"} {
+			if t, err := time.Parse(layout, s); err == nil {
+				return t
+			}
+		}
+		return time.Time{}
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f <= 0 || f > 1e11 {
+		return time.Time{}
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC()
 }
 
 func toSender(s *wireSender) Sender {

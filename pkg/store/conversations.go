@@ -28,21 +28,23 @@ type Conversation struct {
 	StateReason        string
 	StateAt            time.Time
 	Status             string
-	MessagesIn         int
-	Answers            int
-	Handoffs           int
-	LastActivityAt     time.Time
+	// StatusAt is the time of the snapshot Status came from.
+	StatusAt       time.Time
+	MessagesIn     int
+	Answers        int
+	Handoffs       int
+	LastActivityAt time.Time
 }
 
 const convCols = `account_id, conversation_id, inbox_id, contact_id, route_id, dify_conversation_id, state,
-	state_reason, state_at, status, messages_in, answers, handoffs, last_activity_at`
+	state_reason, state_at, status, status_at, messages_in, answers, handoffs, last_activity_at`
 
 func scanConv(sc interface{ Scan(...any) error }) (Conversation, error) {
 	var c Conversation
-	var sa, la int64
+	var sa, st, la int64
 	err := sc.Scan(&c.AccountID, &c.ConversationID, &c.InboxID, &c.ContactID, &c.RouteID, &c.DifyConversationID,
-		&c.State, &c.StateReason, &sa, &c.Status, &c.MessagesIn, &c.Answers, &c.Handoffs, &la)
-	c.StateAt, c.LastActivityAt = fromMS(sa), fromMS(la)
+		&c.State, &c.StateReason, &sa, &c.Status, &st, &c.MessagesIn, &c.Answers, &c.Handoffs, &la)
+	c.StateAt, c.StatusAt, c.LastActivityAt = fromMS(sa), fromMS(st), fromMS(la)
 	return c, err
 }
 
@@ -66,21 +68,26 @@ func (db *DB) Conversation(ctx context.Context, account, id int64) (Conversation
 }
 
 // TouchConversation creates the row if needed and records what a webhook
-// said about it: inbox, contact, Chatwoot status, activity.
-func (tx *Tx) TouchConversation(account, id, inbox, contact int64, status string, incoming bool) error {
+// said about it: inbox, contact, Chatwoot status, activity. status is a
+// snapshot taken at statusAt: it replaces the stored one only when it is
+// not older, so a late or redelivered webhook never writes back a status
+// that has since changed. A snapshot without a time (zero) only fills a
+// status that has none with a time either.
+func (tx *Tx) TouchConversation(account, id, inbox, contact int64, status string, statusAt time.Time, incoming bool) error {
 	in := 0
 	if incoming {
 		in = 1
 	}
-	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, inbox_id, contact_id, status, messages_in, last_activity_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, inbox_id, contact_id, status, status_at, messages_in, last_activity_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
 			inbox_id = CASE WHEN excluded.inbox_id != 0 THEN excluded.inbox_id ELSE inbox_id END,
 			contact_id = CASE WHEN excluded.contact_id != 0 THEN excluded.contact_id ELSE contact_id END,
-			status = CASE WHEN excluded.status != '' THEN excluded.status ELSE status END,
+			status = CASE WHEN excluded.status != '' AND excluded.status_at >= status_at THEN excluded.status ELSE status END,
+			status_at = CASE WHEN excluded.status != '' AND excluded.status_at >= status_at THEN excluded.status_at ELSE status_at END,
 			messages_in = messages_in + excluded.messages_in,
 			last_activity_at = excluded.last_activity_at`,
-		account, id, inbox, contact, status, in, ms(tx.now))
+		account, id, inbox, contact, status, ms(statusAt), in, ms(tx.now))
 	if err != nil {
 		return fmt.Errorf("record conversation %d: %w", id, err)
 	}
@@ -101,10 +108,15 @@ func (tx *Tx) SetConversationState(account, id int64, state, reason string) erro
 	return nil
 }
 
-// SetStatus records the Chatwoot status bridge itself set.
-func (tx *Tx) SetStatus(account, id int64, status string) error {
-	_, err := tx.Exec("UPDATE conversations SET status = ? WHERE account_id = ? AND conversation_id = ?", status, account, id)
-	return err
+// SetStatus records a Chatwoot status as of at (bridge's clock when bridge
+// set it itself), unless a newer snapshot is already stored.
+func (tx *Tx) SetStatus(account, id int64, status string, at time.Time) error {
+	_, err := tx.Exec(`UPDATE conversations SET status = ?, status_at = ?
+		WHERE account_id = ? AND conversation_id = ? AND status_at <= ?`, status, ms(at), account, id, ms(at))
+	if err != nil {
+		return fmt.Errorf("set conversation %d status: %w", id, err)
+	}
+	return nil
 }
 
 // MapDify stores the Dify conversation of a Chatwoot conversation for a route.

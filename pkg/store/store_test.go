@@ -254,7 +254,7 @@ func TestConversations(t *testing.T) {
 	db := mustOpen(t)
 	ctx := t.Context()
 	err := db.Write(ctx, func(tx *Tx) error {
-		if err := tx.TouchConversation(1, 42, 3, 12, "pending", true); err != nil {
+		if err := tx.TouchConversation(1, 42, 3, 12, "pending", time.Unix(100, 0), true); err != nil {
 			return err
 		}
 		if err := tx.MapDify(1, 42, 5, "dify-conv"); err != nil {
@@ -350,4 +350,106 @@ func BenchmarkAppend(b *testing.B) {
 		c, w := db.Commits()
 		b.ReportMetric(float64(w)/float64(c), "writes/commit")
 	})
+}
+
+// TestStatusSnapshots: Chatwoot's payloads are snapshots delivered out of
+// order, a retry resending an old one; a status is replaced only by one
+// from a snapshot that is not older.
+func TestStatusSnapshots(t *testing.T) {
+	db := mustOpen(t)
+	ctx := t.Context()
+	t0 := time.Unix(1_800_000_000, 0)
+	steps := []struct {
+		status string
+		at     time.Time
+		set    bool // through SetStatus, as bridge records what it did itself
+		want   string
+	}{
+		{"pending", t0, false, "pending"},
+		{"open", t0.Add(2 * time.Second), true, "open"},
+		{"pending", t0.Add(time.Second), false, "open"},          // built before bridge opened it
+		{"pending", t0, false, "open"},                           // a redelivery of the first
+		{"resolved", t0.Add(3 * time.Second), false, "resolved"}, // newer news
+		{"pending", t0.Add(3 * time.Second), false, "pending"},   // same instant: the later delivery wins
+		{"", t0.Add(time.Hour), false, "pending"},                // no status says nothing
+		{"open", time.Time{}, false, "pending"},                  // a snapshot without a time cannot replace a dated one
+	}
+	for i, st := range steps {
+		err := db.Write(ctx, func(tx *Tx) error {
+			if st.set {
+				return tx.SetStatus(1, 7, st.status, st.at)
+			}
+			return tx.TouchConversation(1, 7, 3, 12, st.status, st.at, false)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.Conversation(ctx, 1, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Status != st.want {
+			t.Errorf("step %d (%s at %v): status %q, want %q", i, st.status, st.at, c.Status, st.want)
+		}
+	}
+}
+
+func TestIntents(t *testing.T) {
+	db := mustOpen(t)
+	ctx := t.Context()
+	in := Intent{EventID: 5, Step: "answer", AccountID: 1, ConversationID: 9, Content: "Your order\\\nshipped. "}
+	if err := db.Write(ctx, func(tx *Tx) error { return tx.AddIntent(in) }); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := db.Intent(ctx, 5, "answer")
+	if err != nil || !ok || got.MessageID != 0 || got.Content != in.Content {
+		t.Fatalf("intent = %+v %v %v", got, ok, err)
+	}
+	match := func(account, conv int64, content string, private bool) (Intent, bool) {
+		var m Intent
+		var ok bool
+		if err := db.Write(ctx, func(tx *Tx) (err error) {
+			m, ok, err = tx.MatchIntent(account, conv, ContentHash(content, private))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return m, ok
+	}
+	// Chatwoot's webhook turns a backslash before a newline into a newline.
+	if m, ok := match(1, 9, "Your order\nshipped.", false); !ok || m.EventID != 5 || m.Step != "answer" {
+		t.Errorf("echo not matched: %+v %v", m, ok)
+	}
+	for _, miss := range []struct {
+		account, conv int64
+		content       string
+		private       bool
+	}{{1, 9, "Your order\nshipped.", true}, {1, 8, "Your order\nshipped.", false}, {2, 9, "Your order\nshipped.", false}, {1, 9, "Your order", false}} {
+		if _, ok := match(miss.account, miss.conv, miss.content, miss.private); ok {
+			t.Errorf("matched %+v", miss)
+		}
+	}
+	if err := db.Write(ctx, func(tx *Tx) error { return tx.ResolveIntent(5, "answer", 1234) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := match(1, 9, "Your order\nshipped.", false); ok {
+		t.Error("a resolved intent matched again")
+	}
+	got, _, _ = db.Intent(ctx, 5, "answer")
+	if got.MessageID != 1234 {
+		t.Errorf("resolved intent = %+v", got)
+	}
+	// A new intent of the same step (after a forced replay cleared the
+	// step) replaces the old one and is open again.
+	if err := db.Write(ctx, func(tx *Tx) error {
+		return tx.AddIntent(Intent{EventID: 5, Step: "answer", AccountID: 1, ConversationID: 9, Content: "other"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ = db.Intent(ctx, 5, "answer"); got.Content != "other" || got.MessageID != 0 {
+		t.Errorf("replaced intent = %+v", got)
+	}
+	if _, ok := match(1, 9, "other", false); !ok {
+		t.Error("the new intent does not match its echo")
+	}
 }
