@@ -68,6 +68,7 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 		WebhookToken:     cfg.Chatwoot.WebhookToken.Reveal(),
 		WebhookSecret:    cfg.Chatwoot.WebhookSecret.Reveal(),
 		BotStatuses:      cfg.Chatwoot.BotStatuses,
+		EchoWait:         cfg.Chatwoot.EchoWait,
 		DifyBaseURL:      cfg.Dify.BaseURL,
 		DifyTimeout:      cfg.Dify.Timeout,
 		DifyIdleTimeout:  cfg.Dify.IdleTimeout,

@@ -48,6 +48,11 @@ type Chatwoot struct {
 	// webhooks of every account are accepted and doctor skips its account
 	// check.
 	AccountID int64 `mapstructure:"account_id"`
+	// EchoWait bounds how long a post in doubt (a crash or a lost answer
+	// between Chatwoot creating a message and bridge recording it) waits
+	// for Chatwoot's webhook of it before it is posted again, when no
+	// user_token lets bridge ask Chatwoot.
+	EchoWait time.Duration `mapstructure:"echo_wait"`
 }
 
 // Dify holds the [dify] table.
@@ -107,6 +112,7 @@ func Defaults() Config {
 			BaseURL:     "http://localhost:3000",
 			BotStatuses: []string{"pending"},
 			AccountID:   0,
+			EchoWait:    5 * time.Second,
 		},
 		Dify: Dify{
 			BaseURL:     "https://api.dify.ai/v1",

@@ -112,8 +112,8 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 25 {
-		t.Errorf("len(Keys()) = %d, want 25: %v", len(keys), keys)
+	if len(keys) != 26 {
+		t.Errorf("len(Keys()) = %d, want 26: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
@@ -236,6 +236,7 @@ var envValues = map[string]struct {
 	"chatwoot.webhook_secret":     {"cw-hook-secret-from-env-D4", Secret("cw-hook-secret-from-env-D4")},
 	"chatwoot.bot_statuses":       {"pending, open", []string{"pending", "open"}},
 	"chatwoot.account_id":         {"42", int64(42)},
+	"chatwoot.echo_wait":          {"750ms", 750 * time.Millisecond},
 	"dify.base_url":               {"https://dify.example.com/v1", "https://dify.example.com/v1"},
 	"dify.timeout":                {"3m", 3 * time.Minute},
 	"dify.idle_timeout":           {"10s", 10 * time.Second},

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/viper"
 )
@@ -61,6 +62,9 @@ func (c *Config) Validate() error {
 		if !slices.Contains(botStatuses, s) {
 			return bad("chatwoot.bot_statuses", s, "invalid status", "want open, pending, snoozed or resolved")
 		}
+	}
+	if c.Chatwoot.EchoWait <= 0 || c.Chatwoot.EchoWait > 10*time.Minute {
+		return bad("chatwoot.echo_wait", c.Chatwoot.EchoWait.String(), "must be positive and at most 10m", `e.g. "5s"`)
 	}
 	if c.Chatwoot.AccountID < 0 {
 		return bad("chatwoot.account_id", strconv.FormatInt(c.Chatwoot.AccountID, 10), "must not be negative", "0 means any account")
