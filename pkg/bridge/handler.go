@@ -289,10 +289,12 @@ func ownEcho(ev *chatwoot.Event) bool {
 
 // matchEcho looks for the post in flight (or in doubt) that an outgoing
 // message echoes: same conversation, same content, not yet resolved. A match
-// records the post as done with Chatwoot's message id, in the webhook's own
-// transaction. Chatwoot gives an API caller no tag that comes back in the
-// webhook and is harmless (protocol notes, correction 2), so content is
-// what ties the two together.
+// resolves the intent with Chatwoot's message id, in the webhook's own
+// transaction; the post's step is then recorded by the POST's return or, if
+// that never comes, by the resumed event finding its intent resolved.
+// Chatwoot gives an API caller no tag that comes back in the webhook and is
+// harmless (protocol notes, correction 2), so content is what ties the two
+// together.
 func (b *Bridge) matchEcho(tx *store.Tx, ev *chatwoot.Event) (bool, error) {
 	in, ok, err := tx.MatchIntent(ev.AccountID, ev.Conversation.ID, store.ContentHash(ev.Content, ev.Private))
 	if err != nil || !ok {
@@ -301,17 +303,7 @@ func (b *Bridge) matchEcho(tx *store.Tx, ev *chatwoot.Event) (bool, error) {
 	if err := tx.ResolveIntent(in.EventID, in.Step, ev.MessageID); err != nil {
 		return false, err
 	}
-	if err := tx.RecordPosted(ev.MessageID, in.EventID, in.Step); err != nil {
-		return false, err
-	}
-	u := store.EventUpdate{AddStep: in.Step}
-	if in.Step == StepAnswer || in.Step == StepDraft {
-		u.PostedMessageID = ev.MessageID
-	}
-	if err := tx.UpdateEvent(in.EventID, u); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return false, err
-	}
-	return true, nil
+	return true, tx.RecordPosted(ev.MessageID, in.EventID, in.Step)
 }
 
 func routeNote(r *store.Route) string {

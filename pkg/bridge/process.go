@@ -530,13 +530,10 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "skipped", Detail: step + " already done"})
 		return nil
 	}
-	in, exists, err := b.o.Store.Intent(ctx, e.ID, step)
+	in, inDoubt, err := b.o.Store.Intent(ctx, e.ID, step)
 	if err != nil {
 		return err
 	}
-	// A resolved intent whose step is not done was cleared on purpose
-	// (replay --force): post anew.
-	inDoubt := exists && in.MessageID == 0
 	if inDoubt {
 		content, private = in.Content, in.Private
 	} else {
