@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
+	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -18,13 +20,15 @@ func newConversationsCmd(a *app) *cobra.Command {
 		Long: `Each Chatwoot conversation bridge works on maps to one Dify conversation, so
 the app keeps the context. State "bot" means bridge answers; "human" means a
 person took over (or bridge handed off) and bridge stays quiet until Chatwoot
-puts the conversation back in a bot status.`,
+puts the conversation back in a bot status (a conversation_status_changed,
+Chatwoot 4.13+) or an operator gives it back (give-back).`,
 		Example: `  bridge conversations list --state human
-  bridge conversations reset 42`,
+  bridge conversations reset 42
+  bridge conversations give-back 42`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	c.AddCommand(newConversationsListCmd(a), newConversationsResetCmd(a))
+	c.AddCommand(newConversationsListCmd(a), newConversationsResetCmd(a), newConversationsGiveBackCmd(a))
 	return c
 }
 
@@ -115,4 +119,65 @@ customer message starts a new Dify conversation (without the earlier context).`,
 			return nil
 		},
 	}
+}
+
+func newConversationsGiveBackCmd(a *app) *cobra.Command {
+	var account int64
+	c := &cobra.Command{
+		Use:   "give-back ID",
+		Short: "Return a conversation a human holds to the bot",
+		Long: `Return Chatwoot conversation ID to the bot: bridge sets its Chatwoot status
+to the first of chatwoot.bot_statuses (pending) with chatwoot.api_token and
+answers the customer's next message again.
+
+Chatwoot 4.13 and later tell the bot when an agent puts a conversation back
+to pending, and bridge takes it back by itself; on older Chatwoot this
+command (or an account webhook pointing at bridge, which receives
+conversation_status_changed on every version) is the way back.`,
+		Example: "  bridge conversations give-back 42\n  bridge conversations give-back 42 --account 2",
+		Args:    exactArgs(1, "bridge conversations give-back 42"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "conversation")
+			if err != nil {
+				return err
+			}
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			db, err := a.openStore(c.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			cs, err := db.ConversationsByID(c.Context(), id)
+			if err != nil {
+				return err
+			}
+			var matches []store.Conversation
+			for _, cv := range cs {
+				if account == 0 || cv.AccountID == account {
+					matches = append(matches, cv)
+				}
+			}
+			switch {
+			case len(matches) == 0:
+				return &failedError{msg: fmt.Sprintf("no conversation %d (bridge conversations list)", id)}
+			case len(matches) > 1:
+				return usagef("add --account N", "conversation %d exists in %d accounts", id, len(matches))
+			}
+			cv := matches[0]
+			cw := chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL, Token: cfg.Chatwoot.APIToken.Reveal()})
+			if err := bridge.GiveBack(c.Context(), db, cw, cfg.Chatwoot.BotStatuses, cv.AccountID, id); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"account_id": cv.AccountID, "conversation_id": id, "state": store.StateBot})
+			}
+			fmt.Fprintf(a.io.Out, "Conversation %d is the bot's again; its next customer message is answered.\n", id)
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&account, "account", 0, "the Chatwoot account, when the id exists in several")
+	return c
 }

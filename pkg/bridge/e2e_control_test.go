@@ -410,3 +410,64 @@ func TestChatwootFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestStaleSnapshotNeverUndoesTakeover: Chatwoot builds each payload when
+// its event fires and delivers them out of order; a customer message built
+// while the conversation was still pending arrives after the agent's
+// takeover opened it. The bot must stay quiet; only a status change into
+// pending, or an operator's give-back, returns the conversation.
+func TestStaleSnapshotNeverUndoesTakeover(t *testing.T) {
+	e := newEnv(t, envOptions{cwOpts: func(o *simulate.ChatwootOptions) { o.KeepPendingOnBotFailure = true }})
+	ctx := t.Context()
+	conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
+	e.waitFinal(e.say(conv, "hello").EventID)
+	// The customer writes while the conversation is pending; its webhook is
+	// late.
+	var late []byte
+	func() {
+		e.cw.SetWebhook("http://127.0.0.1:1/nowhere", "")
+		defer e.cw.SetWebhook(e.srv.URL+"/webhooks/chatwoot", "")
+		_, _ = e.cw.CustomerSays(ctx, conv, "are you there?") // the delivery fails: it is late
+		ds := e.cw.Deliveries()
+		late = ds[len(ds)-1].Body
+	}()
+	if late == nil || !strings.Contains(string(late), `"status":"pending"`) {
+		t.Fatalf("no late pending snapshot: %s", late)
+	}
+	d, err := e.cw.AgentSays(ctx, conv, "I'll take it from here.", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFinal(ackOf(t, d).EventID)
+	if s := e.cw.Status(conv); s != "open" {
+		t.Fatalf("status after takeover = %s", s)
+	}
+	// The late delivery, and a retry of it, say pending: old news.
+	for range 2 {
+		d, err := e.cw.Deliver(ctx, late)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := ackOf(t, d); a.Status != "ignored" {
+			t.Errorf("late snapshot: %+v", a)
+		}
+	}
+	c, _ := e.db.Conversation(ctx, 1, conv)
+	if c.State != store.StateHuman || c.Status != "open" {
+		t.Errorf("after the late snapshots: state %s, status %s", c.State, c.Status)
+	}
+	if got := e.botReplies(conv); len(got) != 1 {
+		t.Errorf("the bot answered over the agent: %q", got)
+	}
+	// The operator gives it back: Chatwoot agrees, and the bot answers.
+	if err := GiveBack(ctx, e.db, e.core.o.Chatwoot, e.core.o.BotStatuses, 1, conv); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.cw.Status(conv); s != "pending" {
+		t.Errorf("status after give-back = %s", s)
+	}
+	e.waitFinal(e.say(conv, "one more question").EventID)
+	if got := e.botReplies(conv); len(got) != 2 {
+		t.Errorf("after give-back: bot replies %q", got)
+	}
+}

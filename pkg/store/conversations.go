@@ -187,3 +187,22 @@ func (db *DB) ResetConversation(ctx context.Context, id int64) error {
 		return mustAffect(res, fmt.Sprintf("conversation %d", id))
 	})
 }
+
+// ConversationsByID returns the conversations with display id id, in every
+// account bridge has seen it in.
+func (db *DB) ConversationsByID(ctx context.Context, id int64) ([]Conversation, error) {
+	rows, err := db.query(ctx, "SELECT "+convCols+" FROM conversations WHERE conversation_id = ? ORDER BY account_id", id)
+	if err != nil {
+		return nil, fmt.Errorf("read conversation %d: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Conversation
+	for rows.Next() {
+		c, err := scanConv(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
