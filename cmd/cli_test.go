@@ -114,6 +114,21 @@ func TestRoutes(t *testing.T) {
 	checkGolden(t, "routes", w.tr.String())
 }
 
+// New Agent apps (mode "agent" in Dify 1.14) have a chat endpoint; the route keeps the mode so
+// that their narration is never taken for the answer.
+func TestRoutesAddNewAgent(t *testing.T) {
+	w := newWorld(t, simulate.DifyApp{Key: testDifyKey, Name: "Concierge", Mode: simulate.ModeAgent})
+	res := w.mustRun(0, "routes", "add", "--inbox", "1", "--dify-key", testDifyKey)
+	if !strings.Contains(res.Out, `"Concierge" (agent)`) {
+		t.Errorf("routes add: %q", res.Out)
+	}
+	res = w.mustRunJSON(0, "routes", "show", "1")
+	var r routeView
+	if err := json.Unmarshal([]byte(res.Out), &r); err != nil || r.AppMode != "agent" {
+		t.Errorf("routes show --json: %v %+v", err, r)
+	}
+}
+
 func TestEvents(t *testing.T) {
 	w := newWorld(t)
 	j := seedJournal(w)

@@ -58,8 +58,10 @@ func newRoutesAddCmd(a *app) *cobra.Command {
 		Long: `Route a Chatwoot inbox to a Dify app.
 
 Unless --no-verify, the key is checked against Dify (GET /info and
-GET /parameters): the app must have a chat endpoint (chat, advanced-chat or
-agent-chat) and every required input must be supplied with --inputs.
+GET /parameters): the app must have a chat endpoint (chat, advanced-chat,
+agent-chat or agent) and every required input must be supplied with --inputs.
+The app's mode is stored with the route: a New Agent app's (agent) narration
+is never taken for its answer.
 
 --inputs values may use {contact.name}, {contact.email}, {inbox.name},
 {conversation.id} and {account.id}; they are filled in on every turn.

@@ -257,6 +257,7 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		User:           fmt.Sprintf("chatwoot-%d-%d", e.AccountID, contact),
 		ConversationID: difyConv,
 		Files:          attachments(ev),
+		AppMode:        route.AppMode,
 	}
 	if strings.TrimSpace(req.Query) == "" {
 		// Dify refuses an empty query; an attachment-only message still
@@ -309,8 +310,14 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		}
 		b.o.Metrics.dify(route.ID, "error", d)
 		var ae *dify.APIError
-		if errors.As(err, &ae) && ae.ConversationNotExists() && req.ConversationID != "" && !freshTried {
-			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "stale conversation", Detail: "dify no longer knows conversation " + req.ConversationID + "; starting a new one", Duration: d})
+		// A chatflow worker that fails before its first node is, with a conversation id, most
+		// likely Dify 1.14 not finding the conversation; try a new one once, as after a 404.
+		if errors.As(err, &ae) && (ae.ConversationNotExists() || ae.FailedBeforeFirstNode()) && req.ConversationID != "" && !freshTried {
+			detail := "dify no longer knows conversation " + req.ConversationID + "; starting a new one"
+			if !ae.ConversationNotExists() {
+				detail = errText(err) + "; conversation " + req.ConversationID + " may be gone; starting a new one"
+			}
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "stale conversation", Detail: detail, Duration: d})
 			if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 				return tx.MapDify(e.AccountID, e.ConversationID, route.ID, "")
 			}); err != nil {

@@ -133,6 +133,9 @@ type ChatRequest struct {
 	User           string         // stable per end user: Dify scopes conversations to it
 	ConversationID string         // "" starts a new conversation
 	Files          []File
+	// AppMode is the app's mode from GET /info, if known; ModeAgent makes sure a New Agent app's
+	// narration never reaches the answer (see ReadStreamWith).
+	AppMode string
 }
 
 type chatBody struct {
@@ -184,7 +187,7 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, onStart func(taskID,
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // the snippet is best effort
 		return nil, fmt.Errorf("dify chat: html instead of an event stream: %w", parseErrorBody(resp.StatusCode, b))
 	}
-	a, err := ReadStreamWith(ctx, resp.Body, StreamOptions{Idle: c.idle, OnStart: onStart, MaxLine: c.maxLine})
+	a, err := ReadStreamWith(ctx, resp.Body, StreamOptions{Idle: c.idle, OnStart: onStart, MaxLine: c.maxLine, AppMode: req.AppMode})
 	if err != nil {
 		return a, fmt.Errorf("dify chat: %w", err)
 	}
@@ -200,6 +203,7 @@ type blockingAnswer struct {
 	ConversationID flexString      `json:"conversation_id"`
 	Answer         *flexString     `json:"answer"`
 	Metadata       json.RawMessage `json:"metadata"`
+	Data           json.RawMessage `json:"data"`
 	Code           flexString      `json:"code"`
 	Message        flexString      `json:"message"`
 	Status         flexInt         `json:"status"`
@@ -217,7 +221,13 @@ func readBlocking(r io.Reader, onStart func(taskID, conversationID string)) (*An
 	if v.Event == "error" || (v.Answer == nil && v.Code != "") {
 		return nil, &APIError{Status: int(v.Status), Code: string(v.Code), Message: string(v.Message), InStream: true}
 	}
-	if v.Answer == nil {
+	// A chatflow that stops at a Human Input node answers a blocking call with the pause itself:
+	// event workflow_paused, answer "" and data.status "paused" (template_advanced_chat.en.mdx,
+	// "Paused Response Example"). That is a request for a human, not an empty answer.
+	var wd workflowData
+	_ = json.Unmarshal(v.Data, &wd) // data is optional; an odd one only loses the pause reason
+	paused := v.Event == "workflow_paused" || wd.Status == "paused"
+	if v.Answer == nil && !paused {
 		return nil, fmt.Errorf("decode blocking answer: no answer field in %q", snippet(b))
 	}
 	st := assembler{now: time.Now}
@@ -228,7 +238,12 @@ func readBlocking(r io.Reader, onStart func(taskID, conversationID string)) (*An
 	if st.a.MessageID == "" {
 		st.a.MessageID = string(v.ID)
 	}
-	st.text.WriteString(string(*v.Answer))
+	if paused {
+		st.pause(wd.reason("workflow_paused"))
+	} else {
+		st.msgSeen = true
+		st.msg.WriteString(string(*v.Answer))
+	}
 	st.takeUsage(v.Metadata)
 	if onStart != nil && st.a.TaskID != "" {
 		onStart(st.a.TaskID, st.a.ConversationID)
@@ -255,7 +270,7 @@ func (c *Client) Stop(ctx context.Context, taskID, user string) error {
 type AppInfo struct {
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
-	Mode        string   `json:"mode"` // chat, advanced-chat, agent-chat, completion, workflow
+	Mode        string   `json:"mode"` // chat, advanced-chat, agent-chat, agent, completion, workflow
 	AuthorName  string   `json:"author_name"`
 	Tags        []string `json:"tags"`
 }
@@ -269,10 +284,15 @@ func (c *Client) Info(ctx context.Context) (*AppInfo, error) {
 	return &info, nil
 }
 
+// ModeAgent is the mode GET /info reports for a New Agent app (Dify 1.14). Its answers come
+// only as streams, and its agent_message events are the agent's narration, not the answer.
+// Legacy Agent apps report "agent-chat".
+const ModeAgent = "agent"
+
 // HasChatEndpoint reports whether apps of this mode are served by /chat-messages.
 func HasChatEndpoint(mode string) bool {
 	switch mode {
-	case "chat", "advanced-chat", "agent-chat":
+	case "chat", "advanced-chat", "agent-chat", ModeAgent:
 		return true
 	}
 	return false

@@ -178,6 +178,20 @@ func TestChatCorpusStreams(t *testing.T) {
 	}
 }
 
+func TestChatAppMode(t *testing.T) {
+	// Without a word of narration, only the mode tells that the second message repeats the first.
+	frames := "data: {\"event\":\"message\",\"task_id\":\"t\",\"answer\":\"Sure.\"}\n\n" +
+		"data: {\"event\":\"message\",\"task_id\":\"t\",\"answer\":\"Sure.\"}\n\n" +
+		"data: {\"event\":\"message_end\",\"task_id\":\"t\"}\n\n"
+	_, c := newFake(t, map[string]http.HandlerFunc{"POST /v1/chat-messages": streamThen(frames, nil)})
+	for mode, want := range map[string]string{ModeAgent: "Sure.", "chat": "Sure.Sure."} {
+		a, err := c.Chat(t.Context(), ChatRequest{Query: "q", User: "u", AppMode: mode}, nil)
+		if err != nil || a.Text != want {
+			t.Errorf("mode %s: answer %+v, error %v; want %q", mode, a, err, want)
+		}
+	}
+}
+
 func TestChatBlockingFallback(t *testing.T) {
 	_, c := newFake(t, map[string]http.HandlerFunc{"POST /v1/chat-messages": serveFile(t, "chat_blocking.json")})
 	var task string
@@ -361,7 +375,7 @@ func TestInfo(t *testing.T) {
 }
 
 func TestHasChatEndpoint(t *testing.T) {
-	for mode, want := range map[string]bool{"chat": true, "advanced-chat": true, "agent-chat": true,
+	for mode, want := range map[string]bool{"chat": true, "advanced-chat": true, "agent-chat": true, "agent": true,
 		"completion": false, "workflow": false, "": false} {
 		if got := HasChatEndpoint(mode); got != want {
 			t.Errorf("HasChatEndpoint(%q) = %v, want %v", mode, got, want)

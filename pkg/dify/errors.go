@@ -44,6 +44,15 @@ type APIError struct {
 func (e *APIError) Error() string {
 	var b strings.Builder
 	b.WriteString("dify ")
+	if e.FailedBeforeFirstNode() {
+		// The bare "dify stream error 500" would read like an outage; say what it is.
+		b.WriteString("chatflow failed before its first node (no error code)")
+		if e.Message != "" {
+			b.WriteString(": ")
+			b.WriteString(e.Message)
+		}
+		return b.String()
+	}
 	if e.InStream {
 		b.WriteString("stream error ")
 	}
@@ -65,6 +74,25 @@ func (e *APIError) Error() string {
 func (e *APIError) ConversationNotExists() bool {
 	return e.Status == http.StatusNotFound && e.Code == "not_found" &&
 		strings.HasPrefix(e.Message, "Conversation Not Exists")
+}
+
+// FailedBeforeFirstNode reports the error event a chatflow's worker publishes when the run fails
+// before its first node: {"event":"error","message":"","status":500}, with no code
+// (api/tasks/app_generate/workflow_execute_task.py#_publish_error_event, Dify 1.14). The message
+// is the exception text, often empty. Causes are in the request itself: missing required
+// inputs, an empty query, and, until Dify stopped checking the conversation in the worker, a
+// conversation_id Dify no longer knows. Sending the same request again cannot help.
+func (e *APIError) FailedBeforeFirstNode() bool {
+	return e.InStream && e.Code == "" && e.Status == http.StatusInternalServerError
+}
+
+// QuotaExceeded reports a 429 rate_limit_error: a billing quota of the Dify workspace (Dify
+// Cloud's workflow execution quota, or a sandbox plan's requests per day;
+// services/app_generate_service.py, controllers/web/error.py#InvokeRateLimitError). It lasts
+// until the quota resets or the plan changes, so retrying within minutes only spends time; Dify's
+// own error guide says not to retry it.
+func (e *APIError) QuotaExceeded() bool {
+	return e.Code == "rate_limit_error"
 }
 
 // WorkflowError is a chatflow run that finished with a status other than succeeded or
@@ -122,13 +150,14 @@ func Retryable(err error) bool {
 }
 
 func (e *APIError) retryable() bool {
-	if e.InStream {
-		return e.Status >= 500
-	}
 	switch {
+	case e.QuotaExceeded(), e.FailedBeforeFirstNode():
+		return false
+	case e.InStream:
+		return e.Status >= 500
 	case e.Status == http.StatusTooManyRequests, e.Status >= 500:
 		return true
-	case e.Code == "too_many_requests", e.Code == "rate_limit_error":
+	case e.Code == "too_many_requests":
 		return true
 	case e.Status == http.StatusBadRequest && e.Code == "invalid_param" &&
 		strings.HasPrefix(e.Message, "Too many requests"):

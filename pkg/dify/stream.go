@@ -51,6 +51,10 @@ type StreamOptions struct {
 	MaxLine int
 	// Now is the clock for Answer.FirstToken; nil means time.Now.
 	Now func() time.Time
+	// AppMode is the app's mode from GET /info, when known. ModeAgent reads the stream as a New
+	// Agent app's: agent_message is never part of the answer. Other values, and "", leave it to
+	// the stream (see ReadStreamWith).
+	AppMode string
 }
 
 // ReadStream reads a Dify chat stream until a terminal event. idle bounds the silence between
@@ -63,11 +67,24 @@ func ReadStream(ctx context.Context, body io.Reader, idle time.Duration, onStart
 
 // ReadStreamWith reads a Dify chat stream until a terminal event.
 //
-// Text is the concatenation of the answer deltas of message, agent_message and message_file
-// events; message_replace replaces it. New Agent apps close their agent_message deltas with one
-// message carrying the complete answer, so a message that starts with everything assembled from
-// agent_message deltas replaces the text instead of doubling it. Reasoning, agent thoughts, TTS
-// and node events never reach Text.
+// Text is the answer for the customer. Chat and chatflow apps stream it as message deltas
+// (message_file events that carry answer text count too); message_replace replaces it.
+// Legacy Agent apps (agent-chat) stream it as agent_message deltas. New Agent apps (mode
+// "agent") use agent_message for the agent's process text, narration and tool talk, and send
+// the answer as message events: deltas of the final output, or one message with the complete
+// answer, and the docs also describe deltas followed by one closing message that repeats the
+// whole answer (api/core/app/apps/agent_app/app_runner.py, publish_agent_message_delta and
+// _publish_terminal_answer; dify-docs en/api-reference/guides/streaming.mdx: "treat it as the
+// final answer"). So:
+//   - once a stream has sent any message text, Text is the message text alone and agent_message
+//     text is narration; a stream with no message text (a legacy agent) answers with its
+//     agent_message text, unless opts.AppMode is ModeAgent;
+//   - in a stream of a New Agent app (opts.AppMode, or agent_message or agent_thought events
+//     before), a message that starts with all the message text so far is that closing repeat
+//     and replaces the text instead of doubling it. Chat apps never get this rule: their deltas
+//     may legitimately repeat.
+//
+// Reasoning (reasoning_chunk), agent thoughts, TTS and node events never reach Text.
 //
 // The result:
 //   - message_end: the answer, nil error.
@@ -93,7 +110,7 @@ func ReadStreamWith(ctx context.Context, body io.Reader, opts StreamOptions) (*A
 	if now == nil {
 		now = time.Now
 	}
-	st := &assembler{start: now(), now: now, onStart: opts.OnStart}
+	st := &assembler{start: now(), now: now, onStart: opts.OnStart, newAgent: opts.AppMode == ModeAgent}
 
 	fr := startFrames(body, opts.MaxLine)
 	defer fr.stop()
@@ -254,6 +271,20 @@ type workflowData struct {
 	} `json:"reasons"`
 }
 
+// reason is the type of the first pause reason, or def. Dify's code writes the key as TYPE,
+// its docs as type.
+func (d *workflowData) reason(def string) string {
+	for _, r := range d.Reasons {
+		if r.UpperType != "" {
+			return string(r.UpperType)
+		}
+		if r.Type != "" {
+			return string(r.Type)
+		}
+	}
+	return def
+}
+
 type usageJSON struct {
 	PromptTokens     flexInt    `json:"prompt_tokens"`
 	CompletionTokens flexInt    `json:"completion_tokens"`
@@ -277,23 +308,34 @@ func (u usageJSON) usage() Usage {
 // assembler is the state of one stream.
 type assembler struct {
 	a                 Answer
-	text              strings.Builder
+	msg               strings.Builder // text of message, message_file and message_replace
+	agent             strings.Builder // text of agent_message
+	msgSeen           bool            // a message event carried text (possibly replaced by "")
+	newAgent          bool            // the caller knows the app is a New Agent app
+	agentish          bool            // agent_message or agent_thought seen: an agent app
 	start             time.Time
 	now               func() time.Time
 	onStart           func(taskID, conversationID string)
 	started           bool
-	agentDeltas       bool // text so far came from agent_message deltas
 	workflowSucceeded bool // workflow_finished(succeeded) arrived before message_end
+}
+
+// text is the answer so far, by the rules of ReadStreamWith.
+func (s *assembler) text() string {
+	if s.msgSeen || s.newAgent {
+		return s.msg.String()
+	}
+	return s.agent.String()
 }
 
 func (s *assembler) answer() *Answer {
 	a := s.a
-	a.Text = s.text.String()
+	a.Text = s.text()
 	return &a
 }
 
 func (s *assembler) progress() string {
-	return fmt.Sprintf("%d events, %d pings, %d bytes of answer", s.a.Events, s.a.Pings, s.text.Len())
+	return fmt.Sprintf("%d events, %d pings, %d bytes of answer", s.a.Events, s.a.Pings, s.msg.Len()+s.agent.Len())
 }
 
 // handle applies one SSE event and reports whether the stream reached a successful or paused end.
@@ -322,30 +364,32 @@ func (s *assembler) handle(ev SSEEvent) (bool, error) {
 			return false, nil
 		}
 		delta := string(*e.Answer)
-		cur := s.text.String()
-		if s.agentDeltas && cur != "" && strings.HasPrefix(delta, cur) {
-			// New Agent apps close with the complete answer after their agent_message deltas.
+		if (s.newAgent || s.agentish) && s.msg.Len() > 0 && strings.HasPrefix(delta, s.msg.String()) {
+			// A New Agent app's closing message repeats the whole answer.
 			s.replace(delta)
 		} else {
-			s.appendText(delta)
+			s.appendMsg(delta)
 		}
-		s.agentDeltas = false
 	case "agent_message":
-		if e.Answer != nil {
-			s.appendText(string(*e.Answer))
-			s.agentDeltas = true
+		s.agentish = true
+		if e.Answer != nil && *e.Answer != "" {
+			if !s.newAgent && !s.msgSeen {
+				s.firstToken() // a legacy agent's answer, as far as the stream can tell
+			}
+			s.agent.WriteString(string(*e.Answer))
 		}
+	case "agent_thought":
+		s.agentish = true
 	case "message_file":
 		// Chat apps relabel text deltas message_file once the message has an assistant file.
 		if e.Answer != nil {
-			s.appendText(string(*e.Answer))
+			s.appendMsg(string(*e.Answer))
 		} else if e.URL != "" && e.BelongsTo != "user" {
 			s.a.Files = append(s.a.Files, string(e.URL))
 		}
 	case "message_replace":
 		if e.Answer != nil {
 			s.replace(string(*e.Answer))
-			s.agentDeltas = false
 		}
 	case "message_end":
 		s.takeUsage(e.Metadata)
@@ -374,18 +418,7 @@ func (s *assembler) handle(ev SSEEvent) (bool, error) {
 	case "workflow_paused":
 		var d workflowData
 		_ = json.Unmarshal(e.Data, &d) // the reason is informative; a pause is a pause without it
-		reason := kind
-		for _, r := range d.Reasons {
-			if r.UpperType != "" {
-				reason = string(r.UpperType)
-				break
-			}
-			if r.Type != "" {
-				reason = string(r.Type)
-				break
-			}
-		}
-		s.pause(reason)
+		s.pause(d.reason(kind))
 		return true, nil
 	}
 	return false, nil
@@ -409,20 +442,22 @@ func (s *assembler) noteIDs(e *streamEvent) {
 	}
 }
 
-func (s *assembler) appendText(delta string) {
+func (s *assembler) appendMsg(delta string) {
 	if delta == "" {
 		return
 	}
 	s.firstToken()
-	s.text.WriteString(delta)
+	s.msgSeen = true
+	s.msg.WriteString(delta)
 }
 
 func (s *assembler) replace(text string) {
 	if text != "" {
 		s.firstToken()
 	}
-	s.text.Reset()
-	s.text.WriteString(text)
+	s.msgSeen = true
+	s.msg.Reset()
+	s.msg.WriteString(text)
 }
 
 func (s *assembler) firstToken() {

@@ -114,8 +114,10 @@ func TestReadStreamRules(t *testing.T) {
 	agent := func(s string) string {
 		return fmt.Sprintf(`{"event": "agent_message", "task_id": "t", "conversation_id": "c", "answer": %q}`, s)
 	}
+	const thought = `{"event":"agent_thought","id":"a1","position":1,"thought":"","observation":"","tool":"lookup","tool_input":"{}"}`
 	tests := []struct {
 		name    string
+		mode    string // StreamOptions.AppMode
 		in      string
 		text    string
 		files   []string
@@ -136,7 +138,15 @@ func TestReadStreamRules(t *testing.T) {
 		{name: "MessageFileFromUserIgnored", in: sse(`{"event":"message_file","belongs_to":"user","url":"u"}`, msg("x"), end), text: "x"},
 		{name: "NewAgentClosingMessage", in: sse(agent("Hel"), agent("lo"), msg("Hello"), end), text: "Hello"},
 		{name: "NewAgentClosingMessageLonger", in: sse(agent("Hel"), agent("lo"), msg("Hello there"), end), text: "Hello there"},
-		{name: "AgentThenUnrelatedMessage", in: sse(agent("Hel"), msg("p"), end), text: "Help"},
+		{name: "NewAgentNarrationIsNotAnswer", in: sse(agent("Let me check. "), msg("Shipped."), end), text: "Shipped."},
+		{name: "NewAgentDeltasThenClosingRepeat", in: sse(agent("Checking. "), thought, msg("Your order"), msg(" shipped."),
+			agent("Done checking."), msg("Your order shipped."), end), text: "Your order shipped."},
+		// Dify's runner sends only the missing tail when the streamed output is a prefix of the final one.
+		{name: "NewAgentDeltasThenSuffix", in: sse(agent("Checking. "), msg("Your order"), msg(" shipped."), end), text: "Your order shipped."},
+		{name: "NewAgentKnownByModeOnly", mode: ModeAgent, in: sse(msg("ab"), msg("ab"), end), text: "ab"},
+		{name: "NewAgentNarrationOnly", mode: ModeAgent, in: sse(agent("Thinking about it"), end), text: ""},
+		{name: "LegacyAgentAnswer", mode: "agent-chat", in: sse(thought, agent("Hel"), agent("lo"), end), text: "Hello"},
+		{name: "LegacyAgentModeration", in: sse(agent("bad words"), `{"event":"message_replace","answer":"[removed]"}`, end), text: "[removed]"},
 		{name: "MessageDeltasNeverCollapse", in: sse(msg("ab"), msg("ab"), end), text: "abab"},
 		{name: "NotAppended", in: sse(
 			`{"event":"reasoning_chunk","data":{"reasoning":"hmm"}}`,
@@ -186,8 +196,19 @@ func TestReadStreamRules(t *testing.T) {
 			}},
 		{name: "ErrorEvent500", in: sse(`{"event":"error","code":"internal_server_error","message":"Internal Server Error, please contact support.","status":500}`),
 			check: func(t *testing.T, _ *Answer, err error) {
-				if !Retryable(err) {
-					t.Errorf("in-stream 500 not retryable: %v", err)
+				var ae *APIError
+				if !Retryable(err) || !errors.As(err, &ae) || ae.FailedBeforeFirstNode() {
+					t.Errorf("in-stream 500 with a code: %v, want retryable and not a worker failure", err)
+				}
+			}},
+		{name: "ErrorEventNoCode", in: sse("ping", `{"event": "error", "message": "query is required", "status": 500}`),
+			check: func(t *testing.T, _ *Answer, err error) {
+				var ae *APIError
+				if Retryable(err) || !errors.As(err, &ae) || !ae.FailedBeforeFirstNode() {
+					t.Fatalf("error = %v, want a non-retryable failure before the first node", err)
+				}
+				if want := "dify chatflow failed before its first node (no error code): query is required"; err.Error() != want {
+					t.Errorf("text = %q, want %q", err.Error(), want)
 				}
 			}},
 		{name: "EOFBeforeEnd", in: sse(msg("half an ans")), wantErr: ErrTruncated,
@@ -210,7 +231,7 @@ func TestReadStreamRules(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := ReadStream(t.Context(), iotest.HalfReader(strings.NewReader(tc.in)), 0, nil)
+			a, err := ReadStreamWith(t.Context(), iotest.HalfReader(strings.NewReader(tc.in)), StreamOptions{AppMode: tc.mode})
 			if tc.check != nil {
 				tc.check(t, a, err)
 				return

@@ -557,6 +557,15 @@ func TestDoctorDifyAppMode(t *testing.T) {
 	}
 }
 
+func TestDoctorDifyNewAgent(t *testing.T) {
+	h := newDocHarness(t)
+	const key = "app-newagent00000000000000"
+	h.dify.AddApp(simulate.DifyApp{Key: key, Name: "Concierge", Mode: simulate.ModeAgent})
+	h.addRoute(&store.Route{InboxID: 4, DifyKey: key, Enabled: true})
+	h.cw.AddInbox(4, "Sales", docPublic+WebhookPath)
+	docExpect(t, h.run(), "dify route 2", CheckOK, `"Concierge" (agent)`)
+}
+
 func TestDoctorDifyRequiredInput(t *testing.T) {
 	h := newDocHarness(t)
 	h.dify.AddApp(simulate.DifyApp{Key: docDifyKey, Name: "Support bot", Mode: simulate.ModeChat,

@@ -16,19 +16,22 @@ import (
 const (
 	ModeChat         = "chat"
 	ModeAdvancedChat = "advanced-chat"
-	ModeAgentChat    = "agent-chat"
+	ModeAgentChat    = "agent-chat" // a legacy Agent app: the answer streams as agent_message
+	ModeAgent        = "agent"      // a New Agent app (1.14): narration in agent_message, the answer in message
 	ModeCompletion   = "completion"
 	ModeWorkflow     = "workflow"
 )
 
-// DifyServerVersion is what GET /v1/ reports.
-const DifyServerVersion = "1.13.2"
+// DifyServerVersion is what GET /v1/ reports. The fake behaves like this release: chatflow
+// streams run in a worker, which reports a failure before the first node as a code-less
+// error event, and New Agent apps exist.
+const DifyServerVersion = "1.14.2"
 
 // DifyApp is one app of the fake Dify, reached with its own key.
 type DifyApp struct {
 	Key    string // "app-..." bearer key
 	Name   string
-	Mode   string // "chat" | "advanced-chat" | "agent-chat" | "completion" | "workflow"; "" means chat
+	Mode   string // "chat" | "advanced-chat" | "agent-chat" | "agent" | "completion" | "workflow"; "" means chat
 	Inputs []DifyInput
 	// Reply computes the answer; nil means DefaultReply. history holds the
 	// earlier (query, answer) turns of this Dify conversation, oldest first.
@@ -76,6 +79,19 @@ type DifyFault struct {
 	// HTML answers with a non-JSON body (an nginx error page), status 502
 	// unless Status is set.
 	HTML bool
+	// Quota answers 429 rate_limit_error, the workspace's billing quota
+	// (services/app_generate_service.py raises InvokeRateLimitError, which the
+	// controller turns into controllers/web/error.py#InvokeRateLimitError):
+	// {"code": "rate_limit_error", "message": "Workflow execution quota limit
+	// reached for tenant <id>", "status": 429}. Message replaces the text.
+	Quota bool
+	// WorkerError streams one ping, then the error event a chatflow's worker
+	// publishes when the run fails before its first node, without a code:
+	// {"event": "error", "message": "", "status": 500}
+	// (tasks/app_generate/workflow_execute_task.py#_publish_error_event).
+	// Message fills "message", as the exception text does. A blocking call
+	// gets a plain 500 instead.
+	WorkerError bool
 	// CutAfter > 0 streams that many answer deltas, then drops the
 	// connection without message_end.
 	CutAfter int
@@ -136,6 +152,7 @@ type difyTask struct {
 // paths are /v1/..., so the client's base URL is server URL + "/v1".
 type Dify struct {
 	mu       sync.Mutex
+	tenantID string
 	apps     map[string]*difyApp
 	convs    map[string]*difyConv
 	faults   map[string][]DifyFault
@@ -155,6 +172,7 @@ type Dify struct {
 // NewDify returns a fake Dify serving the given apps.
 func NewDify(apps ...DifyApp) *Dify {
 	d := &Dify{
+		tenantID: newUUID(),
 		apps:     make(map[string]*difyApp),
 		convs:    make(map[string]*difyConv),
 		faults:   make(map[string][]DifyFault),
@@ -416,7 +434,15 @@ func nginxPage(status int) []byte {
 		"</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
 }
 
-func writeFault(w http.ResponseWriter, f DifyFault) {
+func (d *Dify) writeFault(w http.ResponseWriter, f DifyFault) {
+	if f.Quota {
+		msg := "Workflow execution quota limit reached for tenant " + d.tenantID
+		if f.Message != "" {
+			msg = f.Message
+		}
+		difyError(w, http.StatusTooManyRequests, "rate_limit_error", msg)
+		return
+	}
 	if f.HTML {
 		status := f.Status
 		if status == 0 {
@@ -702,6 +728,11 @@ func (d *Dify) serveChat(w http.ResponseWriter, r *http.Request) {
 	}
 	call := &chatCall{app: app, query: strings.ReplaceAll(query, "\x00", ""), inputs: inputs, user: user,
 		streaming: mode == "streaming", taskID: newUUID(), msgID: newUUID()}
+	if app.Mode == ModeAgent {
+		// New Agent apps stream unless blocking is asked for by name
+		// (controllers/service_api/app/completion.py#_resolve_agent_app_streaming).
+		call.streaming = mode != "blocking"
+	}
 
 	// Record, register the task (so /stop works from the first byte on),
 	// then wait for Hold and take the next fault.
@@ -765,8 +796,8 @@ func (d *Dify) serveChat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Status > 0 || f.HTML {
-		writeFault(w, f)
+	if f.Status > 0 || f.HTML || f.Quota {
+		d.writeFault(w, f)
 		return
 	}
 
@@ -796,6 +827,9 @@ func (d *Dify) serveChat(w http.ResponseWriter, r *http.Request) {
 	case app.Mode == ModeAgentChat && !call.streaming:
 		difyError(w, http.StatusBadRequest, "invalid_param", "Agent Chat App does not support blocking mode")
 		return
+	case app.Mode == ModeAgent && !call.streaming:
+		difyError(w, http.StatusBadRequest, "bad_request", "Agent App only supports streaming response mode.")
+		return
 	case call.query == "":
 		difyError(w, http.StatusBadRequest, "invalid_param", "query is required")
 		return
@@ -810,6 +844,13 @@ func (d *Dify) serveChat(w http.ResponseWriter, r *http.Request) {
 		c := d.convs[convID]
 		if c == nil || c.key != app.Key || c.user != user {
 			d.mu.Unlock()
+			if app.Mode == ModeAdvancedChat && call.streaming {
+				// A chatflow stream looks the conversation up in its worker, which
+				// reports ConversationNotExistsError (an empty text) as a code-less
+				// error event, from #36348 until the eager check of #38801.
+				d.streamWorkerError(ctx, w, call, "")
+				return
+			}
 			difyError(w, http.StatusNotFound, "not_found", msgConversationNotExists)
 			return
 		}

@@ -173,15 +173,39 @@ func (d *Dify) historyLen(call *chatCall) int {
 	return len(call.conv.turns)
 }
 
-// stream answers a streaming call.
-func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall) {
-	f := call.fault
+func startStream(w http.ResponseWriter, call *chatCall) *sseWriter {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: http.NewResponseController(w), call: call, buf: make([]byte, 0, 512)}
+	return &sseWriter{w: w, rc: http.NewResponseController(w), call: call, buf: make([]byte, 0, 512)}
+}
+
+// streamWorkerError answers as a chatflow stream whose worker failed before
+// the first node: the relay's immediate ping, then the worker's error event,
+// which is not a task pipeline event and so has neither the wrapper fields
+// nor a code (tasks/app_generate/workflow_execute_task.py#_publish_error_event,
+// relayed by core/app/apps/streaming_utils.py).
+func (d *Dify) streamWorkerError(ctx context.Context, w http.ResponseWriter, call *chatCall, message string) {
+	s := startStream(w, call)
+	if ctx.Err() != nil || !s.ping() {
+		return
+	}
+	s.buf = append(s.buf[:0], "data: "...)
+	s.buf = call.enc.append(s.buf, obj{{"event", "error"}, {"message", message}, {"status", http.StatusInternalServerError}})
+	s.buf = append(s.buf, '\n', '\n')
+	s.flush()
+}
+
+// stream answers a streaming call.
+func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall) {
+	f := call.fault
+	if f.WorkerError {
+		d.streamWorkerError(ctx, w, call, f.Message)
+		return
+	}
+	s := startStream(w, call)
 	d.mu.Lock()
 	done := d.done
 	d.mu.Unlock()
@@ -265,11 +289,17 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 		return
 	}
 	deltaName := "message"
-	if call.app.Mode == ModeAgentChat {
+	newAgent := call.app.Mode == ModeAgent
+	switch call.app.Mode {
+	case ModeAgentChat:
 		deltaName = "agent_message"
 		if !s.event("agent_thought", true, field{"id", newUUID()}, field{"position", 1}, field{"thought", ""},
 			field{"observation", ""}, field{"tool", ""}, field{"tool_labels", obj{}}, field{"tool_input", ""},
 			field{"message_files", []any{}}) {
+			return
+		}
+	case ModeAgent:
+		if !d.agentToolTurn(s, call) {
 			return
 		}
 	}
@@ -329,6 +359,13 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 
 	answer := sent.String()
 	d.finish(call, answer)
+	if newAgent && !stopped && answer != "" {
+		// The closing message repeats the complete answer (dify-docs
+		// en/api-reference/guides/streaming.mdx: "treat it as the final answer").
+		if !s.event("message", true, field{"id", call.msgID}, field{"answer", answer}, field{"from_variable_selector", nil}) {
+			return
+		}
+	}
 	if adv && !run("node_finished", nodeData("succeeded", nil, obj{{"text", answer}})) {
 		return
 	}
@@ -346,6 +383,29 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 		}
 		run("workflow_finished", workflowData(status, nil, obj{{"answer", answer}}))
 	}
+}
+
+// newAgentNarration is what the fake New Agent says before its tool call.
+const newAgentNarration = "Let me look that up for you. "
+
+// agentToolTurn streams what a New Agent app sends before its answer: the
+// agent's narration as agent_message (AgentAppRunner publishes model text as
+// agent-process deltas), then one tool call as agent_thought events, sent
+// when the thought row is created and again when the tool's result lands in
+// it (app_runner.py#_AgentProcessRecorder; the row's fields as the legacy
+// agent_thought event shows them).
+func (d *Dify) agentToolTurn(s *sseWriter, call *chatCall) bool {
+	const tool = "knowledge_lookup"
+	thought := newUUID()
+	labels := obj{{tool, obj{{"en_US", tool}, {"zh_Hans", tool}}}}
+	input := pythonJSON.marshal(obj{{"query", call.query}})
+	row := func(observation string) []field {
+		return []field{{"id", thought}, {"position", 1}, {"thought", ""}, {"observation", observation},
+			{"tool", tool}, {"tool_labels", labels}, {"tool_input", string(input)}, {"message_files", []any{}}}
+	}
+	return s.event("agent_message", true, field{"id", call.msgID}, field{"answer", newAgentNarration}) &&
+		s.event("agent_thought", true, row("")...) &&
+		s.event("agent_thought", true, row(`{"status": "found"}`)...)
 }
 
 // blocking answers a blocking call with one JSON body.
@@ -374,6 +434,9 @@ func (d *Dify) blocking(ctx context.Context, w http.ResponseWriter, call *chatCa
 		return
 	case f.WorkflowFailed:
 		difyError(w, http.StatusBadRequest, "invalid_param", "Run failed: node llm failed")
+		return
+	case f.WorkerError:
+		difyError(w, http.StatusInternalServerError, "internal_server_error", msgInternal)
 		return
 	}
 	history := d.historyLen(call)

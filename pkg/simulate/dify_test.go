@@ -23,6 +23,7 @@ const (
 	flowKey     = "app-flow0000000000000000001"
 	formKey     = "app-form0000000000000000001"
 	workflowKey = "app-workflow00000000000001"
+	newAgentKey = "app-newagent00000000000001"
 )
 
 func newTestDify(t *testing.T) (*Dify, *httptest.Server) {
@@ -36,6 +37,7 @@ func newTestDify(t *testing.T) (*Dify, *httptest.Server) {
 			{Variable: "tier", Label: "Tier", Type: "select", Options: []string{"gold", "silver"}},
 		}},
 		DifyApp{Key: workflowKey, Name: "WF", Mode: ModeWorkflow},
+		DifyApp{Key: newAgentKey, Name: "Concierge", Mode: ModeAgent},
 	)
 	srv := httptest.NewServer(d)
 	t.Cleanup(srv.Close)
@@ -246,7 +248,7 @@ func TestDifyDiscovery(t *testing.T) {
 	_, srv := newTestDify(t)
 	t.Run("Liveness", func(t *testing.T) {
 		b := readAll(t, difyDo(t, t.Context(), srv, http.MethodGet, "/v1/", "", nil))
-		if string(b) != `{"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": "1.13.2"}` {
+		if string(b) != `{"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": "1.14.2"}` {
 			t.Fatalf("got %s", b)
 		}
 	})
@@ -366,6 +368,43 @@ func TestDifyStreamingModes(t *testing.T) {
 			t.Fatalf("answer %q", got)
 		}
 	})
+	t.Run("NewAgent", func(t *testing.T) {
+		const answer = "Answer to: hello there concierge"
+		frames := streamChat(t, srv, newAgentKey, chatBodyFor("hello there concierge", "u1", "", "streaming"))
+		checkWrapper(t, frames)
+		ev := events(frames)
+		if len(ev) < 6 || !slices.Equal(ev[:3], []string{"agent_message", "agent_thought", "agent_thought"}) ||
+			ev[len(ev)-1] != "message_end" {
+			t.Fatalf("events %v, want narration, a tool turn, message deltas, a closing message, message_end", ev)
+		}
+		var deltas strings.Builder
+		for _, f := range frames[3 : len(frames)-2] {
+			if f.event() != "message" {
+				t.Fatalf("events %v: only message deltas between the tool turn and the closing message", ev)
+			}
+			deltas.WriteString(f.data["answer"].(string))
+		}
+		closing := frames[len(frames)-2]
+		if deltas.String() != answer || closing.event() != "message" || closing.data["answer"] != answer {
+			t.Fatalf("deltas %q, closing %v; want both to be %q", deltas.String(), closing.data, answer)
+		}
+		if frames[0].data["answer"] != newAgentNarration {
+			t.Fatalf("narration %v", frames[0].data)
+		}
+		call, result := frames[1].data, frames[2].data
+		if call["id"] != result["id"] || call["tool"] != "knowledge_lookup" || call["observation"] != "" ||
+			result["observation"] == "" || call["tool_input"] != `{"query": "hello there concierge"}` {
+			t.Fatalf("tool turn %v then %v", call, result)
+		}
+		// response_mode left out means streaming for these apps; blocking by name is refused.
+		body := chatBodyFor("hi", "u1", "", "")
+		delete(body, "response_mode")
+		if frames := streamChat(t, srv, newAgentKey, body); events(frames)[len(frames)-1] != "message_end" {
+			t.Fatalf("no response_mode: %v", events(frames))
+		}
+		resp := difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", newAgentKey, chatBodyFor("hi", "u1", "", "blocking"))
+		wantError(t, resp, 400, "bad_request", "Agent App only supports streaming response mode.")
+	})
 	t.Run("AdvancedChat", func(t *testing.T) {
 		frames := streamChat(t, srv, flowKey, chatBodyFor("hello there flow", "u1", "", "streaming"))
 		checkWrapper(t, frames)
@@ -481,6 +520,19 @@ func TestDifyConversationNotExists(t *testing.T) {
 		resp := difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", chatKey, chatBodyFor("hi", "owner", "42", "streaming"))
 		wantError(t, resp, 400, "invalid_param", "1 validation error")
 	})
+	t.Run("ChatflowStreaming", func(t *testing.T) {
+		// Dify 1.14 looks the conversation up in the chatflow worker and reports its failure as a
+		// code-less error event; blocking calls still get the 404.
+		frames := streamChat(t, srv, flowKey, chatBodyFor("hi", "owner", newUUID(), "streaming"))
+		if got := events(frames); !slices.Equal(got, []string{"ping", "error"}) {
+			t.Fatalf("events %v", got)
+		}
+		if e := frames[1].data; !maps.Equal(e, map[string]any{"event": "error", "message": "", "status": float64(500)}) {
+			t.Fatalf("error event %v", e)
+		}
+		resp := difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", flowKey, chatBodyFor("hi", "owner", newUUID(), "blocking"))
+		wantError(t, resp, 404, "not_found", "Conversation Not Exists.")
+	})
 	t.Run("Deleted", func(t *testing.T) {
 		resp := difyDo(t, t.Context(), srv, http.MethodDelete, "/v1/conversations/"+conv, chatKey, map[string]any{"user": "intruder"})
 		wantError(t, resp, 404, "not_found", "Conversation Not Exists.")
@@ -554,6 +606,7 @@ func TestDifyFaultsInOrder(t *testing.T) {
 		DifyFault{Status: 400, Code: "invalid_param", Message: busy},
 		DifyFault{HTML: true},
 		DifyFault{Status: 429},
+		DifyFault{Quota: true},
 	)
 	post := func() *http.Response {
 		return difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", chatKey, chatBodyFor("hi", "u1", "", "streaming"))
@@ -566,6 +619,7 @@ func TestDifyFaultsInOrder(t *testing.T) {
 		t.Fatalf("HTML fault: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	wantError(t, post(), 429, "too_many_requests", "Too many requests.")
+	wantError(t, post(), 429, "rate_limit_error", "Workflow execution quota limit reached for tenant "+d.tenantID)
 	// The queue is used up: normal again.
 	frames := streamChat(t, srv, chatKey, chatBodyFor("hi", "u1", "", "streaming"))
 	if answerOf(frames) != "Answer to: hi" {
@@ -632,6 +686,21 @@ func TestDifyStreamFaults(t *testing.T) {
 		if reasons[0].(map[string]any)["TYPE"] != "human_input_required" {
 			t.Fatalf("workflow_paused reasons %v", reasons)
 		}
+	})
+	t.Run("WorkerError", func(t *testing.T) {
+		d.Fail(flowKey, DifyFault{WorkerError: true}, DifyFault{WorkerError: true, Message: "query is required"},
+			DifyFault{WorkerError: true})
+		for _, msg := range []string{"", "query is required"} {
+			frames := streamChat(t, srv, flowKey, chatBodyFor("hi", "u1", "", "streaming"))
+			if got := events(frames); !slices.Equal(got, []string{"ping", "error"}) {
+				t.Fatalf("events %v", got)
+			}
+			if e := frames[1].data; !maps.Equal(e, map[string]any{"event": "error", "message": msg, "status": float64(500)}) {
+				t.Fatalf("error event %v, want no code and message %q", e, msg)
+			}
+		}
+		resp := difyDo(t, t.Context(), srv, http.MethodPost, "/v1/chat-messages", flowKey, chatBodyFor("hi", "u1", "", "blocking"))
+		wantError(t, resp, 500, "internal_server_error", "The server encountered")
 	})
 	t.Run("Empty", func(t *testing.T) {
 		d.Fail(chatKey, DifyFault{Empty: true})
