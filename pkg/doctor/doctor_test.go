@@ -562,8 +562,8 @@ func TestDoctorDifyNewAgent(t *testing.T) {
 	const key = "app-newagent00000000000000"
 	h.dify.AddApp(simulate.DifyApp{Key: key, Name: "Concierge", Mode: simulate.ModeAgent})
 	h.addRoute(&store.Route{InboxID: 4, DifyKey: key, Enabled: true})
-	h.cw.AddInbox(4, "Sales", docPublic+WebhookPath)
-	docExpect(t, h.run(), "dify route 2", CheckOK, `"Concierge" (agent)`)
+	h.cw.AddInbox(4, "Sales", docPublic+bridge.WebhookPath)
+	docExpect(t, h.run(), "dify route 2", OK, `"Concierge" (agent)`)
 }
 
 func TestDoctorDifyRequiredInput(t *testing.T) {
