@@ -971,7 +971,31 @@ func (d *doctor) journal(ctx context.Context) []Result {
 		d.unrouted(pctx, q),
 		d.failed(pctx, q),
 		d.stuck(pctx, q),
+		d.postedAgain(pctx, q),
 	}
+}
+
+// postedAgain reports posts that were in doubt after a crash and made again
+// without knowing whether the first one had reached Chatwoot: a customer may
+// have received that message twice. With chatwoot.user_token bridge reads
+// the conversation instead of guessing.
+func (d *doctor) postedAgain(ctx context.Context, q *sql.DB) Result {
+	const name = "posts in doubt"
+	var n int
+	var newest sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT count(*), max(event_id) FROM hops
+		WHERE outcome = 'in doubt: posted again' AND at >= ?`, unixMS(d.now.Add(-doctorRecent))).Scan(&n, &newest); err != nil {
+		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+	}
+	if n == 0 {
+		return okResult(name, "none made again without checking in the last 24h")
+	}
+	detail := fmt.Sprintf("%d %s in doubt after a crash made again without checking Chatwoot in the last 24h (newest in event #%d): a customer may have received it twice",
+		n, plural(n, "post", "posts"), newest.Int64)
+	if d.o.ChatwootUser != nil {
+		return warnResult(name, detail+"; chatwoot.user_token is set now, so the next ones are checked first", "bridge events show "+fmt.Sprint(newest.Int64))
+	}
+	return warnResult(name, detail, "set chatwoot.user_token (a user access token, preferably an administrator's): bridge then reads the conversation before posting again")
 }
 
 func unixMS(t time.Time) int64 { return t.UnixMilli() }

@@ -192,7 +192,7 @@ func TestDoctorHealthy(t *testing.T) {
 	rs := h.run()
 	want := []string{"database", "schema", "routes", "chatwoot", "chatwoot token", "chatwoot user token",
 		"chatwoot account", "webhook auth", "clock", "public url", "inbox 3", "dify route 1",
-		"webhooks received", "rejected webhooks", "unrouted inboxes", "failed events", "stuck events"}
+		"webhooks received", "rejected webhooks", "unrouted inboxes", "failed events", "stuck events", "posts in doubt"}
 	var got []string
 	for _, r := range rs {
 		got = append(got, r.Name)
@@ -664,6 +664,24 @@ func TestDoctorStuckEvents(t *testing.T) {
 		Status: store.StatusAccepted, Kind: store.KindMessage})
 	docExpect(t, h.run(), "stuck events", Warn, fmt.Sprintf("1 event accepted but not started for over 5m (oldest #%d, 10m ago)", id),
 		"fix:bridge serve")
+}
+
+func TestDoctorPostsMadeAgain(t *testing.T) {
+	h := newDocHarness(t)
+	h.opts.ChatwootUser = nil
+	docExpect(t, h.run(), "posts in doubt", OK)
+	id := h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Hour), Event: "message_created", AccountID: 1, InboxID: 3,
+		Status: store.StatusAnswered, Kind: store.KindMessage})
+	if err := h.db.Write(h.t.Context(), func(tx *store.Tx) error {
+		return tx.AddHop(store.Hop{EventID: id, Stage: "chatwoot", Outcome: "in doubt: posted again"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	docExpect(t, h.run(), "posts in doubt", Warn, fmt.Sprintf("1 post in doubt after a crash made again without checking Chatwoot in the last 24h (newest in event #%d)", id),
+		"fix:set chatwoot.user_token")
+	// Older than a day: no longer news.
+	h.opts.Now = func() time.Time { return docNow.Add(48 * time.Hour) }
+	docExpect(t, h.run(), "posts in doubt", OK)
 }
 
 func TestDoctorRejectedWebhooks(t *testing.T) {
