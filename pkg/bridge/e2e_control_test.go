@@ -355,6 +355,59 @@ func TestChatwootFailures(t *testing.T) {
 			t.Errorf("retry hops = %d", n)
 		}
 	})
+	t.Run("chatwoot refuses every post: the status still opens", func(t *testing.T) {
+		e := newEnv(t, envOptions{tune: func(o *Options) { o.RetryBase = time.Millisecond }})
+		refuse := make([]simulate.ChatwootFault, 64)
+		for i := range refuse {
+			refuse[i] = simulate.ChatwootFault{Status: 401}
+		}
+		e.cw.Fail("messages", refuse...)
+		conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
+		ev := e.waitFinal(e.say(conv, "where is my order?").EventID)
+		if ev.Status != store.StatusFailed {
+			t.Fatalf("event = %s %q", ev.Status, ev.LastError)
+		}
+		// The answer, the handoff message and the note were refused, but an
+		// agent sees the conversation: it is open.
+		if s := e.cw.Status(conv); s != "open" {
+			t.Errorf("status = %s: the customer is left with nobody", s)
+		}
+		for _, want := range []string{"handoff message", "handoff note"} {
+			if !strings.Contains(ev.LastError, want) {
+				t.Errorf("last error %q does not name %s", ev.LastError, want)
+			}
+		}
+		c, _ := e.db.Conversation(t.Context(), 1, conv)
+		if c.State != store.StateHuman {
+			t.Errorf("state = %s: the bot would answer a conversation handed to agents", c.State)
+		}
+		if got := scrape(t, e.srv.URL)[`bridge_events_finished_total{state="failed"}`]; got != 1 {
+			t.Error("no failed event in /metrics")
+		}
+	})
+	t.Run("only the status fails: the note says so", func(t *testing.T) {
+		e := newEnv(t, envOptions{tune: func(o *Options) { o.RetryBase = time.Millisecond }})
+		refuse := make([]simulate.ChatwootFault, 8)
+		for i := range refuse {
+			refuse[i] = simulate.ChatwootFault{Status: 500}
+		}
+		e.cw.Fail("toggle_status", refuse...)
+		conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
+		ev := e.waitFinal(e.say(conv, "human please").EventID)
+		if ev.Status != store.StatusFailed || !strings.Contains(ev.LastError, "handoff status") {
+			t.Fatalf("event = %s %q", ev.Status, ev.LastError)
+		}
+		notes := e.notes(conv)
+		if len(notes) != 1 || !strings.Contains(notes[0], "not done: handoff status") {
+			t.Errorf("notes = %q", notes)
+		}
+		// Chatwoot still says pending: the bot keeps the conversation rather
+		// than leave it to nobody.
+		c, _ := e.db.Conversation(t.Context(), 1, conv)
+		if c.State != store.StateBot {
+			t.Errorf("state = %s", c.State)
+		}
+	})
 	t.Run("handoff note once after two failures", func(t *testing.T) {
 		e := newEnv(t, envOptions{})
 		e.cw.Fail("messages", simulate.ChatwootFault{Status: 500}, simulate.ChatwootFault{Status: 500})
