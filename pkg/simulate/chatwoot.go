@@ -229,7 +229,7 @@ type Chatwoot struct {
 	deliveries  ring[Delivery]
 	changed     notifier
 	closed      bool
-	pending     sync.WaitGroup
+	active      int        // background goroutines running
 	holding     bool       // HoldEchoes: background deliveries wait in held
 	held        []Delivery // not sent yet, oldest event first
 	deliverySeq uint64
@@ -524,28 +524,44 @@ func (c *Chatwoot) WaitFor(ctx context.Context, cond func() bool) error {
 	}, cond)
 }
 
-// Close waits for background deliveries to finish (a delivery waiting to
-// be retried included); later and held echoes are not delivered.
+// Close waits for background work to finish: deliveries, a delivery
+// waiting to be retried, channel sends and what they cause. Held echoes and
+// echoes of later calls are not delivered.
 func (c *Chatwoot) Close() {
 	c.mu.Lock()
 	c.closed = true
 	c.held = nil
 	c.mu.Unlock()
-	c.pending.Wait()
+	_ = waitFor(context.Background(), func() <-chan struct{} {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.changed.wait()
+	}, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.active == 0
+	})
 	c.client.CloseIdleConnections()
 }
 
-// goDeliver runs fn in a goroutine that Close waits for.
+// goDeliver runs fn in a goroutine that Close waits for. Once closed, only
+// work started by running background work (a send job's message_updated, a
+// failure's status change) may still start, so Close sees a chain through.
 func (c *Chatwoot) goDeliver(fn func()) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed && c.active == 0 {
 		c.mu.Unlock()
 		return
 	}
-	c.pending.Add(1)
+	c.active++
 	c.mu.Unlock()
 	go func() {
-		defer c.pending.Done()
+		defer func() {
+			c.mu.Lock()
+			c.active--
+			c.changed.broadcast()
+			c.mu.Unlock()
+		}()
 		fn()
 	}()
 }
@@ -782,17 +798,44 @@ func (c *Chatwoot) getProfile(_ *http.Request, _ route, _ string, _ []byte) repl
 	})
 }
 
+// inboxJSON renders an inbox as app/views/api/v1/models/_inbox.json.jbuilder
+// does for an administrator, with the channel-specific keys of its channel.
 func (c *Chatwoot) inboxJSON(in *cwInbox) obj {
-	return obj{
-		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", "Channel::Api"},
+	o := obj{
+		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", in.channel},
 		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", false},
 		{"enable_email_collect", true}, {"csat_survey_enabled", false}, {"enable_auto_assignment", true},
 		{"auto_assignment_config", obj{}}, {"out_of_office_message", nil}, {"working_hours", []any{}},
 		{"timezone", "UTC"}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
 		{"lock_to_single_conversation", false}, {"sender_name_type", "friendly"}, {"business_name", nil},
-		{"webhook_url", ""}, {"inbox_identifier", in.identifier}, {"additional_attributes", obj{}},
-		{"hmac_mandatory", false}, {"secret", "inbox-secret-" + strconv.FormatInt(in.id, 10)},
 	}
+	var phone, provider any
+	suffix := fmt.Sprintf("%03d", in.id%1000)
+	switch in.channel {
+	case ChannelWebWidget:
+		o = append(o, field{"website_url", "https://shop.example.com"}, field{"website_token", in.identifier},
+			field{"hmac_mandatory", false}, field{"continuity_via_email", true})
+	case ChannelWhatsapp:
+		phone, provider = "+15550000"+suffix, "whatsapp_cloud"
+	case ChannelTwilio:
+		phone = "+15550001" + suffix
+		o = append(o, field{"medium", "sms"})
+	case ChannelSMS:
+		phone, provider = "+15550002"+suffix, "bandwidth"
+	case ChannelEmail:
+		o = append(o, field{"email", "support" + strconv.FormatInt(in.id, 10) + "@example.com"})
+	case ChannelTelegram:
+		o = append(o, field{"bot_name", "acme_support_bot"})
+	case ChannelAPI:
+		o = append(o, field{"hmac_mandatory", false})
+	}
+	o = append(o, field{"messaging_service_sid", nil}, field{"phone_number", phone}, field{"provider", provider})
+	if in.channel == ChannelAPI {
+		// Only API inboxes have these; secret is shown to administrators.
+		o = append(o, field{"webhook_url", ""}, field{"inbox_identifier", in.identifier}, field{"additional_attributes", obj{}},
+			field{"secret", "inbox-secret-" + strconv.FormatInt(in.id, 10)})
+	}
+	return o
 }
 
 func (c *Chatwoot) listInboxes(_ *http.Request, _ route, _ string, _ []byte) reply {
@@ -863,18 +906,62 @@ func (c *Chatwoot) getConversation(_ *http.Request, rt route, _ string, _ []byte
 	return jsonReply(http.StatusOK, c.conversationLocked(conv))
 }
 
-func (c *Chatwoot) listMessages(_ *http.Request, rt route, _ string, _ []byte) reply {
+// listMessages is messages#index, for user tokens only (bots get 401 from
+// AccessTokenAuthHelper: only messages#create is in BOT_ACCESSIBLE_ENDPOINTS).
+// MessageFinder (app/finders/message_finder.rb) pages by message id: the
+// latest 20, or 20 before ?before=, or up to 100 after ?after=, or up to
+// 1000 from after up to before; filter_internal_messages drops private
+// notes and activity messages. Each message is rendered by
+// api/v1/models/_message.json.jbuilder, and meta by
+// conversations/messages/index.json.jbuilder.
+func (c *Chatwoot) listMessages(r *http.Request, rt route, _ string, _ []byte) reply {
+	q := r.URL.Query()
+	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	hasBefore, hasAfter := q.Get("before") != "", q.Get("after") != "" // Rails: params[:x].present?
+	internal := q.Get("filter_internal_messages") != ""
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	conv := c.convs[rt.convID]
 	if conv == nil {
 		return errNotFound
 	}
-	list := make([]obj, 0, len(conv.msgs))
+	var msgs []*cwMsg
 	for _, m := range conv.msgs {
-		list = append(list, c.restMessageLocked(conv, m, false))
+		if internal && (m.private || m.mtype == 2) {
+			continue
+		}
+		if (hasAfter && m.id <= after) || (hasBefore && m.id >= before) {
+			continue
+		}
+		msgs = append(msgs, m)
 	}
-	return jsonReply(http.StatusOK, obj{{"meta", obj{{"labels", conv.labels}}}, {"payload", list}})
+	switch {
+	case hasAfter && hasBefore:
+		msgs = msgs[:min(len(msgs), 1000)]
+	case hasAfter:
+		msgs = msgs[:min(len(msgs), 100)]
+	default:
+		msgs = msgs[max(0, len(msgs)-20):]
+	}
+	list := make([]obj, 0, len(msgs))
+	for _, m := range msgs {
+		list = append(list, c.restMessageLocked(conv, m, true))
+	}
+	labels := conv.labels
+	if labels == nil {
+		labels = []string{}
+	}
+	meta := obj{{"labels", labels}, {"additional_attributes", conv.attrs}, {"contact", c.contactObj(conv.contact, true)}}
+	if a := c.assigneeLocked(conv); a != nil {
+		meta = append(meta, field{"assignee", a})
+	}
+	var seen any
+	if conv.agentLastSeen != 0 {
+		seen = isoTime(time.Unix(conv.agentLastSeen, 0))
+	}
+	meta = append(meta, field{"agent_last_seen_at", seen}, field{"assignee_last_seen_at", nil})
+	return jsonReply(http.StatusOK, obj{{"meta", meta}, {"payload", list}})
 }
 
 var contentTypes = map[string]bool{

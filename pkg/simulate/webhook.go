@@ -200,6 +200,15 @@ func isRetryable(status int, err error) bool {
 	return err == nil && (status == http.StatusTooManyRequests || status == http.StatusInternalServerError)
 }
 
+// retryWait is the wait between agent-bot attempts for RetryDelay; negative
+// means no retry.
+func retryWait(opt time.Duration) time.Duration {
+	if opt == 0 {
+		return 3 * time.Second // ActiveJob adds up to 15 % jitter; the fake does not
+	}
+	return opt
+}
+
 // post delivers d now and records it. Deliveries of conversations in an
 // inbox with an agent bot are agent-bot deliveries: retried on 429 and 500,
 // and a final failure of a message event opens a pending conversation.
@@ -216,12 +225,9 @@ func (c *Chatwoot) post(ctx context.Context, d Delivery) (Delivery, error) {
 	if url == "" {
 		d.Err = ErrNoWebhook
 	} else {
-		attempts, wait := 1, c.opts.RetryDelay
+		attempts, wait := 1, retryWait(c.opts.RetryDelay)
 		if botInbox && wait >= 0 {
 			attempts = 3
-		}
-		if wait == 0 {
-			wait = 3 * time.Second // ActiveJob adds up to 15 % jitter; the fake does not
 		}
 		for i := range attempts {
 			if i > 0 && !sleep(ctx, wait) {
