@@ -931,7 +931,11 @@ func (c *Chatwoot) listMessages(r *http.Request, rt route, _ string, _ []byte) r
 		if internal && (m.private || m.mtype == 2) {
 			continue
 		}
-		if (hasAfter && m.id <= after) || (hasBefore && m.id >= before) {
+		if hasBefore && m.id >= before {
+			continue
+		}
+		// after alone is exclusive; with before it is inclusive (messages_between).
+		if hasAfter && (m.id < after || (m.id == after && !hasBefore)) {
 			continue
 		}
 		msgs = append(msgs, m)

@@ -594,4 +594,9 @@ func TestChatwootListMessages(t *testing.T) {
 	if len(newer) != 18 || newer[17]["content"] != "answer" {
 		t.Fatalf("after, without internal: %d messages, last %v", len(newer), newer[len(newer)-1]["content"])
 	}
+	answerID := int64(answer["id"].(float64))
+	_, between := list("?after=" + strconv.FormatInt(first, 10) + "&before=" + strconv.FormatInt(answerID, 10))
+	if len(between) != 18 || between[0]["content"] != "q6" || between[17]["content"] != "q23" {
+		t.Fatalf("between: %d messages", len(between))
+	}
 }
