@@ -246,7 +246,8 @@ func TestWebhookAuthAndBadInput(t *testing.T) {
 }
 
 func TestJournalUnavailableAnswers500(t *testing.T) {
-	e := newEnv(t, envOptions{noRun: true})
+	// Chatwoot retries a 500 twice, 3 s apart; the retries need not take that long here.
+	e := newEnv(t, envOptions{noRun: true, cwOpts: func(o *simulate.ChatwootOptions) { o.RetryDelay = time.Millisecond }})
 	conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
 	if err := e.db.Close(); err != nil {
 		t.Fatal(err)

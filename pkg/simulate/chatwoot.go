@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -32,13 +34,29 @@ type ChatwootOptions struct {
 	// EchoSync delivers the webhook echoing a message posted through the API
 	// (and a status change made through the API) before the API call is
 	// answered, the hardest ordering for a client. By default the echo is
-	// delivered in the background after the answer.
+	// delivered in the background, after a random delay (EchoDelay), in no
+	// particular order with other background deliveries. HoldEchoes holds
+	// these echoes too.
 	EchoSync bool
-	// NoEcho does not echo messages and status changes made through the API.
+	// NoEcho does not echo messages and status changes made through the
+	// API, nor send the message_updated that follows a channel's send of
+	// such a message.
 	NoEcho bool
-	// RetryDelay > 0 retries deliveries answered 429 or 500 in inboxes with
-	// an agent bot, up to 3 attempts in all, this far apart (Chatwoot waits
-	// 3 s). 0 makes one attempt.
+	// EchoDelay bounds the random delay before each background delivery
+	// (echoes of API calls, message_updated after a channel send, the status
+	// change after a failed agent-bot delivery). Chatwoot builds these
+	// payloads when the event happens and sends them from Sidekiq jobs on
+	// several threads, so they arrive late and in any order. 0 means
+	// DefaultEchoDelay; a negative value sends at once (still in the
+	// background).
+	EchoDelay time.Duration
+	// RetryDelay is the wait between attempts of an agent-bot delivery
+	// answered 429 or 500, 3 attempts in all (app/jobs/agent_bots/webhook_job.rb:
+	// retry_on Webhooks::Trigger::RetryableError, wait: 3.seconds, attempts: 3;
+	// lib/webhooks/trigger.rb: RETRYABLE_AGENT_BOT_STATUSES = [429, 500]).
+	// 0 means Chatwoot's 3 s; a negative value makes one attempt only, which
+	// Chatwoot never does. Deliveries for inboxes without an agent bot
+	// (account webhooks) are never retried.
 	RetryDelay time.Duration
 	// KeepPendingOnBotFailure keeps a pending conversation pending when a
 	// delivery fails (the account setting keep_pending_on_bot_failure). By
@@ -49,10 +67,17 @@ type ChatwootOptions struct {
 	Now func() time.Time
 }
 
+// DefaultEchoDelay is the bound of the random delay of background
+// deliveries when ChatwootOptions.EchoDelay is 0.
+const DefaultEchoDelay = 20 * time.Millisecond
+
 // Contact is the customer of a conversation. ID 0 picks the next free id.
+// Phone is in E.164 ("+15551234567"); a phone channel (WhatsApp, SMS,
+// Twilio) makes one up when it is empty, as an email channel does for Email.
 type Contact struct {
 	ID          int64
 	Name, Email string
+	Phone       string
 }
 
 // Message is one message of a conversation as Chatwoot stored it.
@@ -66,9 +91,16 @@ type Message struct {
 	SenderID          int64
 	SourceID          string
 	ContentType       string
-	ContentAttributes map[string]any
+	ContentAttributes map[string]any // external_error lives here when a send failed
 	EchoID            string
 	CreatedAt         time.Time
+	// Status is sent, delivered or failed, as Chatwoot shows it. A message
+	// the channel skipped stays "sent".
+	Status string
+	// Delivered reports whether the customer received the message: a
+	// public outgoing or template message that the inbox's channel sent.
+	// External channels skip messages that carry a source_id.
+	Delivered bool
 }
 
 // Call is one REST request the fake Chatwoot received.
@@ -102,6 +134,7 @@ type cwInbox struct {
 	name       string
 	botURL     string
 	identifier string
+	channel    string
 }
 
 type cwContact struct {
@@ -138,6 +171,8 @@ type cwConv struct {
 	unread          int
 	agentLastSeen   int64
 	contactLastSeen int64
+	lastIncoming    time.Time // for the channel's reply window (can_reply)
+	attrs           obj       // additional_attributes, set by the channel
 }
 
 type cwMsg struct {
@@ -153,6 +188,14 @@ type cwMsg struct {
 	sourceID    any // string or nil
 	echoID      any // as posted, or nil
 	created     time.Time
+	status      string // sent | delivered | failed
+	delivered   bool   // the customer received it
+	// sendPending: the channel's send job has yet to write its result
+	// (provider id, status) and fire message_updated.
+	sendPending bool
+	sendID      string // the provider id the pending send will write
+	sendStatus  string // the status it will write
+	sendError   string // the external_error it will write
 }
 
 var messageTypes = [...]string{"incoming", "outgoing", "activity", "template"}
@@ -186,7 +229,10 @@ type Chatwoot struct {
 	deliveries  ring[Delivery]
 	changed     notifier
 	closed      bool
-	pending     sync.WaitGroup
+	active      int        // background goroutines running
+	holding     bool       // HoldEchoes: background deliveries wait in held
+	held        []Delivery // not sent yet, oldest event first
+	deliverySeq uint64
 }
 
 // NewChatwoot returns a fake Chatwoot with one account.
@@ -237,26 +283,44 @@ func (c *Chatwoot) SetWebhook(url, secret string) {
 	c.webhookURL, c.secret = url, secret
 }
 
-// AddInbox adds an API-channel inbox. agentBotURL is the outgoing_url of
+// AddInbox adds an API-channel inbox, or renames an existing inbox and
+// changes its bot (keeping its channel). agentBotURL is the outgoing_url of
 // the agent bot attached to it ("" = no bot), reported by
-// GET inboxes/{id}/agent_bot. A failed webhook delivery in an inbox with a
-// bot opens a pending conversation, as Chatwoot does.
+// GET inboxes/{id}/agent_bot. Deliveries for conversations of an inbox with
+// a bot behave as Chatwoot's agent-bot deliveries: 429 and 500 are retried,
+// and a failed message delivery opens a pending conversation.
 func (c *Chatwoot) AddInbox(id int64, name string, agentBotURL string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.addInboxLocked(id, name, agentBotURL)
+	c.addInboxLocked(id, name, agentBotURL, "")
 }
 
-func (c *Chatwoot) addInboxLocked(id int64, name, botURL string) *cwInbox {
+// AddInboxChannel adds (or changes) an inbox of the given channel class, one
+// of the Channel* constants, e.g. ChannelWhatsapp. The channel decides what
+// payloads say (conversation.channel, can_reply, contact_inbox.source_id,
+// additional_attributes, the source_id of customer messages) and whether
+// the customer receives outgoing messages (see CustomerSaw). Set it before
+// starting conversations in the inbox. "" keeps the current channel
+// (Channel::Api for a new inbox).
+func (c *Chatwoot) AddInboxChannel(id int64, name, agentBotURL, channel string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.addInboxLocked(id, name, agentBotURL, channel)
+}
+
+func (c *Chatwoot) addInboxLocked(id int64, name, botURL, channel string) *cwInbox {
 	if name == "" {
 		name = "Inbox " + strconv.FormatInt(id, 10)
 	}
 	in := c.inboxes[id]
 	if in == nil {
-		in = &cwInbox{id: id, identifier: randToken(24)}
+		in = &cwInbox{id: id, identifier: randToken(24), channel: ChannelAPI}
 		c.inboxes[id] = in
 	}
 	in.name, in.botURL = name, botURL
+	if channel != "" {
+		in.channel = channel
+	}
 	c.changed.broadcast()
 	return in
 }
@@ -286,7 +350,7 @@ func (c *Chatwoot) NewConversation(inboxID int64, contact Contact, status string
 	defer c.mu.Unlock()
 	in := c.inboxes[inboxID]
 	if in == nil {
-		in = c.addInboxLocked(inboxID, "", "")
+		in = c.addInboxLocked(inboxID, "", "", "")
 	}
 	if contact.ID == 0 {
 		c.nextContact++
@@ -306,19 +370,30 @@ func (c *Chatwoot) NewConversation(inboxID int64, contact Contact, status string
 	if contact.Email != "" {
 		ct.Email = contact.Email
 	}
+	if contact.Phone != "" {
+		ct.Phone = contact.Phone
+	}
 	if ct.Name == "" {
 		ct.Name = "Customer " + strconv.FormatInt(ct.ID, 10)
+	}
+	tr, _ := traitsOf(in.channel)
+	if tr.phone && ct.Phone == "" {
+		ct.Phone = "+1555" + fmt.Sprintf("%07d", ct.ID%10000000)
+	}
+	if tr.email && ct.Email == "" {
+		ct.Email = "customer" + strconv.FormatInt(ct.ID, 10) + "@example.com"
 	}
 	now := c.opts.Now()
 	key := [2]int64{ct.ID, in.id}
 	ci := c.contactInbs[key]
 	if ci == nil {
 		c.nextCI++
-		ci = &cwContactInbox{id: c.nextCI, contactID: ct.ID, inboxID: in.id, sourceID: newUUID(), pubsub: randToken(24), created: now}
+		ci = &cwContactInbox{id: c.nextCI, contactID: ct.ID, inboxID: in.id, sourceID: contactSourceID(in.channel, ct), pubsub: randToken(24), created: now}
 		c.contactInbs[key] = ci
 	}
 	c.nextConv++
-	conv := &cwConv{id: c.nextConv, inbox: in, contact: ct, ci: ci, status: status, created: now, updated: now, lastActivity: now}
+	conv := &cwConv{id: c.nextConv, inbox: in, contact: ct, ci: ci, status: status, created: now, updated: now, lastActivity: now,
+		attrs: conversationAttrs(in.channel, ci.sourceID, ct, now)}
 	c.convs[conv.id] = conv
 	c.changed.broadcast()
 	return conv.id
@@ -348,8 +423,30 @@ func (m *cwMsg) export() Message {
 	return Message{
 		ID: m.id, ConversationID: m.conv, Content: m.content, MessageType: messageTypes[m.mtype],
 		Private: m.private, SenderType: m.senderKind, SenderID: m.senderID, SourceID: src,
-		ContentType: m.contentType, ContentAttributes: m.attrs, EchoID: echo, CreatedAt: m.created,
+		ContentType: m.contentType, ContentAttributes: maps.Clone(m.attrs), EchoID: echo, CreatedAt: m.created,
+		Status: m.status, Delivered: m.delivered,
 	}
+}
+
+// CustomerSaw returns the outgoing and template messages of the
+// conversation that reached the customer, in order: public ones that the
+// inbox's channel sent. On WhatsApp, Telegram, Facebook, Instagram, SMS,
+// Email, Line, Twitter and Tiktok a message posted with a source_id is
+// never sent; Api and WebWidget inboxes show every public message.
+func (c *Chatwoot) CustomerSaw(convID int64) []Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conv := c.convs[convID]
+	if conv == nil {
+		return nil
+	}
+	var out []Message
+	for _, m := range conv.msgs {
+		if m.delivered {
+			out = append(out, m.export())
+		}
+	}
+	return out
 }
 
 // Status returns the conversation's status, "" if it does not exist.
@@ -427,27 +524,44 @@ func (c *Chatwoot) WaitFor(ctx context.Context, cond func() bool) error {
 	}, cond)
 }
 
-// Close waits for background deliveries to finish; later echoes are not
-// delivered.
+// Close waits for background work to finish: deliveries, a delivery
+// waiting to be retried, channel sends and what they cause. Held echoes and
+// echoes of later calls are not delivered.
 func (c *Chatwoot) Close() {
 	c.mu.Lock()
 	c.closed = true
+	c.held = nil
 	c.mu.Unlock()
-	c.pending.Wait()
+	_ = waitFor(context.Background(), func() <-chan struct{} {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.changed.wait()
+	}, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.active == 0
+	})
 	c.client.CloseIdleConnections()
 }
 
-// goDeliver runs fn in a goroutine that Close waits for.
+// goDeliver runs fn in a goroutine that Close waits for. Once closed, only
+// work started by running background work (a send job's message_updated, a
+// failure's status change) may still start, so Close sees a chain through.
 func (c *Chatwoot) goDeliver(fn func()) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed && c.active == 0 {
 		c.mu.Unlock()
 		return
 	}
-	c.pending.Add(1)
+	c.active++
 	c.mu.Unlock()
 	go func() {
-		defer c.pending.Done()
+		defer func() {
+			c.mu.Lock()
+			c.active--
+			c.changed.broadcast()
+			c.mu.Unlock()
+		}()
 		fn()
 	}()
 }
@@ -684,17 +798,44 @@ func (c *Chatwoot) getProfile(_ *http.Request, _ route, _ string, _ []byte) repl
 	})
 }
 
+// inboxJSON renders an inbox as app/views/api/v1/models/_inbox.json.jbuilder
+// does for an administrator, with the channel-specific keys of its channel.
 func (c *Chatwoot) inboxJSON(in *cwInbox) obj {
-	return obj{
-		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", "Channel::Api"},
+	o := obj{
+		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", in.channel},
 		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", false},
 		{"enable_email_collect", true}, {"csat_survey_enabled", false}, {"enable_auto_assignment", true},
 		{"auto_assignment_config", obj{}}, {"out_of_office_message", nil}, {"working_hours", []any{}},
 		{"timezone", "UTC"}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
 		{"lock_to_single_conversation", false}, {"sender_name_type", "friendly"}, {"business_name", nil},
-		{"webhook_url", ""}, {"inbox_identifier", in.identifier}, {"additional_attributes", obj{}},
-		{"hmac_mandatory", false}, {"secret", "inbox-secret-" + strconv.FormatInt(in.id, 10)},
 	}
+	var phone, provider any
+	suffix := fmt.Sprintf("%03d", in.id%1000)
+	switch in.channel {
+	case ChannelWebWidget:
+		o = append(o, field{"website_url", "https://shop.example.com"}, field{"website_token", in.identifier},
+			field{"hmac_mandatory", false}, field{"continuity_via_email", true})
+	case ChannelWhatsapp:
+		phone, provider = "+15550000"+suffix, "whatsapp_cloud"
+	case ChannelTwilio:
+		phone = "+15550001" + suffix
+		o = append(o, field{"medium", "sms"})
+	case ChannelSMS:
+		phone, provider = "+15550002"+suffix, "bandwidth"
+	case ChannelEmail:
+		o = append(o, field{"email", "support" + strconv.FormatInt(in.id, 10) + "@example.com"})
+	case ChannelTelegram:
+		o = append(o, field{"bot_name", "acme_support_bot"})
+	case ChannelAPI:
+		o = append(o, field{"hmac_mandatory", false})
+	}
+	o = append(o, field{"messaging_service_sid", nil}, field{"phone_number", phone}, field{"provider", provider})
+	if in.channel == ChannelAPI {
+		// Only API inboxes have these; secret is shown to administrators.
+		o = append(o, field{"webhook_url", ""}, field{"inbox_identifier", in.identifier}, field{"additional_attributes", obj{}},
+			field{"secret", "inbox-secret-" + strconv.FormatInt(in.id, 10)})
+	}
+	return o
 }
 
 func (c *Chatwoot) listInboxes(_ *http.Request, _ route, _ string, _ []byte) reply {
@@ -765,18 +906,66 @@ func (c *Chatwoot) getConversation(_ *http.Request, rt route, _ string, _ []byte
 	return jsonReply(http.StatusOK, c.conversationLocked(conv))
 }
 
-func (c *Chatwoot) listMessages(_ *http.Request, rt route, _ string, _ []byte) reply {
+// listMessages is messages#index, for user tokens only (bots get 401 from
+// AccessTokenAuthHelper: only messages#create is in BOT_ACCESSIBLE_ENDPOINTS).
+// MessageFinder (app/finders/message_finder.rb) pages by message id: the
+// latest 20, or 20 before ?before=, or up to 100 after ?after=, or up to
+// 1000 from after up to before; filter_internal_messages drops private
+// notes and activity messages. Each message is rendered by
+// api/v1/models/_message.json.jbuilder, and meta by
+// conversations/messages/index.json.jbuilder.
+func (c *Chatwoot) listMessages(r *http.Request, rt route, _ string, _ []byte) reply {
+	q := r.URL.Query()
+	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	hasBefore, hasAfter := q.Get("before") != "", q.Get("after") != "" // Rails: params[:x].present?
+	internal := q.Get("filter_internal_messages") != ""
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	conv := c.convs[rt.convID]
 	if conv == nil {
 		return errNotFound
 	}
-	list := make([]obj, 0, len(conv.msgs))
+	var msgs []*cwMsg
 	for _, m := range conv.msgs {
-		list = append(list, c.restMessageLocked(conv, m, false))
+		if internal && (m.private || m.mtype == 2) {
+			continue
+		}
+		if hasBefore && m.id >= before {
+			continue
+		}
+		// after alone is exclusive; with before it is inclusive (messages_between).
+		if hasAfter && (m.id < after || (m.id == after && !hasBefore)) {
+			continue
+		}
+		msgs = append(msgs, m)
 	}
-	return jsonReply(http.StatusOK, obj{{"meta", obj{{"labels", conv.labels}}}, {"payload", list}})
+	switch {
+	case hasAfter && hasBefore:
+		msgs = msgs[:min(len(msgs), 1000)]
+	case hasAfter:
+		msgs = msgs[:min(len(msgs), 100)]
+	default:
+		msgs = msgs[max(0, len(msgs)-20):]
+	}
+	list := make([]obj, 0, len(msgs))
+	for _, m := range msgs {
+		list = append(list, c.restMessageLocked(conv, m, true))
+	}
+	labels := conv.labels
+	if labels == nil {
+		labels = []string{}
+	}
+	meta := obj{{"labels", labels}, {"additional_attributes", conv.attrs}, {"contact", c.contactObj(conv.contact, true)}}
+	if a := c.assigneeLocked(conv); a != nil {
+		meta = append(meta, field{"assignee", a})
+	}
+	var seen any
+	if conv.agentLastSeen != 0 {
+		seen = isoTime(time.Unix(conv.agentLastSeen, 0))
+	}
+	meta = append(meta, field{"agent_last_seen_at", seen}, field{"assignee_last_seen_at", nil})
+	return jsonReply(http.StatusOK, obj{{"meta", meta}, {"payload", list}})
 }
 
 var contentTypes = map[string]bool{
@@ -878,6 +1067,11 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 		c.mu.Unlock()
 		return errNotFound
 	}
+	if mtype == 0 && conv.inbox.channel != ChannelAPI {
+		c.mu.Unlock()
+		// Messages::MessageBuilder#message_type; messages#create rescues it as 422.
+		return cwError(http.StatusUnprocessableEntity, "Incoming messages are only allowed in Api inboxes")
+	}
 	m := &cwMsg{mtype: mtype, private: truthy(in.Private), content: content, contentType: in.ContentType,
 		attrs: attrs, sourceID: sourceID, echoID: in.EchoID}
 	switch {
@@ -893,29 +1087,101 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 	resp := c.restMessageLocked(conv, m, true)
 	var echo []byte
 	if !c.opts.NoEcho && mtype != 2 {
+		// The snapshot: conversation status and all as they are now.
 		echo = railsJSON.marshal(c.messageEventLocked(conv, m, "message_created"))
 	}
+	sends := c.sendOnChannelLocked(conv, m)
 	c.mu.Unlock()
 
 	if echo != nil {
-		c.deliverEcho(echo, "message_created", conv.id)
+		c.echo(c.newDelivery(echo, "message_created", conv.id, m.id), c.opts.EchoSync)
+	}
+	if sends {
+		c.finishSendLater(conv.id, m, !c.opts.NoEcho)
 	}
 	return jsonReply(http.StatusOK, resp)
 }
 
-// deliverEcho sends the webhook caused by an API call: before the call is
-// answered with EchoSync, in the background otherwise.
-func (c *Chatwoot) deliverEcho(body []byte, event string, convID int64) {
-	send := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*webhookTimeout)
-		defer cancel()
-		_, _ = c.post(ctx, body, newUUID(), event, convID) // recorded in Deliveries
+// sendOnChannelLocked is SendReplyJob deciding the fate of a new message:
+// whether the customer receives it and what the channel's sender will write
+// back into it. It reports whether that write (and its message_updated) is
+// to follow; finishSendLater does it.
+func (c *Chatwoot) sendOnChannelLocked(conv *cwConv, m *cwMsg) bool {
+	if m.private || (m.mtype != 1 && m.mtype != 3) {
+		return false // Base::SendOnChannelService: private notes and non-outgoing messages are not sent
 	}
-	if c.opts.EchoSync {
-		send()
-		return
+	tr, known := traitsOf(conv.inbox.channel)
+	switch {
+	case !known:
+		return false // SendReplyJob has no service for the channel
+	case !tr.external:
+		m.delivered = true // the widget and API clients show every public message
+		return false
 	}
-	c.goDeliver(send)
+	if src, _ := m.sourceID.(string); strings.TrimSpace(src) != "" {
+		// Base::SendOnChannelService#invalid_message?: a source_id means
+		// "originated from the channel", so the message is never sent and
+		// its status stays "sent".
+		return false
+	}
+	if tr.windowError != "" && !c.canReplyLocked(conv) {
+		m.sendPending, m.sendStatus, m.sendError = true, "failed", tr.windowError
+		return true
+	}
+	m.delivered = true
+	if tr.sentID != nil {
+		m.sendID = tr.sentID()
+	}
+	m.sendStatus = tr.sentStatus
+	m.sendPending = m.sendID != "" || m.sendStatus != ""
+	return m.sendPending
+}
+
+// canReplyLocked is Conversations::MessageWindowService#can_reply?
+// (app/services/conversations/message_window_service.rb): on channels with a
+// window, only until that long after the customer's last message.
+func (c *Chatwoot) canReplyLocked(conv *cwConv) bool {
+	tr, _ := traitsOf(conv.inbox.channel)
+	if tr.window == 0 {
+		return true
+	}
+	return !conv.lastIncoming.IsZero() && c.opts.Now().Before(conv.lastIncoming.Add(tr.window))
+}
+
+// finishSendLater runs the rest of the channel's send job in the
+// background: it writes the provider's id (or the status, or the failure)
+// into the message, which fires message_updated (Message#dispatch_update_event),
+// delivered like any other event when deliver is set.
+func (c *Chatwoot) finishSendLater(convID int64, m *cwMsg, deliver bool) {
+	delay := c.echoDelay()
+	c.goDeliver(func() {
+		sleep(context.Background(), delay)
+		c.mu.Lock()
+		conv := c.convs[convID]
+		if conv == nil || !m.sendPending {
+			c.mu.Unlock()
+			return
+		}
+		m.sendPending = false
+		if m.sendID != "" {
+			m.sourceID = m.sendID
+		}
+		if m.sendStatus != "" {
+			m.status = m.sendStatus
+		}
+		if m.sendError != "" {
+			m.attrs["external_error"] = m.sendError
+		}
+		var body []byte
+		if deliver {
+			body = railsJSON.marshal(c.messageEventLocked(conv, m, "message_updated"))
+		}
+		c.changed.broadcast()
+		c.mu.Unlock()
+		if body != nil {
+			c.echo(c.newDelivery(body, "message_updated", convID, m.id), false)
+		}
+	})
 }
 
 var validStatuses = map[string]bool{"open": true, "resolved": true, "pending": true, "snoozed": true}
@@ -960,7 +1226,7 @@ func (c *Chatwoot) toggleStatus(r *http.Request, rt route, tok string, body []by
 	resp := obj{{"meta", obj{}}, {"payload", obj{{"success", true}, {"conversation_id", conv.id}, {"current_status", conv.status}}}}
 	c.mu.Unlock()
 	if event != nil {
-		c.deliverEcho(event, "conversation_status_changed", conv.id)
+		c.echo(c.newDelivery(event, "conversation_status_changed", conv.id, 0), c.opts.EchoSync)
 	}
 	return jsonReply(http.StatusOK, resp)
 }
@@ -1070,6 +1336,12 @@ func (c *Chatwoot) addMessageLocked(conv *cwConv, m *cwMsg) {
 	c.nextMsg++
 	m.conv = conv.id
 	m.created = now
+	if m.status == "" {
+		m.status = "sent"
+	}
+	if m.mtype == 0 {
+		conv.lastIncoming = now
+	}
 	if m.attrs == nil {
 		m.attrs = map[string]any{}
 	}

@@ -33,6 +33,7 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []hook
 	status int
+	script []int         // statuses for the next requests, before status applies
 	gate   chan struct{} // when set, requests wait for it to close
 	ch     chan hook
 }
@@ -44,6 +45,9 @@ func newReceiver(t *testing.T) (*receiver, *httptest.Server) {
 		b, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		gate, status := rc.gate, rc.status
+		if len(rc.script) > 0 {
+			status, rc.script = rc.script[0], rc.script[1:]
+		}
 		rc.mu.Unlock()
 		if gate != nil {
 			<-gate
@@ -171,9 +175,16 @@ func TestChatwootPostMessage(t *testing.T) {
 		if status != 200 {
 			t.Fatalf("status %d: %s", status, b)
 		}
+		resp := decodeJSON(t, b)
+		if resp["message_type"] != float64(1) || resp["content"] != "AI requested handoff" || resp["sender"].(map[string]any)["type"] != "user" {
+			t.Fatalf("response %s", b)
+		}
+		if m := c.Messages(conv); m[len(m)-1].SenderType != "user" || m[len(m)-1].SenderID != 3 {
+			t.Fatalf("stored %+v", m[len(m)-1])
+		}
 		echo := rc.next(t).json(t)
 		want := map[string]any{"id": float64(3), "name": "Agent Smith", "email": "smith@example.com", "type": "user"}
-		if echo["private"] != true || !equalJSON(echo["sender"], want) || echo["source_id"] != nil {
+		if echo["private"] != true || echo["message_type"] != "outgoing" || !equalJSON(echo["sender"], want) || echo["source_id"] != nil {
 			t.Fatalf("echo %v", echo)
 		}
 		// The conversation's last message stays the last public one.
@@ -181,6 +192,17 @@ func TestChatwootPostMessage(t *testing.T) {
 		if last["id"] != float64(id) {
 			t.Fatalf("conversation.messages[0] = %v, want the public message %d", last, id)
 		}
+	})
+	t.Run("IncomingWithUserToken", func(t *testing.T) {
+		// MessageBuilder#sender: anything not outgoing is the contact's.
+		status, b := cwDo(t, srv, http.MethodPost, convPath(conv, "/messages"), userToken, map[string]any{
+			"content": "typed for the customer", "message_type": "incoming",
+		})
+		resp := decodeJSON(t, b)
+		if status != 200 || resp["message_type"] != float64(0) || resp["sender"].(map[string]any)["type"] != "contact" {
+			t.Fatalf("got %d %s", status, b)
+		}
+		rc.next(t)
 	})
 	t.Run("UnknownConversation", func(t *testing.T) {
 		status, b := cwDo(t, srv, http.MethodPost, convPath(999, "/messages"), botToken, map[string]any{"content": "x"})
@@ -285,6 +307,12 @@ func TestChatwootAuth(t *testing.T) {
 		{"LabelsBot", "POST", convPath(conv, "/labels"), botToken, map[string]any{"labels": []string{"x"}}, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
 		{"ProfileBot", "GET", "/api/v1/profile", botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
 		{"InboxesBot", "GET", "/api/v1/accounts/1/inboxes", botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
+		// AccessTokenAuthHelper::BOT_ACCESSIBLE_ENDPOINTS has no show or index.
+		{"ConversationBot", "GET", convPath(conv, ""), botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
+		{"MessageListBot", "GET", convPath(conv, "/messages"), botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
+		{"LabelListBot", "GET", convPath(conv, "/labels"), botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
+		{"AgentBotBot", "GET", "/api/v1/accounts/1/inboxes/1/agent_bot", botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
+		{"WebhooksBot", "GET", "/api/v1/accounts/1/webhooks", botToken, nil, 401, `{"error":"Access to this endpoint is not authorized for bots"}`},
 		{"Typing", "POST", convPath(conv, "/toggle_typing_status"), botToken, map[string]any{"typing_status": "on"}, 200, ""},
 		{"AgentBotNone", "GET", "/api/v1/accounts/1/inboxes/2/agent_bot", userToken, nil, 200, `{}`},
 		{"InboxUnknown", "GET", "/api/v1/accounts/1/inboxes/9", userToken, nil, 404, `{"error":"Resource could not be found"}`},

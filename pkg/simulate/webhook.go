@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -10,24 +11,29 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 )
 
 // Delivery is one webhook POST made by the fake Chatwoot and what came back.
 type Delivery struct {
-	ID        string // X-Chatwoot-Delivery, reused by Redeliver
+	ID        string // X-Chatwoot-Delivery, reused by retries and Redeliver
 	Event     string // the payload's event
-	Body      []byte // exactly the bytes sent (and signed)
+	Body      []byte // exactly the bytes sent (and signed): the snapshot taken when the event happened
 	Status    int    // HTTP status of the last attempt; 0 when no answer came
 	Response  []byte // answer body, first 1 MiB
 	MessageID int64  // the message a message event is about, 0 otherwise
 	Attempts  int
 	Err       error // transport error of the last attempt, if any
 	At        time.Time
+	// ConversationID is the conversation the event is about (0 for
+	// Deliver); a failed agent-bot delivery of a message event opens it.
+	ConversationID int64
 
-	conv int64 // conversation the delivery concerns, for the failure side effects
+	seq uint64 // order of the events, for held deliveries
 }
 
 const (
@@ -80,28 +86,32 @@ func (c *Chatwoot) CustomerSays(ctx context.Context, convID int64, text string) 
 		reopened = railsJSON.marshal(c.statusEventLocked(conv))
 	}
 	m := &cwMsg{mtype: 0, content: text, senderKind: "contact", senderID: conv.contact.ID}
+	if tr, _ := traitsOf(conv.inbox.channel); tr.inID != nil {
+		m.sourceID = tr.inID() // the provider's id of the customer's message
+	}
 	c.addMessageLocked(conv, m)
 	body := railsJSON.marshal(c.messageEventLocked(conv, m, "message_created"))
 	c.mu.Unlock()
 	if reopened != nil {
-		_, _ = c.post(ctx, reopened, newUUID(), "conversation_status_changed", convID) // recorded in Deliveries
+		_, _ = c.post(ctx, c.newDelivery(reopened, "conversation_status_changed", convID, 0)) // recorded in Deliveries
 	}
-	d, err := c.post(ctx, body, newUUID(), "message_created", convID)
-	d.MessageID = m.id
-	return d, err
+	return c.post(ctx, c.newDelivery(body, "message_created", convID, m.id))
 }
 
 // AgentSays stores an outgoing message (a private note if private) from
-// the human agent (sender type "user") and delivers message_created.
+// the human agent (sender type "user") and delivers message_created. The
+// channel then sends a public one to the customer, which on external
+// channels is followed, in the background, by message_updated.
 func (c *Chatwoot) AgentSays(ctx context.Context, convID int64, text string, private bool) (Delivery, error) {
 	return c.say(ctx, convID, &cwMsg{mtype: 1, content: text, private: private, senderKind: "user", senderID: c.opts.UserID})
 }
 
 // PhoneSays stores an outgoing public message with no sender, as a reply
-// sent from the channel's own phone or app arrives, and delivers
-// message_created.
+// sent from the channel's own phone or app arrives (with the provider's
+// source_id on external channels), and delivers message_created. The
+// customer saw it: it was sent from the phone.
 func (c *Chatwoot) PhoneSays(ctx context.Context, convID int64, text string) (Delivery, error) {
-	return c.say(ctx, convID, &cwMsg{mtype: 1, content: text})
+	return c.say(ctx, convID, &cwMsg{mtype: 1, content: text, delivered: true})
 }
 
 func (c *Chatwoot) say(ctx context.Context, convID int64, m *cwMsg) (Delivery, error) {
@@ -111,11 +121,17 @@ func (c *Chatwoot) say(ctx context.Context, convID int64, m *cwMsg) (Delivery, e
 		c.mu.Unlock()
 		return Delivery{}, fmt.Errorf("message to conversation %d: %w", convID, errNoConversation)
 	}
+	if tr, _ := traitsOf(conv.inbox.channel); m.delivered && tr.inID != nil {
+		m.sourceID = tr.inID()
+	}
 	c.addMessageLocked(conv, m)
 	body := railsJSON.marshal(c.messageEventLocked(conv, m, "message_created"))
+	sends := !m.delivered && c.sendOnChannelLocked(conv, m)
 	c.mu.Unlock()
-	d, err := c.post(ctx, body, newUUID(), "message_created", convID)
-	d.MessageID = m.id
+	d, err := c.post(ctx, c.newDelivery(body, "message_created", convID, m.id))
+	if sends {
+		c.finishSendLater(conv.id, m, true)
+	}
 	return d, err
 }
 
@@ -138,15 +154,15 @@ func (c *Chatwoot) SetStatus(ctx context.Context, convID int64, status string) (
 	}
 	body := railsJSON.marshal(c.statusEventLocked(conv))
 	c.mu.Unlock()
-	return c.post(ctx, body, newUUID(), "conversation_status_changed", convID)
+	return c.post(ctx, c.newDelivery(body, "conversation_status_changed", convID, 0))
 }
 
-// Redeliver POSTs the same body again with the same X-Chatwoot-Delivery
-// (and a new timestamp and signature), as a retry does.
+// Redeliver POSTs the same bytes again with the same X-Chatwoot-Delivery
+// (and a new timestamp and signature), as a Sidekiq retry of the job does:
+// the payload is the snapshot taken when the event happened, however the
+// conversation changed since. It is sent at once, never held.
 func (c *Chatwoot) Redeliver(ctx context.Context, d Delivery) (Delivery, error) {
-	nd, err := c.post(ctx, d.Body, d.ID, d.Event, d.conv)
-	nd.MessageID = d.MessageID
-	return nd, err
+	return c.post(ctx, Delivery{ID: d.ID, Event: d.Event, Body: d.Body, MessageID: d.MessageID, ConversationID: d.ConversationID})
 }
 
 // Deliver POSTs an arbitrary body to the webhook URL (signed if a secret is
@@ -157,39 +173,69 @@ func (c *Chatwoot) Deliver(ctx context.Context, body []byte) (Delivery, error) {
 		ID    int64  `json:"id"`
 	}
 	_ = json.Unmarshal(body, &head) // arbitrary bodies may be junk on purpose
-	d, err := c.post(ctx, body, newUUID(), head.Event, 0)
+	d := c.newDelivery(body, head.Event, 0, 0)
 	if head.Event == "message_created" || head.Event == "message_updated" {
 		d.MessageID = head.ID
 	}
-	return d, err
+	return c.post(ctx, d)
 }
 
 // ---- delivery ----
 
-func (c *Chatwoot) post(ctx context.Context, body []byte, id, event string, convID int64) (Delivery, error) {
+// newDelivery prepares a delivery of a payload built now, with a new
+// X-Chatwoot-Delivery (Chatwoot makes one per event and destination when it
+// queues the job).
+func (c *Chatwoot) newDelivery(body []byte, event string, convID, msgID int64) Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deliverySeq++
+	return Delivery{ID: newUUID(), Event: event, Body: body, ConversationID: convID, MessageID: msgID, seq: c.deliverySeq}
+}
+
+// isRetryable is RETRYABLE_AGENT_BOT_STATUSES: only an HTTP answer of 429 or
+// 500 is retried. Timeouts, refused connections and every other status fail
+// at once (lib/webhooks/trigger.rb#retryable_agent_bot_error?, which reads the
+// status only from a SafeFetch::HttpError).
+func isRetryable(status int, err error) bool {
+	return err == nil && (status == http.StatusTooManyRequests || status == http.StatusInternalServerError)
+}
+
+// retryWait is the wait between agent-bot attempts for RetryDelay; negative
+// means no retry.
+func retryWait(opt time.Duration) time.Duration {
+	if opt == 0 {
+		return 3 * time.Second // ActiveJob adds up to 15 % jitter; the fake does not
+	}
+	return opt
+}
+
+// post delivers d now and records it. Deliveries of conversations in an
+// inbox with an agent bot are agent-bot deliveries: retried on 429 and 500,
+// and a final failure of a message event opens a pending conversation.
+func (c *Chatwoot) post(ctx context.Context, d Delivery) (Delivery, error) {
 	c.mu.Lock()
 	url, secret := c.webhookURL, c.secret
 	botInbox := false
-	if conv := c.convs[convID]; conv != nil {
+	if conv := c.convs[d.ConversationID]; conv != nil {
 		botInbox = conv.inbox.botURL != ""
 	}
 	c.mu.Unlock()
 
-	d := Delivery{ID: id, Event: event, Body: body, conv: convID, At: c.opts.Now()}
+	d.At = c.opts.Now()
 	if url == "" {
 		d.Err = ErrNoWebhook
 	} else {
-		attempts := 1
-		if c.opts.RetryDelay > 0 && botInbox {
+		attempts, wait := 1, retryWait(c.opts.RetryDelay)
+		if botInbox && wait >= 0 {
 			attempts = 3
 		}
 		for i := range attempts {
-			if i > 0 && !sleep(ctx, c.opts.RetryDelay) {
+			if i > 0 && !sleep(ctx, wait) {
 				break
 			}
 			d.Attempts++
-			d.Status, d.Response, d.Err = c.postOnce(ctx, url, secret, id, body)
-			if d.Err == nil && d.Status != http.StatusTooManyRequests && d.Status != http.StatusInternalServerError {
+			d.Status, d.Response, d.Err = c.postOnce(ctx, url, secret, d.ID, d.Body)
+			if !isRetryable(d.Status, d.Err) {
 				break
 			}
 		}
@@ -201,11 +247,11 @@ func (c *Chatwoot) post(ctx context.Context, body []byte, id, event string, conv
 	c.mu.Unlock()
 
 	failed := d.Err != nil || d.Status < 200 || d.Status > 299
-	if failed && url != "" && botInbox && (event == "message_created" || event == "message_updated") {
-		c.botFailed(convID)
+	if failed && url != "" && botInbox && (d.Event == "message_created" || d.Event == "message_updated") {
+		c.botFailed(d.ConversationID)
 	}
 	if d.Err != nil {
-		return d, fmt.Errorf("deliver %s %s: %w", event, id, d.Err)
+		return d, fmt.Errorf("deliver %s %s: %w", d.Event, d.ID, d.Err)
 	}
 	return d, nil
 }
@@ -236,8 +282,11 @@ func (c *Chatwoot) postOnce(ctx context.Context, url, secret, id string, body []
 }
 
 // botFailed is Chatwoot's reaction to a failed agent-bot delivery of a
-// message event: a pending conversation is opened for humans, with an
-// activity message, and the status change is delivered.
+// message event (lib/webhooks/trigger.rb#handle_error,
+// #update_conversation_status): a conversation that is pending now (not in
+// the payload) and whose account does not keep_pending_on_bot_failure is
+// opened, with an activity message, and the status change goes out like
+// any other event.
 func (c *Chatwoot) botFailed(convID int64) {
 	c.mu.Lock()
 	conv := c.convs[convID]
@@ -249,11 +298,143 @@ func (c *Chatwoot) botFailed(convID int64) {
 	c.addMessageLocked(conv, &cwMsg{mtype: 2, content: botFailureNote})
 	body := railsJSON.marshal(c.statusEventLocked(conv))
 	c.mu.Unlock()
+	c.echo(c.newDelivery(body, "conversation_status_changed", convID, 0), false)
+}
+
+// ---- background deliveries ----
+
+// echo sends a delivery that Chatwoot makes from a background job (the
+// echo of an API call, message_updated after a channel send, the status
+// change after a bot failure). The payload was built when the event
+// happened (AgentBotListener runs synchronously, app/dispatchers/sync_dispatcher.rb);
+// AgentBots::WebhookJob sends it later, from one of several Sidekiq threads,
+// so deliveries go out after a random delay and in no fixed order. sync
+// (EchoSync) sends before returning. While HoldEchoes is on, the delivery
+// waits in the held queue instead.
+func (c *Chatwoot) echo(d Delivery, sync bool) {
+	if c.holdLocked(d) {
+		return
+	}
+	if sync {
+		_, _ = c.post(context.Background(), d) // recorded in Deliveries
+		return
+	}
+	delay := c.echoDelay()
 	c.goDeliver(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*webhookTimeout)
-		defer cancel()
-		_, _ = c.post(ctx, body, newUUID(), "conversation_status_changed", convID) // recorded in Deliveries
+		sleep(context.Background(), delay)
+		if c.holdLocked(d) { // HoldEchoes catches deliveries still on their way
+			return
+		}
+		_, _ = c.post(context.Background(), d) // recorded in Deliveries
 	})
+}
+
+// holdLocked queues d if deliveries are held (or drops it once closed) and
+// reports whether it did. It takes the lock itself.
+func (c *Chatwoot) holdLocked(d Delivery) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.holding {
+		return false
+	}
+	if !c.closed {
+		i, _ := slices.BinarySearchFunc(c.held, d.seq, func(h Delivery, seq uint64) int { return cmp.Compare(h.seq, seq) })
+		c.held = slices.Insert(c.held, i, d)
+		c.changed.broadcast()
+	}
+	return true
+}
+
+func (c *Chatwoot) echoDelay() time.Duration {
+	bound := c.opts.EchoDelay
+	if bound == 0 {
+		bound = DefaultEchoDelay
+	}
+	if bound < 0 {
+		return 0
+	}
+	return rand.N(bound)
+}
+
+// HoldEchoes makes background deliveries (echoes of API calls, EchoSync
+// ones included, message_updated after a channel send, the status change
+// after a bot failure) wait instead of going out, so that a test can send
+// them in the order it wants with ReleaseEchoes. Deliveries already delayed
+// in the background are held too. The scripted actors (CustomerSays,
+// SetStatus...), Deliver and Redeliver are never held.
+func (c *Chatwoot) HoldEchoes() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = true
+}
+
+// HeldEchoes returns the deliveries waiting, in the order their events
+// happened, not yet attempted.
+func (c *Chatwoot) HeldEchoes() []Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.held)
+}
+
+// ReleaseEchoes sends held deliveries one after the other and returns what
+// each got: those named by ids (Delivery.ID from HeldEchoes) in that order,
+// or, with no ids, all of them in the order their events happened. An
+// unknown id sends nothing. Holding goes on: deliveries these cause (the
+// status change after a failed one) are held in turn.
+func (c *Chatwoot) ReleaseEchoes(ctx context.Context, ids ...string) ([]Delivery, error) {
+	c.mu.Lock()
+	var picked []Delivery
+	if len(ids) == 0 {
+		picked, c.held = c.held, nil
+	} else {
+		for _, id := range ids {
+			i := slices.IndexFunc(c.held, func(d Delivery) bool { return d.ID == id })
+			if i < 0 {
+				c.held = append(c.held, picked...)
+				slices.SortFunc(c.held, func(a, b Delivery) int { return cmp.Compare(a.seq, b.seq) })
+				c.mu.Unlock()
+				return nil, fmt.Errorf("release delivery %s: not held", id)
+			}
+			picked = append(picked, c.held[i])
+			c.held = slices.Delete(c.held, i, i+1)
+		}
+	}
+	c.changed.broadcast()
+	c.mu.Unlock()
+
+	out := make([]Delivery, 0, len(picked))
+	var errs []error
+	for _, d := range picked {
+		got, err := c.post(ctx, d)
+		out = append(out, got)
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
+}
+
+// ReleaseEchoesReversed sends every held delivery, the newest event first.
+func (c *Chatwoot) ReleaseEchoesReversed(ctx context.Context) ([]Delivery, error) {
+	held := c.HeldEchoes()
+	ids := make([]string, len(held))
+	for i, d := range held {
+		ids[len(held)-1-i] = d.ID
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return c.ReleaseEchoes(ctx, ids...)
+}
+
+// ResumeEchoes stops holding; deliveries still held go out in the
+// background as usual.
+func (c *Chatwoot) ResumeEchoes() {
+	c.mu.Lock()
+	held := c.held
+	c.holding, c.held = false, nil
+	c.mu.Unlock()
+	for _, d := range held {
+		c.echo(d, false)
+	}
 }
 
 // ---- payload shapes ----
@@ -278,7 +459,7 @@ func (c *Chatwoot) accountObj() obj {
 func (c *Chatwoot) contactObj(ct *cwContact, typ bool) obj {
 	o := obj{
 		{"additional_attributes", obj{}}, {"custom_attributes", obj{}}, {"email", nullable(ct.Email)},
-		{"id", ct.ID}, {"identifier", nil}, {"name", ct.Name}, {"phone_number", nil}, {"thumbnail", ""},
+		{"id", ct.ID}, {"identifier", nil}, {"name", ct.Name}, {"phone_number", nullable(ct.Phone)}, {"thumbnail", ""},
 		{"blocked", false},
 	}
 	if typ {
@@ -292,7 +473,7 @@ func (c *Chatwoot) webhookContact(ct *cwContact) obj {
 	return obj{
 		{"account", c.accountObj()}, {"additional_attributes", obj{}}, {"avatar", ""}, {"custom_attributes", obj{}},
 		{"email", nullable(ct.Email)}, {"id", ct.ID}, {"identifier", nil}, {"name", ct.Name},
-		{"phone_number", nil}, {"thumbnail", ""}, {"blocked", false},
+		{"phone_number", nullable(ct.Phone)}, {"thumbnail", ""}, {"blocked", false},
 	}
 }
 
@@ -333,14 +514,15 @@ func (c *Chatwoot) assigneeLocked(conv *cwConv) any {
 }
 
 // restMessageLocked renders a message as the REST API does. response is
-// the messages#create view (§7); otherwise it is the fuller shape found in
-// conversation.messages of webhook payloads.
+// api/v1/models/_message.json.jbuilder (messages#create and #index);
+// otherwise it is the fuller shape found in conversation.messages of
+// webhook payloads.
 func (c *Chatwoot) restMessageLocked(conv *cwConv, m *cwMsg, response bool) obj {
 	sender, senderType, senderID := c.restSender(conv, m)
 	if response {
 		o := obj{
 			{"id", m.id}, {"content", m.content}, {"inbox_id", conv.inbox.id}, {"conversation_id", conv.id},
-			{"message_type", m.mtype}, {"content_type", m.contentType}, {"status", "sent"},
+			{"message_type", m.mtype}, {"content_type", m.contentType}, {"status", m.status},
 			{"content_attributes", m.attrs}, {"created_at", m.created.Unix()}, {"private", m.private},
 			{"source_id", m.sourceID},
 		}
@@ -355,7 +537,7 @@ func (c *Chatwoot) restMessageLocked(conv *cwConv, m *cwMsg, response bool) obj 
 	o := obj{
 		{"id", m.id}, {"content", m.content}, {"account_id", c.opts.AccountID}, {"inbox_id", conv.inbox.id},
 		{"conversation_id", conv.id}, {"message_type", m.mtype}, {"created_at", m.created.Unix()},
-		{"updated_at", isoTime(m.created)}, {"private", m.private}, {"status", "sent"}, {"source_id", m.sourceID},
+		{"updated_at", isoTime(m.created)}, {"private", m.private}, {"status", m.status}, {"source_id", m.sourceID},
 		{"content_type", m.contentType}, {"content_attributes", m.attrs}, {"sender_type", senderType},
 		{"sender_id", senderID}, {"external_source_ids", obj{}}, {"additional_attributes", obj{}},
 		{"processed_message_content", m.content}, {"sentiment", obj{}},
@@ -404,9 +586,9 @@ func (c *Chatwoot) conversationLocked(conv *cwConv) obj {
 	}
 	ci := conv.ci
 	return obj{
-		{"additional_attributes", obj{}},
-		{"can_reply", true},
-		{"channel", "Channel::Api"},
+		{"additional_attributes", conv.attrs},
+		{"can_reply", c.canReplyLocked(conv)},
+		{"channel", conv.inbox.channel},
 		{"contact_inbox", obj{
 			{"id", ci.id}, {"contact_id", ci.contactID}, {"inbox_id", ci.inboxID}, {"source_id", ci.sourceID},
 			{"created_at", isoTime(ci.created)}, {"updated_at", isoTime(ci.created)}, {"hmac_verified", false},

@@ -2,9 +2,12 @@ package simulate
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"testing"
@@ -298,5 +301,302 @@ func TestJSONStyles(t *testing.T) {
 				t.Fatalf("got  %s\nwant %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWebhookEchoSnapshot: an echo carries the conversation as it was when
+// the event happened, even when it arrives after a later change; held
+// echoes go out in the order a test picks, and a redelivery resends the
+// very same bytes with the same X-Chatwoot-Delivery.
+func TestWebhookEchoSnapshot(t *testing.T) {
+	const secret = "w3bh00ks3cr3t24charsXYZ"
+	c, srv, rc := newTestChatwoot(t, ChatwootOptions{WebhookSecret: secret})
+	c.AddInbox(1, "Website", "https://bridge.example/webhooks/chatwoot")
+	conv := c.NewConversation(1, Contact{Name: "Jane"}, "pending")
+	c.HoldEchoes()
+
+	status, b := cwDo(t, srv, "POST", convPath(conv, "/messages"), botToken, map[string]any{"content": "Let me get a human"})
+	if status != 200 {
+		t.Fatalf("post: %d %s", status, b)
+	}
+	if status, b := cwDo(t, srv, "POST", convPath(conv, "/toggle_status"), botToken, map[string]any{"status": "open"}); status != 200 {
+		t.Fatalf("toggle_status: %d %s", status, b)
+	}
+	if status, b := cwDo(t, srv, "POST", convPath(conv, "/messages"), userToken, map[string]any{"content": "handoff note", "private": true}); status != 200 {
+		t.Fatalf("note: %d %s", status, b)
+	}
+	held := c.HeldEchoes()
+	if len(held) != 3 || held[0].Event != "message_created" || held[1].Event != "conversation_status_changed" || held[2].Event != "message_created" {
+		t.Fatalf("held %+v", held)
+	}
+	if n := rc.count(); n != 0 {
+		t.Fatalf("%d webhooks went out while held", n)
+	}
+
+	sent, err := c.ReleaseEchoesReversed(t.Context())
+	if err != nil || len(sent) != 3 {
+		t.Fatalf("release: %d, %v", len(sent), err)
+	}
+	var arrived []hook
+	for range 3 {
+		arrived = append(arrived, rc.next(t))
+	}
+	wantOrder := []string{held[2].ID, held[1].ID, held[0].ID}
+	for i, h := range arrived {
+		if id := h.header.Get("X-Chatwoot-Delivery"); id != wantOrder[i] {
+			t.Fatalf("arrival %d is %s, want %s", i, id, wantOrder[i])
+		}
+		if h.header.Get("X-Chatwoot-Signature") != Signature(secret, h.header.Get("X-Chatwoot-Timestamp"), h.body) {
+			t.Fatalf("arrival %d is not signed", i)
+		}
+	}
+	answer := arrived[2].json(t)
+	if answer["event"] != "message_created" || obj2(t, answer, "conversation")["status"] != "pending" || c.Status(conv) != "open" {
+		t.Fatalf("the answer's echo says %v, conversation is %s: want the pending snapshot", obj2(t, answer, "conversation")["status"], c.Status(conv))
+	}
+	if note := arrived[0].json(t); note["private"] != true || obj2(t, note, "conversation")["status"] != "open" {
+		t.Fatalf("note echo %v", note)
+	}
+
+	again, err := c.Redeliver(t.Context(), sent[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := rc.next(t)
+	if h.header.Get("X-Chatwoot-Delivery") != held[0].ID || string(h.body) != string(held[0].Body) || again.ID != held[0].ID {
+		t.Fatal("the redelivery changed the delivery id or the bytes")
+	}
+
+	t.Run("ChosenOrder", func(t *testing.T) {
+		cwDo(t, srv, "POST", convPath(conv, "/toggle_status"), botToken, map[string]any{"status": "pending"})
+		cwDo(t, srv, "POST", convPath(conv, "/toggle_status"), botToken, map[string]any{"status": "resolved"})
+		cwDo(t, srv, "POST", convPath(conv, "/toggle_status"), botToken, map[string]any{"status": "open"})
+		held := c.HeldEchoes()
+		if len(held) != 3 {
+			t.Fatalf("held %d", len(held))
+		}
+		if _, err := c.ReleaseEchoes(t.Context(), "no-such-delivery"); err == nil || len(c.HeldEchoes()) != 3 {
+			t.Fatal("an unknown id must send nothing")
+		}
+		if _, err := c.ReleaseEchoes(t.Context(), held[1].ID, held[2].ID, held[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		var statuses []string
+		for range 3 {
+			statuses = append(statuses, rc.next(t).json(t)["status"].(string))
+		}
+		if !slices.Equal(statuses, []string{"resolved", "open", "pending"}) {
+			t.Fatalf("statuses arrived %v", statuses)
+		}
+	})
+	t.Run("Resume", func(t *testing.T) {
+		cwDo(t, srv, "POST", convPath(conv, "/messages"), botToken, map[string]any{"content": "one more"})
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if err := c.WaitFor(ctx, func() bool { return len(c.HeldEchoes()) == 1 }); err != nil {
+			t.Fatal(err)
+		}
+		c.ResumeEchoes()
+		if got := rc.next(t).json(t); got["content"] != "one more" {
+			t.Fatalf("resumed %v", got)
+		}
+	})
+}
+
+// TestWebhookEchoesOutOfOrder: background echoes wait a random delay, so a
+// burst of posts is echoed in some other order, every echo exactly once.
+func TestWebhookEchoesOutOfOrder(t *testing.T) {
+	c, srv, rc := newTestChatwoot(t, ChatwootOptions{EchoDelay: 100 * time.Millisecond})
+	conv := c.NewConversation(1, Contact{Name: "Jane"}, "pending")
+	const n = 20
+	for i := range n {
+		if status, b := cwDo(t, srv, "POST", convPath(conv, "/messages"), botToken, map[string]any{"content": strconv.Itoa(i)}); status != 200 {
+			t.Fatalf("post %d: %d %s", i, status, b)
+		}
+	}
+	var got []int
+	for range n {
+		i, _ := strconv.Atoi(rc.next(t).json(t)["content"].(string))
+		got = append(got, i)
+	}
+	if slices.IsSorted(got) {
+		t.Fatalf("%d echoes arrived in posting order %v; chance of that is 1/%d!", n, got, n)
+	}
+	slices.Sort(got)
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("echoes %v: each post must be echoed once", got)
+		}
+	}
+}
+
+// TestWebhookAgentBotRetries: agent-bot deliveries answered 429 or 500 are
+// retried, 3 attempts in all, with the same X-Chatwoot-Delivery; other
+// failures are final at once. A final failure of a message event opens a
+// pending conversation (lib/webhooks/trigger.rb, app/jobs/agent_bots/webhook_job.rb).
+func TestWebhookAgentBotRetries(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // connections are refused from now on
+	tests := []struct {
+		name     string
+		script   []int
+		bot      bool
+		keep     bool
+		refused  bool
+		attempts int
+		status   int    // of the last attempt
+		conv     string // status of the conversation afterwards
+	}{
+		{"429ThenOK", []int{429, 200}, true, false, false, 2, 200, "pending"},
+		{"500Thrice", []int{500, 500, 500}, true, false, false, 3, 500, "open"},
+		{"500TwiceThenOK", []int{500, 500, 200}, true, false, false, 3, 200, "pending"},
+		{"503NotRetried", []int{503, 200}, true, false, false, 1, 503, "open"},
+		{"502NotRetried", []int{502, 200}, true, false, false, 1, 502, "open"},
+		{"401NotRetried", []int{401, 200}, true, false, false, 1, 401, "open"},
+		{"Refused", nil, true, false, true, 1, 0, "open"},
+		{"KeepPending", []int{503}, true, true, false, 1, 503, "pending"},
+		{"NoBotNoRetry", []int{500, 200}, false, false, false, 1, 500, "pending"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, rc := newTestChatwoot(t, ChatwootOptions{RetryDelay: time.Millisecond, KeepPendingOnBotFailure: tc.keep})
+			bot := ""
+			if tc.bot {
+				bot = "https://bridge.example/webhooks/chatwoot"
+			}
+			c.AddInbox(1, "Website", bot)
+			if tc.refused {
+				c.SetWebhook(deadURL, "")
+			}
+			rc.mu.Lock()
+			rc.script = tc.script
+			rc.mu.Unlock()
+			conv := c.NewConversation(1, Contact{Name: "Jane"}, "pending")
+			d, err := c.CustomerSays(t.Context(), conv, "hi")
+			if (err != nil) != tc.refused {
+				t.Fatalf("err %v", err)
+			}
+			if d.Attempts != tc.attempts || d.Status != tc.status {
+				t.Fatalf("attempts %d status %d, want %d %d", d.Attempts, d.Status, tc.attempts, tc.status)
+			}
+			if !tc.refused {
+				ids := map[string]bool{}
+				for range tc.attempts {
+					ids[rc.next(t).header.Get("X-Chatwoot-Delivery")] = true
+				}
+				if len(ids) != 1 || !ids[d.ID] {
+					t.Fatalf("delivery ids %v, want only %s", ids, d.ID)
+				}
+			}
+			if got := c.Status(conv); got != tc.conv {
+				t.Fatalf("conversation %s, want %s", got, tc.conv)
+			}
+			msgs := c.Messages(conv)
+			opened := msgs[len(msgs)-1].MessageType == "activity" && msgs[len(msgs)-1].Content == botFailureNote
+			if opened != (tc.conv == "open") {
+				t.Fatalf("activity message %v, messages %+v", opened, msgs)
+			}
+		})
+	}
+	t.Run("EchoRefusedOpens", func(t *testing.T) {
+		// The echo of the bot's own answer is an agent-bot delivery too:
+		// refusing it hands the conversation to a human.
+		c, srv, rc := newTestChatwoot(t, ChatwootOptions{})
+		c.AddInbox(1, "Website", "https://bridge.example/webhooks/chatwoot")
+		conv := c.NewConversation(1, Contact{Name: "Jane"}, "pending")
+		rc.mu.Lock()
+		rc.status = 503
+		rc.mu.Unlock()
+		cwDo(t, srv, "POST", convPath(conv, "/messages"), botToken, map[string]any{"content": "answer"})
+		c.Close()
+		ds := c.Deliveries()
+		if len(ds) != 2 || ds[0].Event != "message_created" || ds[0].Attempts != 1 || ds[1].Event != "conversation_status_changed" {
+			t.Fatalf("deliveries %+v", ds)
+		}
+		if c.Status(conv) != "open" {
+			t.Fatalf("status %s", c.Status(conv))
+		}
+	})
+	t.Run("DefaultDelay", func(t *testing.T) {
+		if got := retryWait(0); got != 3*time.Second {
+			t.Fatalf("default retry wait %v, want Chatwoot's 3s", got)
+		}
+		if got := retryWait(-1); got >= 0 {
+			t.Fatalf("negative RetryDelay gives %v, want no retry", got)
+		}
+	})
+}
+
+// TestChatwootListMessages: bots get 401; users get meta and the latest 20
+// messages rendered like _message.json.jbuilder, paged by id.
+func TestChatwootListMessages(t *testing.T) {
+	c, srv, _ := newTestChatwoot(t, ChatwootOptions{NoEcho: true})
+	conv := c.NewConversation(1, Contact{Name: "Jane", Email: "jane@example.com"}, "pending")
+	for i := range 24 {
+		if _, err := c.CustomerSays(t.Context(), conv, "q"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, b := cwDo(t, srv, "POST", convPath(conv, "/messages"), botToken, map[string]any{"content": "answer", "source_id": "ext-1"})
+	if status != 200 {
+		t.Fatalf("post: %d %s", status, b)
+	}
+	cwDo(t, srv, "POST", convPath(conv, "/messages"), userToken, map[string]any{"content": "note", "private": true})
+
+	status, b = cwDo(t, srv, "GET", convPath(conv, "/messages"), botToken, nil)
+	if status != 401 || string(b) != `{"error":"Access to this endpoint is not authorized for bots"}` {
+		t.Fatalf("bot token: %d %s", status, b)
+	}
+
+	list := func(query string) (map[string]any, []map[string]any) {
+		t.Helper()
+		status, b := cwDo(t, srv, "GET", convPath(conv, "/messages"+query), userToken, nil)
+		if status != 200 {
+			t.Fatalf("user token: %d %s", status, b)
+		}
+		resp := decodeJSON(t, b)
+		var out []map[string]any
+		for _, m := range resp["payload"].([]any) {
+			out = append(out, m.(map[string]any))
+		}
+		return resp["meta"].(map[string]any), out
+	}
+	meta, msgs := list("")
+	if len(msgs) != 20 || msgs[19]["content"] != "note" || msgs[0]["content"] != "q6" {
+		t.Fatalf("%d messages, first %v last %v: want the latest 20", len(msgs), msgs[0]["content"], msgs[len(msgs)-1]["content"])
+	}
+	if meta["contact"].(map[string]any)["type"] != "contact" || meta["labels"] == nil {
+		t.Fatalf("meta %v", meta)
+	}
+	answer := msgs[18]
+	wantKeys := []string{"id", "content", "inbox_id", "conversation_id", "message_type", "content_type", "status",
+		"content_attributes", "created_at", "private", "source_id", "sender"}
+	for _, k := range wantKeys {
+		if _, ok := answer[k]; !ok {
+			t.Errorf("message lacks %s: %v", k, answer)
+		}
+	}
+	if answer["message_type"] != float64(1) || answer["source_id"] != "ext-1" || answer["sender"].(map[string]any)["type"] != "agent_bot" {
+		t.Fatalf("answer %v", answer)
+	}
+	if _, isNumber := answer["created_at"].(float64); !isNumber || msgs[0]["message_type"] != float64(0) ||
+		msgs[0]["sender"].(map[string]any)["type"] != "contact" || msgs[19]["sender"].(map[string]any)["type"] != "user" {
+		t.Fatalf("created_at %v, first %v, note %v", answer["created_at"], msgs[0], msgs[19])
+	}
+
+	first := int64(msgs[0]["id"].(float64))
+	_, older := list("?before=" + strconv.FormatInt(first, 10))
+	if len(older) != 6 || older[0]["content"] != "q0" || older[5]["content"] != "q5" {
+		t.Fatalf("before: %d messages", len(older))
+	}
+	_, newer := list("?after=" + strconv.FormatInt(first, 10) + "&filter_internal_messages=true")
+	if len(newer) != 18 || newer[17]["content"] != "answer" {
+		t.Fatalf("after, without internal: %d messages, last %v", len(newer), newer[len(newer)-1]["content"])
+	}
+	answerID := int64(answer["id"].(float64))
+	_, between := list("?after=" + strconv.FormatInt(first, 10) + "&before=" + strconv.FormatInt(answerID, 10))
+	if len(between) != 18 || between[0]["content"] != "q6" || between[17]["content"] != "q23" {
+		t.Fatalf("between: %d messages", len(between))
 	}
 }
