@@ -260,3 +260,74 @@ func TestJournalUnavailableAnswers500(t *testing.T) {
 		t.Errorf("got %d %s, want 500 and nothing acknowledged", d.Status, d.Response)
 	}
 }
+
+// TestAnswersReachExternalChannels: on WhatsApp, Telegram, Facebook,
+// Instagram, SMS and email inboxes Chatwoot sends the customer only
+// outgoing messages without a source_id
+// (Base::SendOnChannelService#invalid_message?); the simulated Chatwoot
+// does the same. Every answer and handoff message must reach the customer
+// there, and bridge's own echoes (delivered late and out of order) must
+// never be taken for a human.
+func TestAnswersReachExternalChannels(t *testing.T) {
+	channels := []string{simulate.ChannelWhatsapp, simulate.ChannelTelegram, simulate.ChannelFacebook,
+		simulate.ChannelInstagram, simulate.ChannelSMS, simulate.ChannelEmail, simulate.ChannelAPI, simulate.ChannelWebWidget}
+	e := newEnv(t, envOptions{noRoute: true})
+	ctx := t.Context()
+	hook := e.srv.URL + "/webhooks/chatwoot"
+	for i, ch := range channels {
+		inbox := int64(10 + i)
+		e.cw.AddInboxChannel(inbox, ch, hook, ch)
+		if err := e.db.AddRoute(ctx, &store.Route{InboxID: inbox, DifyKey: testDifyKey, Mode: store.ModeAuto, Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ch := range channels {
+		t.Run(ch, func(t *testing.T) {
+			conv := e.cw.NewConversation(int64(10+i), simulate.Contact{Name: "Customer"}, "pending")
+			if ev := e.waitFinal(e.say(conv, "where is my order?").EventID); ev.Status != store.StatusAnswered {
+				t.Fatalf("answer: %s %q", ev.Status, ev.LastError)
+			}
+			if ev := e.waitFinal(e.say(conv, "and when does it arrive?").EventID); ev.Status != store.StatusAnswered {
+				t.Fatalf("follow-up: %s %q", ev.Status, ev.LastError)
+			}
+			if ev := e.waitFinal(e.say(conv, "let me talk to a human").EventID); ev.Status != store.StatusHandedOff {
+				t.Fatalf("handoff: %s %q", ev.Status, ev.LastError)
+			}
+			var saw []string
+			for _, m := range e.cw.CustomerSaw(conv) {
+				saw = append(saw, m.Content)
+			}
+			want := []string{"Answer to: where is my order?", "Answer to: and when does it arrive?", "Let me connect you with a member of our team."}
+			if len(saw) != len(want) {
+				t.Fatalf("the customer saw %q, want %q", saw, want)
+			}
+			for j := range want {
+				if !strings.HasPrefix(saw[j], want[j]) {
+					t.Errorf("message %d: customer saw %q, want %q", j, saw[j], want[j])
+				}
+			}
+			for _, m := range e.cw.Messages(conv) {
+				if m.MessageType == "outgoing" && m.SenderType == "agent_bot" && strings.HasPrefix(m.SourceID, "bridge:") {
+					t.Errorf("message %d was posted with source_id %q", m.ID, m.SourceID)
+				}
+			}
+			// Every echo of bridge's own posts has arrived by now, late and
+			// out of order: none of them was a takeover.
+			e.wait("echoes journaled", func() bool {
+				n := 0
+				for _, d := range e.cw.Deliveries() {
+					if d.ConversationID == conv && d.Event == "message_created" && strings.Contains(string(d.Body), `"agent_bot"`) && d.Status == 200 {
+						n++
+					}
+				}
+				return n >= 4 // two answers, the handoff message, the note
+			})
+			evs, _ := e.db.ListEvents(ctx, store.EventFilter{Status: store.StatusHandedOff, Limit: 100})
+			for _, x := range evs {
+				if x.ConversationID == conv && x.Kind == store.KindTakeover {
+					t.Errorf("bridge's own post was taken for a takeover: event %d", x.ID)
+				}
+			}
+		})
+	}
+}
