@@ -36,7 +36,9 @@ func newDemoCmd(a *app) *cobra.Command {
 		Long: `Start a simulated Chatwoot and a simulated Dify on loopback and a real
 'bridge serve' against them (its own temporary database), then play a short
 conversation: a question, a follow-up that needs the earlier context, and a
-request for a human. Each message's trace is printed hop by hop.
+request for a human; then one question from a WhatsApp customer, whose answer
+must be delivered on WhatsApp (Chatwoot sends WhatsApp customers only posts
+without a source_id). Each message's trace is printed hop by hop.
 
 Needs no configuration and no network. Exits 0 when the conversation went as
 expected, 1 otherwise.`,
@@ -59,6 +61,7 @@ func randomHex(n int) string {
 }
 
 type demoStep struct {
+	conv  int64
 	say   string
 	check func(cw *simulate.Chatwoot, conv int64, before int) (string, bool)
 }
@@ -85,6 +88,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	defer cwSrv.Close()
 	defer cw.Close()
 	cw.AddInbox(1, "Website", "")
+	cw.AddInboxChannel(2, "WhatsApp", "", simulate.ChannelWhatsapp)
 
 	cfg := config.Defaults()
 	cfg.Database = filepath.Join(dir, "bridge.db")
@@ -113,13 +117,19 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	if err := s.db.AddRoute(ctx, route); err != nil {
 		return err
 	}
+	waRoute := &store.Route{InboxID: 2, Name: "whatsapp", DifyKey: difyKey, Mode: store.ModeAuto, Enabled: true,
+		AppName: "Support bot", AppMode: "advanced-chat"}
+	if err := s.db.AddRoute(ctx, waRoute); err != nil {
+		return err
+	}
 	cw.SetWebhook("http://"+s.Addr()+"/webhooks/chatwoot", secret)
 
 	fmt.Fprintln(out, st.bold.Render("bridge demo"))
 	fmt.Fprintf(out, "  simulated Chatwoot  %s  (inbox 1 \"Website\", agent bot)\n", cwSrv.URL)
 	fmt.Fprintf(out, "  simulated Dify      %s  (chatflow app \"Support bot\", key %s)\n", difySrv.URL+"/v1", config.Mask(difyKey))
 	fmt.Fprintf(out, "  bridge serve        http://%s  (signed webhooks, database %s)\n", s.Addr(), cfg.Database)
-	fmt.Fprintf(out, "  route %d             inbox 1 → Support bot\n\n", route.ID)
+	fmt.Fprintf(out, "  route %d             inbox 1 → Support bot\n", route.ID)
+	fmt.Fprintf(out, "  route %d             inbox 2 \"WhatsApp\" → Support bot\n\n", waRoute.ID)
 
 	conv := cw.NewConversation(1, simulate.Contact{ID: 1, Name: "Jane Doe", Email: "jane@example.com"}, "pending")
 	botReply := func(want string) func(*simulate.Chatwoot, int64, int) (string, bool) {
@@ -132,10 +142,23 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 			return "", false
 		}
 	}
+	// On WhatsApp a reply counts only when Chatwoot delivered it to the
+	// customer's phone.
+	delivered := func(want string) func(*simulate.Chatwoot, int64, int) (string, bool) {
+		return func(cw *simulate.Chatwoot, conv int64, _ int) (string, bool) {
+			for _, m := range cw.CustomerSaw(conv) {
+				if strings.Contains(m.Content, want) {
+					return m.Content + " (delivered on WhatsApp)", true
+				}
+			}
+			return "", false
+		}
+	}
+	wa := cw.NewConversation(2, simulate.Contact{ID: 2, Name: "Ahmed Ali", Phone: "+15550100"}, "pending")
 	steps := []demoStep{
-		{say: "Hi! Where is my order #1234?", check: botReply("order #1234")},
-		{say: "Sorry, what did I ask you earlier?", check: botReply("Where is my order #1234?")},
-		{say: "This is not helping. I want to talk to a human.", check: func(cw *simulate.Chatwoot, conv int64, before int) (string, bool) {
+		{conv: conv, say: "Hi! Where is my order #1234?", check: botReply("order #1234")},
+		{conv: conv, say: "Sorry, what did I ask you earlier?", check: botReply("Where is my order #1234?")},
+		{conv: conv, say: "This is not helping. I want to talk to a human.", check: func(cw *simulate.Chatwoot, conv int64, before int) (string, bool) {
 			if cw.Status(conv) != "open" {
 				return "", false
 			}
@@ -147,11 +170,17 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 			}
 			return "status open; private note: " + note, note != ""
 		}},
+		{conv: wa, say: "Hello from WhatsApp: do you ship to Cairo?", check: delivered("ship to Cairo")},
 	}
 	ok := true
 	for i, step := range steps {
+		conv := step.conv
 		before := len(cw.Messages(conv))
-		fmt.Fprintf(out, "%s %s %q\n", st.bold.Render(fmt.Sprintf("%d.", i+1)), st.bold.Render("Customer:"), step.say)
+		who := "Customer:"
+		if conv == wa {
+			who = "WhatsApp customer:"
+		}
+		fmt.Fprintf(out, "%s %s %q\n", st.bold.Render(fmt.Sprintf("%d.", i+1)), st.bold.Render(who), step.say)
 		d, err := cw.CustomerSays(ctx, conv, step.say)
 		if err != nil {
 			return fmt.Errorf("deliver webhook: %w", err)
@@ -192,7 +221,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	}
 	reqs := dify.Requests()
 	row, _ := s.db.Conversation(ctx, 1, conv) // a missing row fails the check below
-	if len(reqs) != 2 || reqs[0].ConversationID != "" || reqs[1].ConversationID == "" || reqs[1].ConversationID != row.DifyConversationID {
+	if len(reqs) != 3 || reqs[0].ConversationID != "" || reqs[1].ConversationID == "" || reqs[1].ConversationID != row.DifyConversationID {
 		ok = false
 		fmt.Fprintf(out, "%s Dify saw %d requests; the follow-up should reuse the first conversation\n", st.bad.Render("✗"), len(reqs))
 	} else {

@@ -24,6 +24,7 @@ func TestDemo(t *testing.T) {
 		`✓ reply: "Answer to: Hi! Where is my order #1234?"`,
 		`✓ reply: "Earlier you asked: \"Hi! Where is my order #1234?\""`,
 		"Stopped: handed to a human: customer asked for a human",
+		`✓ reply: "Answer to: Hello from WhatsApp: do you ship to Cairo? (delivered on WhatsApp)"`,
 		"Dify kept one conversation",
 		"Demo passed.",
 	} {
