@@ -28,7 +28,11 @@ func TestRoutes(t *testing.T) {
 	)
 	t.Setenv("EMAIL_BOT_KEY", testDifyKey2)
 
-	w.mustRun(0, "routes", "list")
+	// Only routes add creates the database; list before it says so.
+	w.mustRun(2, "routes", "list")
+	if _, err := os.Stat(w.db); !os.IsNotExist(err) {
+		t.Fatalf("routes list created %s: %v", w.db, err)
+	}
 	res := w.mustRun(0, "routes", "add", "--inbox", "1", "--dify-key", testDifyKey, "--name", "support")
 	if !strings.Contains(res.Out, `"Support bot" (advanced-chat)`) || !strings.Contains(res.Out, "app-…d7Qz") {
 		t.Errorf("routes add: %q", res.Out)
@@ -62,6 +66,7 @@ func TestRoutes(t *testing.T) {
 		t.Errorf("duplicate inbox: %q", res.Err)
 	}
 	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key-env", "UNSET_BRIDGE_TEST_KEY")
+	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key-env", "UNSET_BRIDGE_TEST_KEY", "--no-verify")
 	w.mustRun(2, "routes", "add", "--dify-key", testDifyKey)
 	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--dify-key-env", "EMAIL_BOT_KEY")
 	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--mode", "pilot")
@@ -240,6 +245,7 @@ func TestMisuse(t *testing.T) {
 	db := filepath.Join(dir, "bridge.db")
 	badValue := filepath.Join(dir, "bad-value.toml")
 	unknownKey := filepath.Join(dir, "unknown-key.toml")
+	listenFile := filepath.Join(dir, "listen.toml")
 	if err := os.WriteFile(badValue, []byte("[dify]\ntimeout = \"abc\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -267,10 +273,18 @@ func TestMisuse(t *testing.T) {
 		{[]string{"events", "list", "--config", "/nope.toml"}, []string{"/nope.toml", "not found"}},
 		{[]string{"routes", "list", "--config", badValue}, []string{badValue, "dify.timeout", `"abc"`}},
 		{[]string{"routes", "list", "--config", unknownKey}, []string{unknownKey, "dify.timout", "unknown key", "dify.timeout"}},
+		// The file sets a good listen; the flag's bad one is the flag's fault.
+		{[]string{"serve", "--listen", "127.0.0.1:99999", "--config", listenFile}, []string{`--listen: invalid address "127.0.0.1:99999"`, "Try: bridge serve --help"}},
+	}
+	if err := os.WriteFile(listenFile, []byte("listen = \"127.0.0.1:8080\"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	var tr transcript
 	for _, tc := range cases {
 		res := runCLI(t, append(tc.args, "--db", db)...)
+		if strings.Contains(res.Err, "config:") && slices.Contains(tc.args, "--listen") {
+			t.Errorf("bridge %s: a flag's value blamed on the config file:\n%s", strings.Join(tc.args, " "), res.Err)
+		}
 		tr.add(tc.args, res)
 		if res.Code != ExitUsage {
 			t.Errorf("bridge %s: exit %d, want 2\n%s", strings.Join(tc.args, " "), res.Code, res.Err)

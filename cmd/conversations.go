@@ -56,7 +56,7 @@ func newConversationsListCmd(a *app) *cobra.Command {
 			if state != "" && state != store.StateBot && state != store.StateHuman {
 				return usagef("--state bot or --state human", "bad --state %q", state)
 			}
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), readStore)
 			if err != nil {
 				return err
 			}

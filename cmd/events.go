@@ -58,7 +58,7 @@ func newEventsListCmd(a *app) *cobra.Command {
 			if o.limit <= 0 {
 				return usagef("--limit 50", "--limit must be positive")
 			}
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), readStore)
 			if err != nil {
 				return err
 			}
@@ -180,7 +180,7 @@ ending with where it stopped and why.`,
 			if err != nil {
 				return err
 			}
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), readStore)
 			if err != nil {
 				return err
 			}

@@ -111,11 +111,20 @@ func isolate(t *testing.T) string {
 	return dir
 }
 
+// goldenDir is absolute, so a test may change directory (t.Chdir).
+var goldenDir = func() string {
+	d, err := filepath.Abs(filepath.Join("..", "testdata", "golden"))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
+
 // checkGolden compares got with testdata/golden/name.golden byte for byte
 // and reports the first differing line; -update rewrites the file.
 func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("..", "testdata", "golden", name+".golden")
+	path := filepath.Join(goldenDir, name+".golden")
 	if *update {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
@@ -165,11 +174,18 @@ func scrub(s string) string {
 
 // transcript records commands and what they printed, for one golden file.
 type transcript struct {
-	b strings.Builder
+	b   strings.Builder
+	dir string // shown as <tmp>
 }
 
 func (tr *transcript) add(args []string, r cliResult) {
+	if tr.dir != "" {
+		r.Out, r.Err = strings.ReplaceAll(r.Out, tr.dir, "<tmp>"), strings.ReplaceAll(r.Err, tr.dir, "<tmp>")
+	}
 	line := strings.Join(args, " ")
+	if tr.dir != "" {
+		line = strings.ReplaceAll(line, tr.dir, "<tmp>")
+	}
 	for _, s := range testSecrets {
 		// Secrets given on the command line stay out of golden files.
 		line = strings.ReplaceAll(line, s, config.Mask(s))
@@ -229,6 +245,7 @@ func newWorld(t *testing.T, apps ...simulate.DifyApp) *world {
 		}
 	}
 	w := &world{t: t, dir: dir, db: filepath.Join(dir, "bridge.db")}
+	w.tr.dir = dir
 	w.dify = simulate.NewDify(apps...)
 	w.difyHits = &counter{h: w.dify}
 	difySrv := httptest.NewServer(w.difyHits)

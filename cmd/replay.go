@@ -146,7 +146,11 @@ func runReplay(ctx context.Context, a *app, o *replayOptions) error {
 	}
 	var db *store.DB
 	if len(o.ids) > 0 || o.target == nil {
-		if db, err = a.openStore(ctx); err != nil {
+		use := writeStore
+		if o.dryRun {
+			use = readStore
+		}
+		if db, err = a.openStore(ctx, use); err != nil {
 			return err
 		}
 		defer db.Close()

@@ -145,9 +145,10 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 	}
 	key := o.key
 	if o.keyEnv != "" {
-		key = os.Getenv(o.keyEnv)
-		if key == "" && !o.noVerify {
-			return usagef("export "+o.keyEnv+"=app-... (or add --no-verify)", "environment variable %s is empty, so the key cannot be verified", o.keyEnv)
+		// Even unverified, a route whose variable is unset could never
+		// answer: serve would fail every message of the inbox.
+		if key = os.Getenv(o.keyEnv); key == "" {
+			return usagef("export "+o.keyEnv+"=app-... and run this again", "environment variable %s is not set: the route would have no Dify key", o.keyEnv)
 		}
 	}
 	if !o.noVerify {
@@ -161,7 +162,7 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 		}
 		r.AppName, r.AppMode = info.Name, info.Mode
 	}
-	db, err := a.openStore(ctx)
+	db, err := a.openStore(ctx, createStore)
 	if err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func newRoutesListCmd(a *app) *cobra.Command {
 		Example: "  bridge routes list\n  bridge routes list --json",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), readStore)
 			if err != nil {
 				return err
 			}
@@ -286,7 +287,7 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), readStore)
 			if err != nil {
 				return err
 			}
@@ -404,7 +405,7 @@ func (a *app) mutateByID(ctx context.Context, arg, what, list string, fn func(*s
 	if err != nil {
 		return 0, err
 	}
-	db, err := a.openStore(ctx)
+	db, err := a.openStore(ctx, writeStore)
 	if err != nil {
 		return 0, err
 	}
