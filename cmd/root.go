@@ -178,6 +178,7 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 		newReplayCmd(a),
 		newBenchCmd(a),
 		newDoctorCmd(a),
+		newConfigCmd(a),
 	)
 	root.InitDefaultCompletionCmd()
 	return root
