@@ -115,6 +115,11 @@ func TestRoutes(t *testing.T) {
 	w.mustRun(1, "routes", "enable", "99")
 	w.mustRun(2, "routes", "show", "abc")
 	w.mustRun(2, "routes", "disable")
+	// The newest route removed, the next one still gets a new id.
+	w.mustRun(0, "routes", "remove", "4")
+	if res = w.mustRun(0, "routes", "add", "--inbox", "7", "--dify-key", testDifyKey, "--no-verify"); !strings.Contains(res.Out, "Added route 5:") {
+		t.Errorf("route id reused after remove: %q", res.Out)
+	}
 	w.mustRun(0, "routes", "list")
 	checkGolden(t, "routes", w.tr.String())
 }
