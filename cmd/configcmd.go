@@ -46,7 +46,7 @@ Secrets are masked.`,
 				}
 				rows = append(rows, []string{s.Key, v, s.Source.String()})
 			}
-			a.table([]string{"key", "value", "source"}, rows)
+			a.table([]string{"key", "value", "source"}, rows, 1)
 			return nil
 		},
 	}

@@ -85,7 +85,7 @@ func newConversationsListCmd(a *app) *cobra.Command {
 					cv.State, orDash(cv.Status), orDash(cv.DifyConversationID), strconv.Itoa(cv.MessagesIn),
 					strconv.Itoa(cv.Answers), strconv.Itoa(cv.Handoffs), a.localTime(cv.LastActivityAt).Format("2006-01-02 15:04:05")})
 			}
-			a.table([]string{"conv", "inbox", "state", "status", "dify conversation", "msgs", "answers", "handoffs", "last activity"}, rows)
+			a.table([]string{"conv", "inbox", "state", "status", "dify conversation", "msgs", "answers", "handoffs", "last activity"}, rows, 4)
 			return nil
 		},
 	}

@@ -88,7 +88,7 @@ func newEventsListCmd(a *app) *cobra.Command {
 				rows = append(rows, []string{strconv.FormatInt(e.ID, 10), a.localTime(e.ReceivedAt).Format("2006-01-02 15:04:05"),
 					e.Status, orDash(eventWhat(e)), numOrDash(e.ConversationID), orDash(eventWhy(e)), orDash(text.OneLine(e.Text, 40))})
 			}
-			a.table([]string{"id", "received", "status", "event", "conv", "reason", "text"}, rows)
+			a.table([]string{"id", "received", "status", "event", "conv", "reason", "text"}, rows, 5)
 			return nil
 		},
 	}

@@ -262,7 +262,7 @@ func newRoutesListCmd(a *app) *cobra.Command {
 				rows = append(rows, []string{strconv.FormatInt(r.ID, 10), orDash(r.Name), strconv.FormatInt(r.InboxID, 10),
 					orDash(r.AppName), r.Mode, state, maskedKey(r)})
 			}
-			a.table([]string{"id", "name", "inbox", "app", "mode", "state", "key"}, rows)
+			a.table([]string{"id", "name", "inbox", "app", "mode", "state", "key"}, rows, 3)
 			return nil
 		},
 	}

@@ -18,6 +18,18 @@ func OneLine(s string, n int) string {
 	return s
 }
 
+// Cut shortens s to at most n runes, the last being "…" when it was cut.
+func Cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	if n <= 0 {
+		return ""
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
 // Printable shows the first n bytes of a body safely on a terminal: invalid
 // UTF-8 and control characters other than newline and tab become "?".
 func Printable(b []byte, n int) string {
