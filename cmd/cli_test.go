@@ -278,6 +278,9 @@ func TestMisuse(t *testing.T) {
 		{[]string{"events", "list", "--config", "/nope.toml"}, []string{"/nope.toml", "not found"}},
 		{[]string{"routes", "list", "--config", badValue}, []string{badValue, "dify.timeout", `"abc"`}},
 		{[]string{"routes", "list", "--config", unknownKey}, []string{unknownKey, "dify.timout", "unknown key", "dify.timeout"}},
+		// --json only where a command prints JSON.
+		{[]string{"demo", "--json"}, []string{"unknown flag: --json"}},
+		{[]string{"serve", "--json"}, []string{"unknown flag: --json"}},
 		// The file sets a good listen; the flag's bad one is the flag's fault.
 		{[]string{"serve", "--listen", "127.0.0.1:99999", "--config", listenFile}, []string{`--listen: invalid address "127.0.0.1:99999"`, "Try: bridge serve --help"}},
 	}

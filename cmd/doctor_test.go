@@ -352,9 +352,10 @@ func TestDoctorConfigErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := w.doctor(tc.args...)
-			// A configuration that does not load is a failed check (1), not a usage error (2).
-			if res.Code != ExitFailed {
-				t.Errorf("exit %d, want 1\n%s%s", res.Code, res.Out, res.Err)
+			// The checklist shows a configuration that does not load, and the
+			// exit status is that of a configuration error (2), as the README says.
+			if res.Code != ExitUsage {
+				t.Errorf("exit %d, want 2\n%s%s", res.Code, res.Out, res.Err)
 			}
 			for _, s := range tc.want {
 				if !strings.Contains(res.Out, s) {

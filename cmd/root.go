@@ -44,7 +44,11 @@ func usagef(hint, format string, args ...any) error {
 }
 
 // failedError means the command ran and failed; its output already said why.
-type failedError struct{ msg string }
+// code is the exit status (ExitFailed when 0).
+type failedError struct {
+	msg  string
+	code int
+}
 
 func (e *failedError) Error() string { return e.msg }
 
@@ -91,6 +95,9 @@ func report(io IO, root *cobra.Command, err error) int {
 	case errors.As(err, &fe):
 		if fe.msg != "" {
 			fmt.Fprintln(io.Err, "Error:", fe.msg)
+		}
+		if fe.code != 0 {
+			return fe.code
 		}
 		return ExitFailed
 	case errors.As(err, &ue):
@@ -162,7 +169,6 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "config file (default ./bridge.toml, then $XDG_CONFIG_HOME/bridge/bridge.toml)")
 	pf.StringVar(&a.dbPath, "db", "", "database file (overrides the database key)")
-	pf.BoolVar(&a.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&a.noColor, "no-color", false, "no colour in output (also NO_COLOR)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return flagError(c, err)
@@ -171,17 +177,29 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 	root.AddCommand(
 		newServeCmd(a),
 		newDemoCmd(a),
-		newRoutesCmd(a),
-		newConversationsCmd(a),
-		newEventsCmd(a),
-		newVersionCmd(a),
-		newReplayCmd(a),
-		newBenchCmd(a),
-		newDoctorCmd(a),
-		newConfigCmd(a),
+		a.jsonFlag(newRoutesCmd(a)),
+		a.jsonFlag(newConversationsCmd(a)),
+		a.jsonFlag(newEventsCmd(a)),
+		a.jsonFlag(newVersionCmd(a)),
+		a.jsonFlag(newReplayCmd(a)),
+		a.jsonFlag(newBenchCmd(a)),
+		a.jsonFlag(newDoctorCmd(a)),
+		a.jsonFlag(newConfigCmd(a)),
 	)
 	root.InitDefaultCompletionCmd()
 	return root
+}
+
+// jsonFlag gives c (and, for a group, its subcommands) --json. Only
+// commands that print JSON have the flag, so elsewhere it is an unknown
+// flag rather than silently ignored.
+func (a *app) jsonFlag(c *cobra.Command) *cobra.Command {
+	fs := c.Flags()
+	if c.HasSubCommands() {
+		fs = c.PersistentFlags()
+	}
+	fs.BoolVar(&a.json, "json", false, "machine-readable JSON output")
+	return c
 }
 
 // flagError turns a pflag error into a usage error with the closest flag.
