@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/bridge-dev/bridge/internal/buildinfo"
 	"github.com/bridge-dev/bridge/pkg/simulate"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -235,11 +236,21 @@ func TestVersionJSON(t *testing.T) {
 			t.Errorf("version --json has no %s: %s", k, res.Out)
 		}
 	}
+	version := buildinfo.Get().Version
 	if v["go"] != runtime.Version() || v["version"] != version {
 		t.Errorf("version --json = %v", v)
 	}
-	if res = runCLI(t, "version"); res.Code != 0 || !strings.HasPrefix(res.Out, "bridge "+version+" ") {
-		t.Errorf("version: %d %q", res.Code, res.Out)
+	// The first line names Chatwoot and Dify, so this bridge is never taken
+	// for iproute2's; --version says the same as the command.
+	res = runCLI(t, "version")
+	if want := "bridge " + version + ", Chatwoot ↔ Dify bridge (commit "; res.Code != 0 || !strings.HasPrefix(res.Out, want) {
+		t.Errorf("version: %d %q, want it to start %q", res.Code, res.Out, want)
+	}
+	if flag := runCLI(t, "--version"); flag.Code != 0 || flag.Out != res.Out {
+		t.Errorf("--version: %d %q, want %q", flag.Code, flag.Out, res.Out)
+	}
+	if help := runCLI(t, "--help"); !strings.HasPrefix(help.Out, "Chatwoot ↔ Dify bridge: ") || !strings.Contains(help.Out, "Not iproute2's bridge(8)") {
+		t.Errorf("--help does not say which bridge this is:\n%s", help.Out)
 	}
 }
 

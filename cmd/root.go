@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/bridge-dev/bridge/internal/buildinfo"
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/store"
@@ -143,8 +144,9 @@ func newRoot(io IO, v *viper.Viper, now func() time.Time) *cobra.Command {
 	a := &app{io: io, v: v, now: now}
 	root := &cobra.Command{
 		Use:   "bridge",
-		Short: "Connect a Chatwoot help desk to Dify AI apps",
-		Long: `bridge answers Chatwoot conversations with Dify apps.
+		Short: tagline + ": answer Chatwoot help-desk conversations with Dify AI apps",
+		Long: tagline + `: answers Chatwoot conversations with Dify apps.
+(Not iproute2's bridge(8), the Linux network bridge tool.)
 
 Chatwoot POSTs webhooks to 'bridge serve'; bridge journals each one in SQLite
 before it acknowledges, asks the Dify app the inbox is routed to, and posts the
@@ -154,6 +156,7 @@ note saying why).
 
 Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 'bridge serve'. When the bot is silent, run 'bridge doctor'.`,
+		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Example: `  bridge demo
@@ -161,6 +164,7 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
   bridge serve
   bridge doctor`,
 	}
+	root.SetVersionTemplate(versionLine() + "\n")
 	root.PersistentPreRun = func(c *cobra.Command, _ []string) { a.cmd = c }
 	root.SetIn(io.In)
 	root.SetOut(io.Out)
