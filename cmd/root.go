@@ -189,8 +189,10 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 		a.jsonFlag(newBenchCmd(a)),
 		a.jsonFlag(newDoctorCmd(a)),
 		a.jsonFlag(newConfigCmd(a)),
+		newManCmd(a),
 	)
 	root.InitDefaultCompletionCmd()
+	registerCompletions(a, root)
 	return root
 }
 
