@@ -59,3 +59,32 @@ func TestSystemdUnit(t *testing.T) {
 		t.Error("a socket is configured, but serve does not take one from systemd")
 	}
 }
+
+// TestReadmeMapsEveryPackage: the map at the top of the README's
+// development section names every package folder, so it stays true as
+// packages come and go.
+func TestReadmeMapsEveryPackage(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dev, ok := strings.Cut(string(data), "\n## Development\n")
+	if !ok {
+		t.Fatal("README has no Development section")
+	}
+	dirs, err := filepath.Glob(filepath.Join("..", "pkg", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"cmd/", "internal/"}
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			want = append(want, "pkg/"+filepath.Base(d)+"/")
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(dev, "\n"+w+" ") {
+			t.Errorf("the development map does not name %s", w)
+		}
+	}
+}
