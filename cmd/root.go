@@ -253,13 +253,7 @@ func groupRunE(c *cobra.Command, args []string) error {
 	var hint string
 	if sug := c.SuggestionsFor(args[0]); len(sug) > 0 {
 		// cobra lists every near name in command order; hint the closest.
-		best := sug[0]
-		for _, s := range sug[1:] {
-			if text.Distance(args[0], s) < text.Distance(args[0], best) {
-				best = s
-			}
-		}
-		hint = c.CommandPath() + " " + best
+		hint = c.CommandPath() + " " + text.Closest(args[0], sug, 1<<20) // all of them are near
 	} else {
 		var names []string
 		for _, sc := range c.Commands() {

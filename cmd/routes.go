@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/doctor"
@@ -307,7 +308,7 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "Route %d %s\n", r.ID, orDash(r.Name))
 			fmt.Fprintf(w, "  inbox:      %d\n", r.InboxID)
 			fmt.Fprintf(w, "  app:        %s\n", describeApp(&r))
-			fmt.Fprintf(w, "  dify url:   %s\n", orDefaultStr(r.DifyURL, "(dify.base_url)"))
+			fmt.Fprintf(w, "  dify url:   %s\n", text.Or(r.DifyURL, "(dify.base_url)"))
 			fmt.Fprintf(w, "  key:        %s\n", v.Key)
 			fmt.Fprintf(w, "  mode:       %s\n", r.Mode)
 			fmt.Fprintf(w, "  enabled:    %t\n", r.Enabled)
@@ -387,13 +388,6 @@ func exactArgs(n int, example string) cobra.PositionalArgs {
 func orDash(s string) string {
 	if s == "" {
 		return "-"
-	}
-	return s
-}
-
-func orDefaultStr(s, d string) string {
-	if s == "" {
-		return d
 	}
 	return s
 }

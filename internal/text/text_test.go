@@ -48,3 +48,16 @@ func TestCut(t *testing.T) {
 		}
 	}
 }
+
+func TestClosest(t *testing.T) {
+	keys := []string{"dify.timeout", "dify.idle_timeout", "listen"}
+	if got := Closest("dify.timout", keys, 2); got != "dify.timeout" {
+		t.Errorf("got %q", got)
+	}
+	if got := Closest("database", keys, 2); got != "" {
+		t.Errorf("nothing near: got %q", got)
+	}
+	if got := Closest("lisen", []string{"listen", "liste"}, 2); got != "listen" {
+		t.Errorf("equals: want the first, got %q", got)
+	}
+}

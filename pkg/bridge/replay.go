@@ -120,7 +120,7 @@ func PlanReplay(in ReplayInput) ReplayPlan {
 	back := !withHuman && (in.Conv.Status == "" || slices.Contains(in.BotStatuses, in.Conv.Status))
 	ownerText := func() string {
 		if withHuman {
-			return "the conversation is with a human (" + text.OneLine(orDefault(in.Conv.StateReason, "since the handoff"), 60) + ")"
+			return "the conversation is with a human (" + text.OneLine(text.Or(in.Conv.StateReason, "since the handoff"), 60) + ")"
 		}
 		return "the conversation's status is " + in.Conv.Status + ", not a bot status"
 	}
@@ -134,7 +134,7 @@ func PlanReplay(in ReplayInput) ReplayPlan {
 	case store.StatusAccepted:
 		return plan("accepted", "waiting for a worker: drive it now")
 	case store.StatusFailed:
-		return plan("failed", "failed ("+orDefault(e.LastError, "see the trace")+"): drive it again from where it failed")
+		return plan("failed", "failed ("+text.Or(e.LastError, "see the trace")+"): drive it again from where it failed")
 	case store.StatusWorking:
 		if in.Force {
 			return plan("working-force", "interrupted: finish it, repeating no step")
@@ -225,7 +225,7 @@ func (b *Bridge) Requeue(ctx context.Context, e *store.Event, plan ReplayPlan) e
 			what = "Dify asked again"
 		}
 		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "replayed",
-			Detail: fmt.Sprintf("replay (was %s): %s", truncate(was, 300), what)})
+			Detail: fmt.Sprintf("replay (was %s): %s", text.OneLine(was, 300), what)})
 	})
 }
 

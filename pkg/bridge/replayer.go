@@ -173,16 +173,24 @@ func (r *Replayer) plan(ctx context.Context, src *ReplaySource) (ReplayPlan, *ch
 	return p, ev, nil
 }
 
-// item starts the record of a source and its plan.
-func (r *Replayer) item(src *ReplaySource, p ReplayPlan) ReplayItem {
-	it := ReplayItem{ID: src.ID, File: src.File, Plan: p.Action, Reason: p.Why}
+// start plans src and begins its record; !ok means the record is final
+// (no such event, or the plan could not be made).
+func (r *Replayer) start(ctx context.Context, src *ReplaySource) (it ReplayItem, p ReplayPlan, ev *chatwoot.Event, ok bool) {
+	if src.Event == nil && src.File == "" {
+		return notFound(src.ID), p, nil, false
+	}
+	p, ev, err := r.plan(ctx, src)
+	if err != nil {
+		return ReplayItem{ID: src.ID, File: src.File, Decision: DecisionError, Error: errorf(src, "%v", err)}, p, nil, false
+	}
+	it = ReplayItem{ID: src.ID, File: src.File, Plan: p.Action, Reason: p.Why}
 	if p.Rule != nil {
 		it.Rule = p.Rule.Name
 	}
 	if e := src.Event; e != nil {
 		it.Was, it.WasWhy, it.Kind = e.Status, EventWhy(e), e.Kind
 	}
-	return it
+	return it, p, ev, true
 }
 
 // errorf formats a message about src once: "event 3: …" or "file.json: …".
@@ -193,14 +201,10 @@ func errorf(src *ReplaySource, format string, args ...any) string {
 // Replay does what the plan of src says: drives or resumes a stored event,
 // or journals a payload as a new delivery and drives it if accepted.
 func (r *Replayer) Replay(ctx context.Context, src *ReplaySource) ReplayItem {
-	if src.Event == nil && src.File == "" {
-		return notFound(src.ID)
+	it, p, ev, ok := r.start(ctx, src)
+	if !ok {
+		return it
 	}
-	p, ev, err := r.plan(ctx, src)
-	if err != nil {
-		return ReplayItem{ID: src.ID, File: src.File, Decision: DecisionError, Error: errorf(src, "%v", err)}
-	}
-	it := r.item(src, p)
 	switch p.Action {
 	case ActionRefuse:
 		it.Decision, it.Status, it.Error = DecisionRefused, it.Was, errorf(src, "%s", p.Why)
@@ -262,15 +266,12 @@ func (r *Replayer) drive(ctx context.Context, it ReplayItem, src *ReplaySource) 
 // states, writing nothing and calling no API. A refusal is a decision, not
 // an error: only a source that cannot be looked at carries an Error.
 func (r *Replayer) DryRun(ctx context.Context, src *ReplaySource) ReplayItem {
-	if src.Event == nil && src.File == "" {
-		return notFound(src.ID)
+	it, p, ev, ok := r.start(ctx, src)
+	if !ok {
+		return it
 	}
-	p, ev, err := r.plan(ctx, src)
-	if err != nil {
-		return ReplayItem{ID: src.ID, File: src.File, Decision: DecisionError, Error: errorf(src, "%v", err)}
-	}
-	it := r.item(src, p)
 	it.Status = it.Was
+	var err error
 	if ev == nil && src.Event != nil && p.Action != ActionRefuse {
 		// An acted-on event: its payload shows what a new delivery would
 		// meet today.

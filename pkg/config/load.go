@@ -251,13 +251,7 @@ func isTable(k string) bool {
 // or else the keys with the same last part in another table ("timeout" at
 // the top level means "dify.timeout").
 func suggest(k string) string {
-	best, bestDist := "", 3
-	for _, f := range fields() {
-		if d := text.Distance(k, f.key); d < bestDist {
-			best, bestDist = f.key, d
-		}
-	}
-	if best != "" {
+	if best := text.Closest(k, Keys(), 2); best != "" {
 		return best
 	}
 	var same []string

@@ -123,13 +123,11 @@ func envWarnings(environ []string) []string {
 // within an edit distance of 2, or the variables of the keys whose last
 // part the name spells (BRIDGE_TIMEOUT: BRIDGE_DIFY_TIMEOUT).
 func suggestEnv(name string) string {
-	best, bestDist := "", 3
+	vars := make([]string, 0, len(fields()))
 	for _, f := range fields() {
-		if d := text.Distance(name, envVar(f.key)); d < bestDist {
-			best, bestDist = envVar(f.key), d
-		}
+		vars = append(vars, envVar(f.key))
 	}
-	if best != "" {
+	if best := text.Closest(name, vars, 2); best != "" {
 		return best
 	}
 	rest := strings.ToLower(strings.TrimPrefix(name, "BRIDGE_"))
