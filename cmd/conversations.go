@@ -104,7 +104,7 @@ customer message starts a new Dify conversation (without the earlier context).`,
 		Example: "  bridge conversations reset 42",
 		Args:    exactArgs(1, "bridge conversations reset 42"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := a.mutateByID(c.Context(), args[0], "conversation", "bridge conversations list", (*store.DB).ResetConversation)
+			id, err := a.byID(c.Context(), writeStore, args[0], "conversation", "bridge conversations list", (*store.DB).ResetConversation)
 			if err != nil {
 				return err
 			}
