@@ -139,10 +139,10 @@ func (a *app) noDatabase(cfg *config.Config, err error) error {
 	case config.FromFile:
 		from, fix = "from the database key in "+src.Name, "correct the database key in "+src.Name
 	default:
-		from, fix = "the default, relative to "+workDir(), "run in the directory of your bridge.db, or give --db or --config"
+		from, fix = "is the default, relative to "+workDir(), "run in the directory of your bridge.db, or give --db or --config"
 	}
 	return usagef(fix+"; only 'bridge serve' and 'bridge routes add' create a database",
-		"database %s %s (path %s)", absPath(cfg.Database), why, from)
+		"database %s %s (the path %s)", absPath(cfg.Database), why, from)
 }
 
 func workDir() string {

@@ -32,7 +32,7 @@ func TestOnlyServeAndRoutesAddCreateTheDatabase(t *testing.T) {
 		{"replay", "1"}, {"replay", "1", "--dry-run"},
 	} {
 		res := run(2, append(args, "--db", missing)...)
-		if !strings.Contains(res.Err, missing+" does not exist (path from --db)") {
+		if !strings.Contains(res.Err, missing+" does not exist (the path from --db)") {
 			t.Errorf("%v: %q", args, res.Err)
 		}
 	}
@@ -42,12 +42,12 @@ func TestOnlyServeAndRoutesAddCreateTheDatabase(t *testing.T) {
 
 	// The default path, in an empty folder.
 	res := run(2, "routes", "list")
-	if !strings.Contains(res.Err, "(path the default, relative to "+dir+")") {
+	if !strings.Contains(res.Err, "(the path is the default, relative to "+dir+")") {
 		t.Errorf("default path: %q", res.Err)
 	}
 	// The environment, and the config file.
 	t.Setenv("BRIDGE_DATABASE", filepath.Join(dir, "env.db"))
-	if res = run(2, "events", "list"); !strings.Contains(res.Err, "(path from BRIDGE_DATABASE)") {
+	if res = run(2, "events", "list"); !strings.Contains(res.Err, "(the path from BRIDGE_DATABASE)") {
 		t.Errorf("env path: %q", res.Err)
 	}
 	t.Setenv("BRIDGE_DATABASE", "")
@@ -55,7 +55,7 @@ func TestOnlyServeAndRoutesAddCreateTheDatabase(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("database = \"file.db\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if res = run(2, "conversations", "list"); !strings.Contains(res.Err, "(path from the database key in bridge.toml)") {
+	if res = run(2, "conversations", "list"); !strings.Contains(res.Err, "(the path from the database key in bridge.toml)") {
 		t.Errorf("file path: %q", res.Err)
 	}
 	for _, name := range []string{"bridge.db", "env.db", "file.db"} {
