@@ -22,9 +22,20 @@ import (
 
 var (
 	buildOnce sync.Once
+	binDir    string
 	builtBin  string
 	buildErr  error
 )
+
+// TestMain removes the binary buildBridge built: it lives outside any
+// test's TempDir because tests share it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir) // the run is over; a leftover would only waste space
+	}
+	os.Exit(code)
+}
 
 // buildBridge builds the real binary once per test run.
 func buildBridge(t *testing.T) string {
@@ -33,12 +44,11 @@ func buildBridge(t *testing.T) string {
 		t.Skip("builds the binary")
 	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bridge-bin-")
-		if err != nil {
-			buildErr = err
+		binDir, buildErr = os.MkdirTemp("", "bridge-bin-")
+		if buildErr != nil {
 			return
 		}
-		builtBin = filepath.Join(dir, "bridge")
+		builtBin = filepath.Join(binDir, "bridge")
 		cmd := exec.Command("go", "build", "-o", builtBin, "..")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -60,7 +60,7 @@ func newConversationsListCmd(a *app) *cobra.Command {
 			if state != "" && state != store.StateBot && state != store.StateHuman {
 				return usagef("--state bot or --state human", "bad --state %q", state)
 			}
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), readStore)
 			if err != nil {
 				return err
 			}
@@ -89,7 +89,7 @@ func newConversationsListCmd(a *app) *cobra.Command {
 					cv.State, orDash(cv.Status), orDash(cv.DifyConversationID), strconv.Itoa(cv.MessagesIn),
 					strconv.Itoa(cv.Answers), strconv.Itoa(cv.Handoffs), a.localTime(cv.LastActivityAt).Format("2006-01-02 15:04:05")})
 			}
-			a.table([]string{"conv", "inbox", "state", "status", "dify conversation", "msgs", "answers", "handoffs", "last activity"}, rows)
+			a.table([]string{"conv", "inbox", "state", "status", "dify conversation", "msgs", "answers", "handoffs", "last activity"}, rows, 4)
 			return nil
 		},
 	}
@@ -108,7 +108,7 @@ customer message starts a new Dify conversation (without the earlier context).`,
 		Example: "  bridge conversations reset 42",
 		Args:    exactArgs(1, "bridge conversations reset 42"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := a.mutateByID(c.Context(), args[0], "conversation", "bridge conversations list", (*store.DB).ResetConversation)
+			id, err := a.byID(c.Context(), writeStore, args[0], "conversation", "bridge conversations list", (*store.DB).ResetConversation)
 			if err != nil {
 				return err
 			}
@@ -145,7 +145,7 @@ conversation_status_changed on every version) is the way back.`,
 			if err != nil {
 				return err
 			}
-			db, err := a.openStore(c.Context())
+			db, err := a.openStore(c.Context(), writeStore)
 			if err != nil {
 				return err
 			}

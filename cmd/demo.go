@@ -3,7 +3,6 @@ package cmd
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/simulate"
@@ -54,12 +54,6 @@ expected, 1 otherwise.`,
 	return c
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand never fails on supported platforms
-	return hex.EncodeToString(b)
-}
-
 type demoStep struct {
 	conv  int64
 	say   string
@@ -76,9 +70,9 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	if !o.keep {
 		defer os.RemoveAll(dir)
 	}
-	difyKey := "app-demo" + randomHex(10)
-	botToken := "demo-bot-" + randomHex(8)
-	secret := randomHex(12)
+	difyKey := "app-demo" + rand.Text()
+	botToken := "demo-bot-" + rand.Text()
+	secret := rand.Text()
 
 	dify := simulate.NewDify(simulate.DifyApp{Key: difyKey, Name: "Support bot", Mode: "advanced-chat"})
 	difySrv := httptest.NewServer(dify)
@@ -202,7 +196,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 		}
 		if err != nil || !good {
 			ok = false
-			fmt.Fprintf(out, "   %s %s\n", st.bad.Render("✗ no expected reply:"), orDefaultStr(got, "(nothing)"))
+			fmt.Fprintf(out, "   %s %s\n", st.bad.Render("✗ no expected reply:"), text.Or(got, "(nothing)"))
 		} else {
 			fmt.Fprintf(out, "   %s %q\n", st.ok.Render("✓ reply:"), got)
 		}

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -39,7 +40,8 @@ seconds even when a host never answers. --dify-key-env routes read the
 variable from doctor's own environment.
 
 Exit status: 0 when nothing failed (warnings alone exit 0), 1 when a check
-failed, 2 for a bad flag.`,
+failed, 2 for a bad flag or a configuration that does not load (the checklist
+then shows the configuration error as its one failed check).`,
 		Example: `  bridge doctor
   bridge doctor --timeout 10s --config /etc/bridge/bridge.toml
   bridge doctor --json | jq '.checks[] | select(.status != "ok")'`,
@@ -58,7 +60,15 @@ failed, 2 for a bad flag.`,
 func runDoctor(ctx context.Context, a *app, o *doctorOptions) error {
 	cfg, err := a.config()
 	if err != nil {
-		return a.printChecks(doctor.ConfigFailed(err))
+		// The checklist still prints, but a configuration that does not
+		// load is a configuration error: exit 2, as for every command.
+		if perr := a.printChecks(doctor.ConfigFailed(err)); perr != nil {
+			var fe *failedError
+			if !errors.As(perr, &fe) {
+				return perr
+			}
+		}
+		return &failedError{code: ExitUsage}
 	}
 	opts, closeDB := doctor.FromConfig(ctx, cfg, o.timeout)
 	defer closeDB()

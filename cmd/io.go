@@ -2,16 +2,17 @@ package cmd
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/term"
 	"github.com/muesli/termenv"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
 )
 
@@ -57,28 +58,95 @@ func (a *app) printJSON(v any) error {
 }
 
 // table prints rows aligned in columns: a readable table on a terminal and
-// stable, tab-separated lines for scripts.
-func (a *app) table(header []string, rows [][]string) {
+// stable, space-aligned lines for scripts. On a terminal the header is
+// upper-case and bold, and the cells of column cut (-1: none) are shortened
+// so that lines fit the terminal; scripts get every cell in full.
+func (a *app) table(header []string, rows [][]string, cut int) {
 	if !isTerminal(a.io.Out) {
-		tw := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(header, "\t"))
-		for _, r := range rows {
-			fmt.Fprintln(tw, strings.Join(r, "\t"))
-		}
-		_ = tw.Flush() // writes to our own stream; nothing useful to do on error
+		_, _ = io.WriteString(a.io.Out, renderTable(header, rows, -1, 0, nil)) // our own stream; nothing to do on error
 		return
 	}
-	st := a.styles()
-	tw := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
 	h := make([]string, len(header))
 	for i, c := range header {
 		h[i] = strings.ToUpper(c)
 	}
-	fmt.Fprintln(tw, st.bold.Render(strings.Join(h, "\t")))
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	st := a.styles()
+	_, _ = io.WriteString(a.io.Out, renderTable(h, rows, cut, terminalWidth(a.io.Out), st.bold.Render)) // as above
+}
+
+// tableGap separates columns.
+const tableGap = 2
+
+// renderTable lays out header and rows in columns whose widths are measured
+// on the plain text, so that styling the header (with style, after the
+// layout) cannot shift them. With width > 0 the cells of column cut are
+// shortened with "…" until lines fit, down to the column's header width.
+func renderTable(header []string, rows [][]string, cut, width int, style func(...string) string) string {
+	widths := make([]int, len(header))
+	measure := func(r []string) {
+		for i, c := range r {
+			if i < len(widths) {
+				widths[i] = max(widths[i], lipgloss.Width(c))
+			}
+		}
 	}
-	_ = tw.Flush() // as above
+	measure(header)
+	for _, r := range rows {
+		measure(r)
+	}
+	if width > 0 && cut >= 0 && cut < len(widths) {
+		total := 0
+		for i, w := range widths {
+			total += w
+			if i < len(widths)-1 {
+				total += tableGap
+			}
+		}
+		if over := total - width; over > 0 {
+			widths[cut] = max(lipgloss.Width(header[cut]), widths[cut]-over)
+		}
+	}
+	var b strings.Builder
+	line := func(r []string, style func(...string) string) {
+		var l strings.Builder
+		for i, c := range r {
+			if i >= len(widths) {
+				break
+			}
+			if lipgloss.Width(c) > widths[i] {
+				c = text.Cut(c, widths[i])
+			}
+			l.WriteString(c)
+			if i < len(r)-1 {
+				l.WriteString(strings.Repeat(" ", widths[i]-lipgloss.Width(c)+tableGap))
+			}
+		}
+		out := l.String()
+		if style != nil {
+			out = style(out)
+		}
+		b.WriteString(out)
+		b.WriteByte('\n')
+	}
+	line(header, style)
+	for _, r := range rows {
+		line(r, nil)
+	}
+	return b.String()
+}
+
+// terminalWidth is the width of the terminal w writes to; COLUMNS when it
+// cannot be asked, 0 (no limit) when neither says.
+func terminalWidth(w any) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(f.Fd()); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	if n, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && n > 0 {
+		return n
+	}
+	return 0
 }
 
 // newLogger builds the one logger of a command: JSON when stderr is not a

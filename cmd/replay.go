@@ -14,9 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/bridge"
-	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -36,42 +34,7 @@ func newReplayCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "replay ID... | --file FILE",
 		Short: "Feed stored or file webhook payloads through the pipeline again",
-		Long: `Feed webhooks through the pipeline again: in this process by default (no
-server needs to run), or POSTed to a running 'bridge serve' with --to.
-
-A stored event is replayed according to what became of it:
-
-  failed, superseded, handed_off, accepted, working
-      The event is driven again: Dify is asked and the answer posted. Side
-      effects already carried out (a posted handoff note, say) are not
-      repeated.
-  ignored, rejected
-      The stored payload is decided again with today's routes and
-      conversation states (after the missing route was added, say) and
-      journaled as a new event, which is driven at once if accepted.
-      Rejected events keep only the first 512 bytes of the body, so a longer
-      rejected webhook cannot be replayed.
-  answered
-      Refused, so the customer never gets the same answer twice.
-      --force drives an answered event again and posts a new answer.
-
---file FILE (- for standard input) takes a webhook body as Chatwoot sends it
-and handles it like a new delivery (delivery id "replay-file").
-
---dry-run prints the decision and the route for each payload, and writes
-nothing and calls neither Chatwoot nor Dify.
-
---to URL POSTs the payloads to a running server's webhook URL instead
-(/webhooks/chatwoot is added when the URL has no path), with ?token= and the
-X-Chatwoot-Signature headers when chatwoot.webhook_token and
-chatwoot.webhook_secret are set, and prints the server's answer. The server
-decides them as new deliveries: a message it already acted on is ignored as
-a duplicate.
-
---json prints one object per payload: id, new_event_id, decision, reason,
-status (the state after the replay; with --dry-run, the stored state) and
-error. Exit status 1 when a payload could not be replayed, ended failed, or
-the server refused it.`,
+		Long:  replayLong(),
 		Example: `  bridge replay 17
   bridge replay 17 18 --dry-run
   bridge replay 12 --force
@@ -90,7 +53,7 @@ the server refused it.`,
 	f.StringVar(&o.file, "file", "", "a webhook JSON body to replay (- for standard input)")
 	f.StringVar(&o.to, "to", "", "POST to this running server's webhook URL instead of replaying in-process")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the decision and route; write nothing, call no API")
-	f.BoolVar(&o.force, "force", false, "drive an answered event again and post a new answer")
+	f.BoolVar(&o.force, "force", false, "ask Dify again for an answered event, or finish an interrupted (working) one")
 	return c
 }
 
@@ -105,7 +68,7 @@ func (o *replayOptions) parse(args []string) error {
 	case o.dryRun && o.to != "":
 		return usagef("bridge replay 17 --dry-run (decides here, sends nothing)", "--dry-run and --to cannot be combined: --to hands the decision to the server")
 	case o.force && o.file != "":
-		return usagef("bridge replay 17 --force", "--force applies to stored answered events, not to --file")
+		return usagef("bridge replay 17 --force", "--force applies to stored answered and working events, not to --file")
 	case o.force && o.to != "":
 		return usagef("bridge replay 17 --force (in-process)", "--force works in-process only: a running server decides a posted webhook as a new delivery")
 	}
@@ -146,7 +109,11 @@ func runReplay(ctx context.Context, a *app, o *replayOptions) error {
 	}
 	var db *store.DB
 	if len(o.ids) > 0 || o.target == nil {
-		if db, err = a.openStore(ctx); err != nil {
+		use := writeStore
+		if o.dryRun {
+			use = readStore
+		}
+		if db, err = a.openStore(ctx, use); err != nil {
 			return err
 		}
 		defer db.Close()
@@ -245,105 +212,62 @@ func pathErr(err error) error {
 	return err
 }
 
-func printReplay(a *app, srcs []*bridge.ReplaySource, items []bridge.ReplayItem, o *replayOptions) {
-	w := a.io.Out
-	st := a.styles()
-	if o.dryRun {
-		fmt.Fprintln(w, "Dry run: nothing is written, Chatwoot and Dify are not called.")
-	}
-	for i := range items {
-		it, src := &items[i], srcs[i]
-		if it.Decision == bridge.DecisionError || it.Decision == bridge.DecisionRefused && !o.dryRun {
-			continue // said on stderr
-		}
-		head := src.Label()
-		if it.Was != "" {
-			head += " (" + it.Was
-			if it.WasWhy != "" && !bridge.ActedOn(it.Was) {
-				head += ": " + text.OneLine(it.WasWhy, 60)
-			}
-			head += ")"
-		}
-		switch {
-		case o.target != nil:
-			fmt.Fprintf(w, "%s → HTTP %d %s\n", head, it.HTTPStatus, text.OneLine(it.Response, 300))
-			if it.Reason == bridge.ReasonDuplicate && src.Event != nil {
-				again := "bridge replay " + strconv.FormatInt(src.ID, 10)
-				if src.Event.Status == store.StatusAnswered {
-					again += " --force"
-				}
-				fmt.Fprintf(w, "  the server already acted on this message; to drive the stored event again: %s\n", again)
-			}
-		case o.dryRun:
-			fmt.Fprintln(w, head)
-			fmt.Fprintf(w, "  decision:  %s\n", dryDecision(it))
-			if it.RouteOK {
-				fmt.Fprintf(w, "  route:     %s\n", describeReplayRoute(it.Route, src))
-			}
-			if it.Note != "" {
-				fmt.Fprintf(w, "  note:      %s\n", it.Note)
-			}
-		case it.Result == nil:
-			// Nothing to show beyond the error on stderr.
-		default:
-			action := "driven again"
-			switch it.Decision {
-			case bridge.DecisionAccepted, bridge.DecisionIgnored:
-				action = "journaled as event " + strconv.FormatInt(it.NewEventID, 10)
-				if src.Event != nil {
-					action = "decided again as event " + strconv.FormatInt(it.NewEventID, 10)
-				}
-			}
-			fmt.Fprintf(w, "%s: %s → %s\n", head, action, stateStyle(st, it.Status).Render(it.Status))
-			if it.Result != nil {
-				fmt.Fprintf(w, "  %s\n", stopReason(it.Result))
-				if bridge.ActedOn(it.Result.Status) {
-					fmt.Fprintf(w, "  trace: bridge events show %d\n", it.Result.ID)
-				}
-			}
+// replayLong is replay's --help: the rules come from bridge.ReplayRules,
+// the decision replay applies, so help and behaviour cannot drift apart.
+func replayLong() string {
+	var b strings.Builder
+	b.WriteString(`Feed webhooks through the pipeline again: in this process by default (no
+server needs to run), or POSTed to a running 'bridge serve' with --to.
+
+A stored event is replayed according to what became of it (--dry-run shows
+which case applies):
+
+`)
+	for _, r := range bridge.ReplayRules {
+		fmt.Fprintf(&b, "  %s\n", r.When)
+		for _, l := range wrap(r.Text, 70) {
+			fmt.Fprintf(&b, "      %s\n", l)
 		}
 	}
+	b.WriteString(`
+Replay appends to an event's history and never overwrites it: the trace
+gains a "replayed" hop naming the state and reason the event had.
+
+--file FILE (- for standard input) takes a webhook body as Chatwoot sends it
+and handles it like a new delivery (delivery id "replay-file").
+
+--dry-run prints, for each payload, what replay would do and the route, and
+writes nothing and calls neither Chatwoot nor Dify. It exits 0 whenever it
+could decide, a refusal included.
+
+--to URL POSTs the payloads to a running server's webhook URL instead
+(/webhooks/chatwoot is added when the URL has no path), with ?token= and the
+X-Chatwoot-Signature headers when chatwoot.webhook_token and
+chatwoot.webhook_secret are set, and prints the server's answer. The server
+decides them as new deliveries: a message it already acted on is ignored as
+a duplicate.
+
+--json prints one object per payload: id, new_event_id, decision, plan,
+rule, reason, status (the state after the replay; with --dry-run, the stored
+state) and error. Exit status 1 when a payload was refused or could not be
+replayed, ended failed, or the server refused it.`)
+	return b.String()
 }
 
-func dryDecision(it *bridge.ReplayItem) string {
-	switch it.Decision {
-	case bridge.DecisionRedrive:
-		return "drive the event again (" + it.Reason + ")"
-	case bridge.DecisionRefused:
-		return "refused: already answered; --force drives it again and posts a new answer"
-	case bridge.DecisionAccepted:
-		return "accept (" + it.Kind + ")"
-	case bridge.DecisionIgnored:
-		return "ignore: " + it.Reason + " — " + ignoreHelp(it.Reason)
-	}
-	return it.Decision
-}
-
-func describeReplayRoute(r *bridge.ReplayRoute, src *bridge.ReplaySource) string {
-	if r == nil {
-		inbox := int64(0)
-		if src.Event != nil {
-			inbox = src.Event.InboxID
-		} else if ev, err := chatwoot.ParseEvent(src.Body); err == nil {
-			inbox = ev.InboxID
+// wrap breaks s into lines of at most n columns.
+func wrap(s string, n int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len([]rune(line))+1+len([]rune(w)) > n {
+			lines = append(lines, line)
+			line = w
+			continue
 		}
-		return fmt.Sprintf("none for inbox %d", inbox)
+		if line != "" {
+			line += " "
+		}
+		line += w
 	}
-	s := strconv.FormatInt(r.ID, 10)
-	if r.Name != "" {
-		s += " " + r.Name
-	}
-	state := "enabled"
-	if !r.Enabled {
-		state = "disabled"
-	}
-	return fmt.Sprintf("%s (inbox %d, key %s, %s, %s)", s, r.InboxID, r.Key, r.Mode, state)
-}
-
-// redactURL hides a URL's query (it may carry ?token=) for messages.
-func redactURL(s string) string {
-	if i := strings.IndexAny(s, "?#"); i >= 0 {
-		return s[:i] + "?…"
-	}
-	return s
+	return append(lines, line)
 }

@@ -1,14 +1,14 @@
-// Package cmd holds bridge's commands: one file per command, plus this root
-// (global flags, configuration, error to exit code) and io.go (output).
+// Package cmd holds bridge's commands: one file per command (or group), plus
+// this root (the command tree, global flags, error to exit code), app.go
+// (configuration and the database, as every command gets them) and io.go
+// (output). Commands wire flags to the packages and print; the logic lives
+// in pkg/.
 package cmd
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -17,9 +17,9 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/bridge-dev/bridge/internal/buildinfo"
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
-	"github.com/bridge-dev/bridge/pkg/store"
 )
 
 // Exit codes (SPEC section 3).
@@ -43,28 +43,13 @@ func usagef(hint, format string, args ...any) error {
 }
 
 // failedError means the command ran and failed; its output already said why.
-type failedError struct{ msg string }
+// code is the exit status (ExitFailed when 0).
+type failedError struct {
+	msg  string
+	code int
+}
 
 func (e *failedError) Error() string { return e.msg }
-
-// app is what every command shares: IO, viper, global flags, and openers.
-type app struct {
-	io   IO
-	v    *viper.Viper
-	root *cobra.Command
-
-	configPath string
-	dbPath     string
-	json       bool
-	noColor    bool
-
-	cfg    *config.Config
-	logger *slog.Logger
-
-	// now is the clock of the output: --since windows, and the time zone
-	// (its location) in which times are shown. Tests fix it.
-	now func() time.Time
-}
 
 // Execute runs bridge with args and returns the exit code.
 func Execute(ctx context.Context, args []string, io IO) int {
@@ -87,6 +72,9 @@ func report(io IO, root *cobra.Command, err error) int {
 	case errors.As(err, &fe):
 		if fe.msg != "" {
 			fmt.Fprintln(io.Err, "Error:", fe.msg)
+		}
+		if fe.code != 0 {
+			return fe.code
 		}
 		return ExitFailed
 	case errors.As(err, &ue):
@@ -132,8 +120,9 @@ func newRoot(io IO, v *viper.Viper, now func() time.Time) *cobra.Command {
 	a := &app{io: io, v: v, now: now}
 	root := &cobra.Command{
 		Use:   "bridge",
-		Short: "Connect a Chatwoot help desk to Dify AI apps",
-		Long: `bridge answers Chatwoot conversations with Dify apps.
+		Short: tagline + ": answer Chatwoot help-desk conversations with Dify AI apps",
+		Long: tagline + `: answers Chatwoot conversations with Dify apps.
+(Not iproute2's bridge(8), the Linux network bridge tool.)
 
 Chatwoot POSTs webhooks to 'bridge serve'; bridge journals each one in SQLite
 before it acknowledges, asks the Dify app the inbox is routed to, and posts the
@@ -143,6 +132,7 @@ note saying why).
 
 Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 'bridge serve'. When the bot is silent, run 'bridge doctor'.`,
+		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Example: `  bridge demo
@@ -150,6 +140,8 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
   bridge serve
   bridge doctor`,
 	}
+	root.SetVersionTemplate(versionLine() + "\n")
+	root.PersistentPreRun = func(c *cobra.Command, _ []string) { a.cmd = c }
 	root.SetIn(io.In)
 	root.SetOut(io.Out)
 	root.SetErr(io.Err)
@@ -157,7 +149,6 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "config file (default ./bridge.toml, then $XDG_CONFIG_HOME/bridge/bridge.toml)")
 	pf.StringVar(&a.dbPath, "db", "", "database file (overrides the database key)")
-	pf.BoolVar(&a.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&a.noColor, "no-color", false, "no colour in output (also NO_COLOR)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return flagError(c, err)
@@ -166,16 +157,31 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 	root.AddCommand(
 		newServeCmd(a),
 		newDemoCmd(a),
-		newRoutesCmd(a),
-		newConversationsCmd(a),
-		newEventsCmd(a),
-		newVersionCmd(a),
-		newReplayCmd(a),
-		newBenchCmd(a),
-		newDoctorCmd(a),
+		a.jsonFlag(newRoutesCmd(a)),
+		a.jsonFlag(newConversationsCmd(a)),
+		a.jsonFlag(newEventsCmd(a)),
+		a.jsonFlag(newVersionCmd(a)),
+		a.jsonFlag(newReplayCmd(a)),
+		a.jsonFlag(newBenchCmd(a)),
+		a.jsonFlag(newDoctorCmd(a)),
+		a.jsonFlag(newConfigCmd(a)),
+		newManCmd(a),
 	)
 	root.InitDefaultCompletionCmd()
+	registerCompletions(a, root)
 	return root
+}
+
+// jsonFlag gives c (and, for a group, its subcommands) --json. Only
+// commands that print JSON have the flag, so elsewhere it is an unknown
+// flag rather than silently ignored.
+func (a *app) jsonFlag(c *cobra.Command) *cobra.Command {
+	fs := c.Flags()
+	if c.HasSubCommands() {
+		fs = c.PersistentFlags()
+	}
+	fs.BoolVar(&a.json, "json", false, "machine-readable JSON output")
+	return c
 }
 
 // flagError turns a pflag error into a usage error with the closest flag.
@@ -223,13 +229,7 @@ func groupRunE(c *cobra.Command, args []string) error {
 	var hint string
 	if sug := c.SuggestionsFor(args[0]); len(sug) > 0 {
 		// cobra lists every near name in command order; hint the closest.
-		best := sug[0]
-		for _, s := range sug[1:] {
-			if text.Distance(args[0], s) < text.Distance(args[0], best) {
-				best = s
-			}
-		}
-		hint = c.CommandPath() + " " + best
+		hint = c.CommandPath() + " " + text.Closest(args[0], sug, 1<<20) // all of them are near
 	} else {
 		var names []string
 		for _, sc := range c.Commands() {
@@ -241,68 +241,4 @@ func groupRunE(c *cobra.Command, args []string) error {
 		hint = c.CommandPath() + " " + strings.Join(names, "|")
 	}
 	return usagef(hint, "unknown command %q for %q", args[0], c.CommandPath())
-}
-
-// config loads the configuration once: flags > environment > file > default.
-func (a *app) config() (*config.Config, error) {
-	if a.cfg != nil {
-		return a.cfg, nil
-	}
-	if f := a.root.PersistentFlags().Lookup("db"); f != nil && f.Changed {
-		if err := a.v.BindPFlag("database", f); err != nil {
-			return nil, err
-		}
-	}
-	cfg, err := config.Load(a.v, a.configPath, a.configPath != "")
-	if err != nil {
-		return nil, err
-	}
-	a.cfg = cfg
-	return cfg, nil
-}
-
-// openStore opens the configured database.
-func (a *app) openStore(ctx context.Context) (*store.DB, error) {
-	cfg, err := a.config()
-	if err != nil {
-		return nil, err
-	}
-	db, err := store.Open(ctx, cfg.Database)
-	if err != nil {
-		return nil, err
-	}
-	return db, nil
-}
-
-// log returns the logger built from the configuration (to stderr).
-func (a *app) log() *slog.Logger {
-	if a.logger != nil {
-		return a.logger
-	}
-	level, format := "info", "text"
-	if a.cfg != nil {
-		level, format = a.cfg.LogLevel, a.cfg.LogFormat
-	}
-	a.logger = newLogger(a.io.Err, level, format, isTerminal(a.io.Err))
-	return a.logger
-}
-
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// localTime is t in the time zone of the output.
-func (a *app) localTime(t time.Time) time.Time { return t.In(a.now().Location()) }
-
-// absPath shows a path as the operator would want to find it.
-func absPath(p string) string {
-	if abs, err := filepath.Abs(p); err == nil {
-		return abs
-	}
-	return p
 }

@@ -2,59 +2,33 @@ package cmd
 
 import (
 	"fmt"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bridge-dev/bridge/internal/buildinfo"
 )
 
-// Set by the linker (-X) in release builds; see .goreleaser.yaml.
-var (
-	version = "dev"
-	commit  = ""
-	date    = ""
-)
+// tagline names what this bridge is, so it is never taken for iproute2's
+// bridge(8), which Debian and Ubuntu install as /usr/sbin/bridge.
+const tagline = "Chatwoot ↔ Dify bridge"
 
-type versionInfo struct {
-	Version string `json:"version"`
-	Commit  string `json:"commit"`
-	Date    string `json:"date"`
-	Go      string `json:"go"`
-}
-
-func currentVersion() versionInfo {
-	v := versionInfo{Version: version, Commit: commit, Date: date, Go: runtime.Version()}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			switch {
-			case s.Key == "vcs.revision" && v.Commit == "":
-				v.Commit = s.Value
-			case s.Key == "vcs.time" && v.Date == "":
-				v.Date = s.Value
-			}
-		}
-	}
-	if v.Commit == "" {
-		v.Commit = "unknown"
-	}
-	if v.Date == "" {
-		v.Date = "unknown"
-	}
-	return v
+// versionLine is what `bridge version` and `bridge --version` print.
+func versionLine() string {
+	v := buildinfo.Get()
+	return fmt.Sprintf("bridge %s, %s (commit %s, built %s, %s)", v.Version, tagline, v.Commit, v.Date, v.Go)
 }
 
 func newVersionCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:     "version",
 		Short:   "Print version, commit and build date",
-		Example: "  bridge version\n  bridge version --json",
+		Example: "  bridge version\n  bridge --version\n  bridge version --json",
 		Args:    cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			v := currentVersion()
 			if a.json {
-				return a.printJSON(v)
+				return a.printJSON(buildinfo.Get())
 			}
-			fmt.Fprintf(a.io.Out, "bridge %s (commit %s, built %s, %s)\n", v.Version, v.Commit, v.Date, v.Go)
+			fmt.Fprintln(a.io.Out, versionLine())
 			return nil
 		},
 	}

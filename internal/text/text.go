@@ -18,6 +18,26 @@ func OneLine(s string, n int) string {
 	return s
 }
 
+// Or is s, or def when s is empty.
+func Or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Cut shortens s to at most n runes, the last being "…" when it was cut.
+func Cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	if n <= 0 {
+		return ""
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
 // Printable shows the first n bytes of a body safely on a terminal: invalid
 // UTF-8 and control characters other than newline and tab become "?".
 func Printable(b []byte, n int) string {
@@ -31,6 +51,18 @@ func Printable(b []byte, n int) string {
 		}
 		return r
 	}, s)
+}
+
+// Closest is the candidate nearest to word within maxDist edits (the first
+// of equals), or "" when none is that near.
+func Closest(word string, candidates []string, maxDist int) string {
+	best, bestDist := "", maxDist+1
+	for _, c := range candidates {
+		if d := Distance(word, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
 }
 
 // Distance is the Levenshtein edit distance between a and b, in runes: how

@@ -36,3 +36,28 @@ func TestPrintable(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestCut(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		n    int
+		want string
+	}{{"abcdef", 6, "abcdef"}, {"abcdef", 4, "abc…"}, {"ééé", 2, "é…"}, {"abc", 0, ""}} {
+		if got := Cut(tc.s, tc.n); got != tc.want {
+			t.Errorf("Cut(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestClosest(t *testing.T) {
+	keys := []string{"dify.timeout", "dify.idle_timeout", "listen"}
+	if got := Closest("dify.timout", keys, 2); got != "dify.timeout" {
+		t.Errorf("got %q", got)
+	}
+	if got := Closest("database", keys, 2); got != "" {
+		t.Errorf("nothing near: got %q", got)
+	}
+	if got := Closest("lisen", []string{"listen", "liste"}, 2); got != "listen" {
+		t.Errorf("equals: want the first, got %q", got)
+	}
+}

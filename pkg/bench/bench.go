@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -482,8 +481,8 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 
 	const difyKey = "app-bench0000000000000000000001"
-	botToken := "bench-bot-" + randomHex(8)
-	secret := randomHex(16)
+	botToken := "bench-bot-" + rand.Text()
+	secret := rand.Text()
 	b.dify = simulate.NewDify(simulate.DifyApp{Key: difyKey, Name: "Bench", Mode: simulate.ModeChat})
 	b.dify.SetLatency(o.DifyLatency)
 	b.dify.SetCompact(true)
@@ -1092,6 +1091,18 @@ func (b *bench) sampleMemory(ctx context.Context) {
 
 // ---- simulators, instrumented ----
 
+// tapBody reads r's body and puts it back for the simulator; false when it
+// could not be read (then the answer is sent).
+func tapBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, true
+}
+
 // difyHandler wraps the simulated Dify to time each chat-messages call.
 func (b *bench) difyHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -1099,12 +1110,10 @@ func (b *bench) difyHandler() http.Handler {
 			b.dify.ServeHTTP(w, r)
 			return
 		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, "read body", http.StatusBadRequest)
+		body, ok := tapBody(w, r)
+		if !ok {
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
 		var q struct {
 			Query string `json:"query"`
 		}
@@ -1149,12 +1158,10 @@ func (b *bench) chatwootHandler() http.Handler {
 			b.cw.ServeHTTP(w, r)
 			return
 		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, "read body", http.StatusBadRequest)
+		body, ok := tapBody(w, r)
+		if !ok {
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
 		c := &capture{ResponseWriter: w}
 		b.cw.ServeHTTP(c, r)
 		if c.status == 0 {
@@ -1402,10 +1409,4 @@ func Verdict(n int, accepted func(int) bool, counts []int32, misplaced int64) Co
 	}
 	c.OK = c.Lost == 0 && c.Duplicated == 0 && c.Misplaced == 0
 	return c
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand never fails on supported platforms
-	return hex.EncodeToString(b)
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bridge-dev/bridge/internal/buildinfo"
 )
 
 // Webhook outcomes, the outcome label of bridge_webhooks_total.
@@ -75,7 +77,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	}
 	m.queue = &queueCollector{desc: prometheus.NewDesc("bridge_queue_depth",
 		"Accepted events not yet finished (accepted or working in the journal).", nil, nil)}
-	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.inDoubt, m.queue)
+	bi := buildinfo.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "bridge_build_info",
+		Help:        "Always 1; the labels say which bridge runs (version, commit, Go version).",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.Go}})
+	build.Set(1)
+	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.inDoubt, m.queue, build)
 	return m
 }
 

@@ -1,27 +1,279 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
+	"slices"
 	"strings"
-	"time"
 
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
-	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
-// ErrAlreadyAnswered is returned by Redrive for an event whose answer was
-// posted: driving it again would post it twice.
-var ErrAlreadyAnswered = errors.New("already answered")
+// What replay does with a stored event.
+const (
+	// ActionDrive asks Dify (again) and posts the answer; steps that would
+	// repeat what is being redone (the answer, a handoff) are forgotten
+	// first, and a trace hop says so.
+	ActionDrive = "drive"
+	// ActionResume carries out the steps not yet done, as serve does after
+	// a restart: none that was carried out is repeated.
+	ActionResume = "resume"
+	// ActionDecide decides the stored payload again with today's routes and
+	// conversation states, as a new event.
+	ActionDecide = "decide"
+	// ActionRefuse does nothing; the plan says why.
+	ActionRefuse = "refuse"
+)
+
+// ReplayRule is one case of what replay does with a stored event. The
+// rules are the single description of replay: PlanReplay applies them, and
+// `bridge replay --help` and the README print their Text.
+type ReplayRule struct {
+	Name   string // the case, for tests and --json
+	When   string // the states and condition, as --help shows them
+	Action string
+	Text   string
+}
+
+// ReplayRules in the order --help lists them.
+var ReplayRules = []ReplayRule{
+	{Name: "accepted", When: "accepted", Action: ActionResume,
+		Text: "driven now, as a worker would: Dify is asked and the answer posted."},
+	{Name: "failed", When: "failed", Action: ActionResume,
+		Text: "driven again from where it failed: Dify is asked unless its answer was posted; steps already carried out (a posted note, say) are not repeated."},
+	{Name: "working", When: "working", Action: ActionRefuse,
+		Text: "refused: a running 'bridge serve' may be driving it. If none runs (it was interrupted), --force finishes it like serve does on start, repeating no step."},
+	{Name: "working-force", When: "working, --force", Action: ActionResume,
+		Text: "finished: the steps not yet carried out are done, none is repeated."},
+	{Name: "answered", When: "answered", Action: ActionRefuse,
+		Text: "refused, so the customer never gets the same answer twice; --force asks Dify again and posts a new answer."},
+	{Name: "answered-force", When: "answered, --force", Action: ActionDrive,
+		Text: "Dify is asked again and a new answer posted (the first stays in the trace)."},
+	{Name: "customer-asked", When: "handed_off (the customer asked for a human)", Action: ActionRefuse,
+		Text: "refused: the message asks for a human, so replaying it could only hand off again."},
+	{Name: "takeover", When: "handed_off (an agent replied)", Action: ActionRefuse,
+		Text: "refused: an agent's takeover, already carried out; there is nothing to ask Dify."},
+	{Name: "human", When: "handed_off or superseded (or answered, --force), conversation with a human", Action: ActionRefuse,
+		Text: "refused, so the bot never talks over an agent: the handoff stands. Give the conversation back to the bot in Chatwoot (a bot status such as pending), then replay."},
+	{Name: "back-to-bot", When: "handed_off or superseded, conversation back with the bot", Action: ActionDrive,
+		Text: "Dify is asked again and its answer posted. The earlier handoff stays done (its note and status change are not undone or repeated); if the AI fails or asks for a human again, that is a new handoff."},
+	{Name: "merged", When: "answered together with an earlier message (debounce)", Action: ActionRefuse,
+		Text: "refused: replay the event it was merged into."},
+	{Name: "payload", When: "ignored, rejected", Action: ActionDecide,
+		Text: "the stored payload is decided again with today's routes and conversation states and journaled as a new event, driven at once if accepted. A rejected body is kept only up to its first 512 bytes, so a longer one cannot be replayed."},
+}
+
+func replayRule(name string) *ReplayRule {
+	for i := range ReplayRules {
+		if ReplayRules[i].Name == name {
+			return &ReplayRules[i]
+		}
+	}
+	panic("no replay rule " + name)
+}
+
+// ReplayInput is what PlanReplay decides on.
+type ReplayInput struct {
+	Event *store.Event
+	// Conv is the conversation as bridge knows it now (state bot when
+	// bridge has no record of it).
+	Conv store.Conversation
+	// Draft says the event's route is in draft mode, where answers are
+	// private notes and the conversation's owner does not matter.
+	Draft       bool
+	BotStatuses []string
+	Force       bool
+}
+
+// ReplayPlan is what replay would do with one stored event.
+type ReplayPlan struct {
+	Rule   *ReplayRule
+	Action string
+	// Why is this event's case in one line, with its particulars
+	// (Chatwoot message ids, the conversation's state).
+	Why string
+	// forget are the steps to forget so that they are carried out anew.
+	forget []string
+}
+
+// redoSteps are the steps of an answer and of a handoff: forgotten when
+// Dify is asked again, so that its answer (and any new handoff) is posted.
+var redoSteps = []string{StepAnswer, StepDraft, StepHandoffDue, StepHandoffMessage, StepHandoffNote, StepHandoffStatus,
+	StepHandoffTeam, StepHandoffLabels, StepSupersededNote}
+
+// PlanReplay says what replay does with a stored event: the one decision
+// behind --dry-run, the real run, --help and the README.
+func PlanReplay(in ReplayInput) ReplayPlan {
+	e := in.Event
+	plan := func(name, why string) ReplayPlan {
+		r := replayRule(name)
+		p := ReplayPlan{Rule: r, Action: r.Action, Why: why}
+		if p.Action == ActionDrive {
+			p.forget = redoSteps
+		}
+		return p
+	}
+	withHuman := in.Conv.State == store.StateHuman
+	back := !withHuman && (in.Conv.Status == "" || slices.Contains(in.BotStatuses, in.Conv.Status))
+	ownerText := func() string {
+		if withHuman {
+			return "the conversation is with a human (" + text.OneLine(text.Or(in.Conv.StateReason, "since the handoff"), 60) + ")"
+		}
+		return "the conversation's status is " + in.Conv.Status + ", not a bot status"
+	}
+	switch {
+	case e.Status == store.StatusIgnored || e.Status == store.StatusRejected:
+		return plan("payload", e.Status+": decide the payload again")
+	case e.MergedInto != 0:
+		return plan("merged", fmt.Sprintf("answered together with event %d: replay that one", e.MergedInto))
+	}
+	switch e.Status {
+	case store.StatusAccepted:
+		return plan("accepted", "waiting for a worker: drive it now")
+	case store.StatusFailed:
+		return plan("failed", "failed ("+text.Or(e.LastError, "see the trace")+"): drive it again from where it failed")
+	case store.StatusWorking:
+		if in.Force {
+			return plan("working-force", "interrupted: finish it, repeating no step")
+		}
+		return plan("working", "being worked on (by 'bridge serve', or an interrupted run); add --force if no server runs")
+	case store.StatusAnswered:
+		if !in.Force {
+			return plan("answered", fmt.Sprintf("already answered (Chatwoot message %d); replaying it would answer the customer twice: add --force to ask Dify again and post a new answer",
+				e.PostedMessageID))
+		}
+		if !in.Draft && !back {
+			return plan("human", ownerText()+": the bot would talk over an agent; give the conversation back to the bot, then replay")
+		}
+		return plan("answered-force", fmt.Sprintf("answered (Chatwoot message %d): ask Dify again and post a new answer", e.PostedMessageID))
+	case store.StatusHandedOff, store.StatusSuperseded:
+		if e.Kind == store.KindTakeover {
+			return plan("takeover", "an agent's takeover, already carried out: nothing to ask Dify")
+		}
+		if handoffCode(e) == HandoffCustomerAsked {
+			return plan("customer-asked", "handed off because the customer asked for a human: replaying it could only hand off again")
+		}
+		if !in.Draft && !back {
+			return plan("human", ownerText()+": the handoff stands; give the conversation back to the bot in Chatwoot (a bot status such as pending), then replay")
+		}
+		return plan("back-to-bot", e.Status+", and the conversation is back with the bot: ask Dify again")
+	}
+	return ReplayPlan{Action: ActionRefuse, Why: e.Status + ", a state replay does not know"}
+}
+
+// PlanReplayOf plans the replay of stored event e with the conversation and
+// route as the store has them now.
+func (b *Bridge) PlanReplayOf(ctx context.Context, e *store.Event, force bool) (ReplayPlan, error) {
+	in := ReplayInput{Event: e, Conv: store.Conversation{State: store.StateBot}, BotStatuses: b.o.BotStatuses, Force: force}
+	if e.AccountID != 0 && e.ConversationID != 0 {
+		c, err := b.o.Store.Conversation(ctx, e.AccountID, e.ConversationID)
+		switch {
+		case err == nil:
+			in.Conv = c
+		case !errors.Is(err, store.ErrNotFound):
+			return ReplayPlan{}, err
+		}
+	}
+	if e.RouteID != 0 {
+		if r, err := b.o.Store.Route(ctx, e.RouteID); err == nil {
+			in.Draft = r.Mode == store.ModeDraft
+		}
+	}
+	if len(in.BotStatuses) == 0 {
+		in.BotStatuses = []string{"pending"}
+	}
+	return PlanReplay(in), nil
+}
+
+// ErrReplayChanged is returned by Requeue when the event changed state
+// since it was planned (a running server took it, say).
+var ErrReplayChanged = errors.New("changed while replay was deciding")
+
+// Requeue puts a stored event back in the queue as plan says (drive or
+// resume), forgetting the steps the plan redoes. History is appended, never
+// overwritten: a trace hop records the state and reason the event had.
+func (b *Bridge) Requeue(ctx context.Context, e *store.Event, plan ReplayPlan) error {
+	if plan.Action != ActionDrive && plan.Action != ActionResume {
+		return fmt.Errorf("%s is not a requeue", plan.Action)
+	}
+	return b.o.Store.Write(ctx, func(tx *store.Tx) error {
+		cur, err := tx.Event(e.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status != e.Status || cur.Steps != e.Steps {
+			return fmt.Errorf("%w (now %s)", ErrReplayChanged, cur.Status)
+		}
+		if len(plan.forget) > 0 {
+			if _, err := tx.Exec("UPDATE events SET steps = ? WHERE id = ?", strings.Join(keptSteps(cur.Steps, plan), ","), e.ID); err != nil {
+				return err
+			}
+			// The posts of forgotten steps are history: they are made anew,
+			// not settled as posts in doubt.
+			for _, st := range plan.forget {
+				if _, err := tx.Exec("DELETE FROM intents WHERE event_id = ? AND step = ?", e.ID, st); err != nil {
+					return err
+				}
+			}
+		}
+		reason := ""
+		if err := tx.UpdateEvent(e.ID, store.EventUpdate{Status: store.StatusAccepted, Reason: &reason}); err != nil {
+			return err
+		}
+		was := e.Status
+		if why := EventWhy(e); why != "" {
+			was += ": " + why
+		}
+		what := "driven again from where it stopped"
+		if plan.Action == ActionDrive {
+			what = "Dify asked again"
+		}
+		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "replayed",
+			Detail: fmt.Sprintf("replay (was %s): %s", text.OneLine(was, 300), what)})
+	})
+}
+
+// ErrReplayRefused is returned by Redrive when the plan refuses; the
+// message says why.
+var ErrReplayRefused = errors.New("replay refused")
+
+// Redrive plans the replay of stored event id and requeues it when the
+// plan drives or resumes it, for a worker to pick up.
+func (b *Bridge) Redrive(ctx context.Context, id int64, force bool) error {
+	e, err := b.o.Store.Event(ctx, id)
+	if err != nil {
+		return err
+	}
+	p, err := b.PlanReplayOf(ctx, &e, force)
+	if err != nil {
+		return err
+	}
+	switch p.Action {
+	case ActionRefuse:
+		return fmt.Errorf("%w: event %d: %s", ErrReplayRefused, id, p.Why)
+	case ActionDecide:
+		return fmt.Errorf("event %d was %s: replay its payload as a new delivery instead", id, e.Status)
+	}
+	return b.Requeue(ctx, &e, p)
+}
+
+// keptSteps are the steps of an event that replay by plan keeps.
+func keptSteps(steps string, plan ReplayPlan) []string {
+	keep := []string{}
+	for st := range strings.SplitSeq(steps, ",") {
+		if st == "" {
+			continue
+		}
+		if len(plan.forget) > 0 && (slices.Contains(plan.forget, st) || strings.HasPrefix(st, stepHandoffReason)) {
+			continue
+		}
+		keep = append(keep, st)
+	}
+	return keep
+}
 
 // DryRun decides about a webhook as Ingest would, with today's routes and
 // conversation state, without writing anything or calling any API.
@@ -56,48 +308,6 @@ func (b *Bridge) DryRun(ctx context.Context, ev *chatwoot.Event) (Verdict, *stor
 	return v, route, nil
 }
 
-// Redrive puts an acted-on event back in the queue so it is driven again.
-// Side effects already carried out (a posted handoff note, say) are
-// recorded as steps and are not repeated. An answered event is refused with
-// ErrAlreadyAnswered unless force is set; with force, its answer step is
-// forgotten so a new answer is posted.
-func (b *Bridge) Redrive(ctx context.Context, id int64, force bool) error {
-	return b.o.Store.Write(ctx, func(tx *store.Tx) error {
-		e, err := tx.Event(id)
-		if err != nil {
-			return err
-		}
-		if e.MergedInto != 0 && !force {
-			return fmt.Errorf("event %d was answered together with event %d: replay that one", id, e.MergedInto)
-		}
-		switch e.Status {
-		case store.StatusWorking:
-			if !force {
-				return fmt.Errorf("event %d is being worked on (by bridge serve, or an interrupted run); use --force if no server runs", id)
-			}
-			return fmt.Errorf("event %d was %s, not acted on: replay its payload instead", id, e.Status)
-		case store.StatusAnswered:
-			if !force {
-				return fmt.Errorf("event %d: %w (Chatwoot message %d)", id, ErrAlreadyAnswered, e.PostedMessageID)
-			}
-		}
-		if force && e.Status == store.StatusAnswered {
-			if _, err := tx.Exec("UPDATE events SET steps = '' WHERE id = ?", id); err != nil {
-				return err
-			}
-			// The posts made are history now: a forced run posts anew.
-			if _, err := tx.Exec("DELETE FROM intents WHERE event_id = ?", id); err != nil {
-				return err
-			}
-		}
-		reason := ""
-		if err := tx.UpdateEvent(id, store.EventUpdate{Status: store.StatusAccepted, Reason: &reason}); err != nil {
-			return err
-		}
-		return tx.AddHop(store.Hop{EventID: id, Stage: StageWorker, Outcome: "replayed", Detail: fmt.Sprintf("queued again by replay (was %s)", e.Status)})
-	})
-}
-
 // ProcessNow drives one accepted event to a final state in the caller's
 // goroutine (replay without a running server) and returns the result.
 func (b *Bridge) ProcessNow(ctx context.Context, id int64) (store.Event, error) {
@@ -112,330 +322,4 @@ func (b *Bridge) ProcessNow(ctx context.Context, id int64) (store.Event, error) 
 	b.process(ctx, e)
 	b.bg.Wait()
 	return b.o.Store.Event(ctx, id)
-}
-
-// ReplayTimeout bounds one POST to a running server with replay --to; a
-// server answers in milliseconds.
-const ReplayTimeout = 15 * time.Second
-
-// EventWhy is the one-line reason of an event's state: the last error of a
-// failed event, else its reason.
-func EventWhy(e *store.Event) string {
-	if e.LastError != "" && e.Status == store.StatusFailed {
-		return e.LastError
-	}
-	return e.Reason
-}
-
-// ReplayItem is one replayed payload, as --json shows it.
-type ReplayItem struct {
-	ID         int64        `json:"id"`
-	File       string       `json:"file,omitempty"`
-	NewEventID int64        `json:"new_event_id"`
-	Decision   string       `json:"decision"`
-	Reason     string       `json:"reason"`
-	Status     string       `json:"status"`
-	Error      string       `json:"error"`
-	Kind       string       `json:"kind,omitempty"`
-	Route      *ReplayRoute `json:"route,omitempty"`
-	HTTPStatus int          `json:"http_status,omitempty"`
-	Response   string       `json:"response,omitempty"`
-
-	// For the human output.
-	Was     string       `json:"-"` // the stored event's state before the replay
-	WasWhy  string       `json:"-"` // and its reason
-	Result  *store.Event `json:"-"` // the event the replay drove or journaled
-	Note    string       `json:"-"`
-	RouteOK bool         `json:"-"` // the route lookup ran (dry run)
-}
-
-// Decisions of ReplayItem.
-const (
-	DecisionRedrive  = "redrive"  // an acted-on event, driven again
-	DecisionAccepted = "accepted" // a payload journaled as a new acted-on event
-	DecisionIgnored  = "ignored"  // a payload journaled as ignored
-	DecisionRejected = "rejected" // the server refused the payload (--to)
-	DecisionRefused  = "refused"  // an answered event, without --force
-	DecisionError    = "error"    // nothing could be decided
-)
-
-type ReplayRoute struct {
-	ID      int64  `json:"id"`
-	Name    string `json:"name,omitempty"`
-	InboxID int64  `json:"inbox_id"`
-	Key     string `json:"dify_key"`
-	Mode    string `json:"mode"`
-	Enabled bool   `json:"enabled"`
-}
-
-// ReplaySource is one payload to replay: a stored event or the file.
-type ReplaySource struct {
-	ID    int64
-	File  string
-	Event *store.Event // the stored event, nil for the file
-	Body  []byte
-}
-
-func (s *ReplaySource) Label() string {
-	if s.Event != nil || s.ID != 0 {
-		return "Event " + strconv.FormatInt(s.ID, 10)
-	}
-	if s.File == "-" {
-		return "stdin"
-	}
-	return s.File
-}
-
-// name is the source as error messages name it.
-func (s *ReplaySource) Name() string {
-	if s.Event != nil || s.ID != 0 {
-		return "event " + strconv.FormatInt(s.ID, 10)
-	}
-	return s.Label()
-}
-
-func (s *ReplaySource) Delivery() string {
-	if s.Event != nil {
-		return "replay-" + strconv.FormatInt(s.ID, 10)
-	}
-	return "replay-file"
-}
-
-// parsePayload parses a stored or file payload, saying why it cannot be
-// replayed when it is not a usable webhook.
-func parsePayload(src *ReplaySource) (*chatwoot.Event, error) {
-	ev, err := chatwoot.ParseEvent(src.Body)
-	if err == nil {
-		return ev, nil
-	}
-	switch {
-	case src.Event == nil:
-		return nil, fmt.Errorf("%s is not a Chatwoot webhook: %v", src.Name(), err)
-	case len(src.Body) == 0:
-		return nil, fmt.Errorf("event %d has no stored payload to replay", src.ID)
-	case src.Event.Status == store.StatusRejected && len(src.Body) >= rejectedPrefix:
-		return nil, fmt.Errorf("event %d cannot be replayed: it was rejected, and the journal keeps only the first %d bytes of a rejected body, so its payload is truncated (%v)",
-			src.ID, rejectedPrefix, err)
-	}
-	return nil, fmt.Errorf("event %d cannot be replayed: its stored payload is not a usable webhook (%v)", src.ID, err)
-}
-
-type Replayer struct {
-	Core  *Bridge
-	Force bool
-}
-
-func notFound(id int64) ReplayItem {
-	return ReplayItem{ID: id, Decision: DecisionError, Error: fmt.Sprintf("no event %d (bridge events list)", id)}
-}
-
-func ActedOn(status string) bool {
-	return status != store.StatusIgnored && status != store.StatusRejected
-}
-
-func refusal(e *store.Event) string {
-	return fmt.Sprintf("event %d was already answered (Chatwoot message %d); replaying it would answer the customer twice — add --force to drive it again and post a new answer",
-		e.ID, e.PostedMessageID)
-}
-
-// Replay drives a stored event again, or journals a payload as a new
-// delivery, and drives the new event if it is accepted.
-func (r *Replayer) Replay(ctx context.Context, src *ReplaySource) ReplayItem {
-	it := ReplayItem{ID: src.ID, File: src.File}
-	if src.Event == nil && src.File == "" {
-		return notFound(src.ID)
-	}
-	if e := src.Event; e != nil {
-		it.Was, it.WasWhy = e.Status, EventWhy(e)
-		if ActedOn(e.Status) {
-			it.Decision, it.Reason, it.Kind = DecisionRedrive, "was "+e.Status, e.Kind
-			err := r.Core.Redrive(ctx, e.ID, r.Force)
-			if errors.Is(err, ErrAlreadyAnswered) {
-				it.Decision, it.Reason, it.Status = DecisionRefused, "already answered", e.Status
-				it.Error = refusal(e)
-				return it
-			}
-			if err != nil {
-				it.Decision, it.Error = DecisionError, fmt.Sprintf("event %d: %v", e.ID, err)
-				return it
-			}
-			return r.drive(ctx, it, e.ID)
-		}
-	}
-	ev, err := parsePayload(src)
-	if err != nil {
-		it.Decision, it.Error = DecisionError, err.Error()
-		return it
-	}
-	ack, err := r.Core.Ingest(ctx, ev, src.Body, src.Delivery())
-	if err != nil {
-		it.Decision, it.Error = DecisionError, fmt.Sprintf("%s: journal: %v", src.Name(), err)
-		return it
-	}
-	it.NewEventID = ack.EventID
-	if ack.Status != "accepted" {
-		it.Decision, it.Reason = DecisionIgnored, ack.Reason
-		ne, err := r.Core.o.Store.Event(ctx, ack.EventID)
-		if err != nil {
-			it.Error = err.Error()
-			return it
-		}
-		it.Status, it.Result = ne.Status, &ne
-		return it
-	}
-	it.Decision = DecisionAccepted
-	return r.drive(ctx, it, ack.EventID)
-}
-
-// drive processes an accepted event to its final state and records it.
-func (r *Replayer) drive(ctx context.Context, it ReplayItem, id int64) ReplayItem {
-	e, err := r.Core.ProcessNow(ctx, id)
-	if err != nil {
-		it.Error = fmt.Sprintf("event %d: %v", id, err)
-		return it
-	}
-	it.Status, it.Kind, it.Result = e.Status, e.Kind, &e
-	if e.Status == store.StatusFailed {
-		it.Error = fmt.Sprintf("event %d failed again: %s", e.ID, e.LastError)
-	}
-	if !e.Finished() && ctx.Err() != nil {
-		it.Error = fmt.Sprintf("event %d: interrupted while %s; 'bridge serve' resumes it", e.ID, e.Status)
-	}
-	return it
-}
-
-// DryRun says what replay would do, with today's routes and conversation
-// states, writing nothing and calling no API.
-func (r *Replayer) DryRun(ctx context.Context, src *ReplaySource) ReplayItem {
-	it := ReplayItem{ID: src.ID, File: src.File}
-	if src.Event == nil && src.File == "" {
-		return notFound(src.ID)
-	}
-	if e := src.Event; e != nil {
-		it.Was, it.WasWhy, it.Status = e.Status, EventWhy(e), e.Status
-	}
-	ev, perr := parsePayload(src)
-	if perr != nil && (src.Event == nil || !ActedOn(src.Event.Status)) {
-		it.Decision, it.Error = DecisionError, perr.Error()
-		return it
-	}
-	var (
-		v     Verdict
-		route *store.Route
-	)
-	if ev != nil {
-		var err error
-		if v, route, err = r.Core.DryRun(ctx, ev); err != nil {
-			it.Decision, it.Error = DecisionError, fmt.Sprintf("%s: %v", src.Name(), err)
-			return it
-		}
-		it.RouteOK = true
-		if route != nil {
-			it.Route = &ReplayRoute{ID: route.ID, Name: route.Name, InboxID: route.InboxID, Key: config.KeyRef(route.DifyKeyEnv, route.DifyKey),
-				Mode: route.Mode, Enabled: route.Enabled}
-		}
-	}
-	if e := src.Event; e != nil && ActedOn(e.Status) {
-		it.Decision, it.Reason, it.Kind = DecisionRedrive, "was "+e.Status, e.Kind
-		if e.Status == store.StatusAnswered && !r.Force {
-			it.Decision, it.Reason = DecisionRefused, "already answered"
-			it.Error = refusal(e)
-		}
-		if ev != nil && !v.Accept && v.Reason != ReasonDuplicate {
-			it.Note = "a new delivery of this webhook would be ignored today: " + v.Reason
-		}
-		return it
-	}
-	if v.Accept {
-		it.Decision, it.Kind = DecisionAccepted, v.Kind
-	} else {
-		it.Decision, it.Reason = DecisionIgnored, v.Reason
-	}
-	return it
-}
-
-// ReplayTo POSTs each payload to a running server, as Chatwoot would.
-// token and secret are chatwoot.webhook_token and chatwoot.webhook_secret,
-// which the server checks.
-func ReplayTo(ctx context.Context, token, secret string, target *url.URL, srcs []*ReplaySource) []ReplayItem {
-	u := *target
-	if tok := token; tok != "" {
-		q := u.Query()
-		if !q.Has("token") {
-			q.Set("token", tok)
-			u.RawQuery = q.Encode()
-		}
-	}
-	shown := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
-	client := &http.Client{Timeout: ReplayTimeout}
-	items := make([]ReplayItem, 0, len(srcs))
-	for _, src := range srcs {
-		it := ReplayItem{ID: src.ID, File: src.File}
-		if src.Event == nil && src.File == "" {
-			items = append(items, notFound(src.ID))
-			continue
-		}
-		if src.Event != nil {
-			it.Was, it.WasWhy = src.Event.Status, EventWhy(src.Event)
-			if _, err := parsePayload(src); err != nil {
-				// Junk would only be refused again; say why here instead.
-				it.Decision, it.Error = DecisionError, err.Error()
-				items = append(items, it)
-				continue
-			}
-		}
-		status, body, err := postWebhook(ctx, client, u.String(), secret, src.Delivery(), src.Body)
-		if err != nil {
-			it.Decision, it.Error = DecisionError, fmt.Sprintf("%s: post to %s: %v", src.Name(), shown, err)
-			items = append(items, it)
-			continue
-		}
-		it.HTTPStatus, it.Response = status, strings.TrimSpace(text.Printable(body, 1000))
-		var ack Ack
-		if json.Unmarshal(body, &ack) == nil && ack.Status != "" {
-			it.Decision, it.Status, it.NewEventID = ack.Status, ack.Status, ack.EventID
-			it.Reason = ack.Reason
-			if ack.Error != "" {
-				it.Reason = ack.Error
-			}
-		}
-		if status < 200 || status > 299 {
-			if it.Decision == "" {
-				it.Decision = DecisionRejected
-			}
-			it.Error = fmt.Sprintf("%s: %s refused it: HTTP %d %s", src.Name(), shown, status, text.OneLine(it.Response, 200))
-		}
-		items = append(items, it)
-	}
-	return items
-}
-
-// postWebhook POSTs one body as Chatwoot does: JSON, a delivery id, and the
-// signature headers when a secret is set.
-func postWebhook(ctx context.Context, client *http.Client, target, secret, delivery string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, errors.New("bad URL")
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "bridge-replay")
-	req.Header.Set("X-Chatwoot-Delivery", delivery)
-	if secret != "" {
-		// The receiving server checks the timestamp against its own clock,
-		// so this is the wall clock, not the output's.
-		ts := time.Now().Unix()
-		req.Header.Set("X-Chatwoot-Timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("X-Chatwoot-Signature", chatwoot.Sign(secret, ts, body))
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL may carry ?token=; the caller names the target without it
-		}
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, out, err
 }

@@ -17,6 +17,11 @@ import (
 type Config struct {
 	// File is the config file that was read, "" when none was.
 	File string `mapstructure:"-"`
+	// Warnings are problems that do not stop bridge, such as a BRIDGE_*
+	// variable that looks like a misspelt setting.
+	Warnings []string `mapstructure:"-"`
+	// sources says where each key's value came from (see Source).
+	sources map[string]Source
 
 	Listen    string    `mapstructure:"listen"`     // address of the HTTP server, host:port
 	Database  string    `mapstructure:"database"`   // path of the SQLite file

@@ -17,7 +17,11 @@ var ErrNotFound = errors.New("config file not found")
 // default); Key is "" when the problem is the file as a whole. Value is the
 // offending value as written; it is never shown for secret keys.
 type Error struct {
-	File  string
+	File string
+	// Flag is the command-line flag that set the value (--listen), "" when
+	// it did not come from a flag; the message then names the flag, not
+	// the key.
+	Flag  string
 	Key   string
 	Value string
 	Err   error
@@ -34,7 +38,11 @@ func (e *Error) Error() string {
 		b.WriteString(e.File)
 		b.WriteString(": ")
 	}
-	if e.Key != "" {
+	switch {
+	case e.Flag != "":
+		b.WriteString(e.Flag)
+		b.WriteString(": ")
+	case e.Key != "":
 		b.WriteString(e.Key)
 		b.WriteString(": ")
 	}

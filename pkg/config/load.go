@@ -43,6 +43,13 @@ var errUnknownKey = errors.New("unknown key")
 // miss), a TOML syntax error (with its line), a value of the wrong type, or
 // a value that fails Validate.
 func Load(v *viper.Viper, path string, explicit bool) (*Config, error) {
+	return LoadWithFlags(v, path, explicit, nil)
+}
+
+// LoadWithFlags is Load where flags names the flags the caller bound into
+// v, by key ("database" → "--db"), so that a bad value is blamed on the
+// flag and Source reports it.
+func LoadWithFlags(v *viper.Viper, path string, explicit bool, flags map[string]string) (*Config, error) {
 	if v == nil {
 		v = viper.New()
 	}
@@ -66,8 +73,9 @@ func Load(v *viper.Viper, path string, explicit bool) (*Config, error) {
 		}
 	}
 
-	cfg := &Config{File: file}
+	cfg := &Config{File: file, sources: map[string]Source{}, Warnings: envWarnings(os.Environ())}
 	for _, f := range fields() {
+		cfg.sources[f.key] = sourceOf(v, f.key, file, flags)
 		raw := v.Get(f.key)
 		val, err := convert(raw, f.typ)
 		if err != nil {
@@ -75,7 +83,7 @@ func Load(v *viper.Viper, path string, explicit bool) (*Config, error) {
 			if !f.secret {
 				e.Value = valueString(raw)
 			}
-			locate(v, e, file)
+			locate(v, e, file, flags)
 			return nil, e
 		}
 		cfg.value(f).Set(val)
@@ -83,26 +91,24 @@ func Load(v *viper.Viper, path string, explicit bool) (*Config, error) {
 	if err := cfg.Validate(); err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.Key != "" {
-			locate(v, e, file)
+			locate(v, e, file, flags)
 		}
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// locate points e at the source of its key's value: the environment
-// variable, the file, or neither (a flag or the default).
-func locate(v *viper.Viper, e *Error, file string) {
-	// viper ignores empty variables, and so does this check.
-	if name := envVar(e.Key); os.Getenv(name) != "" {
-		e.File = ""
-		e.hint = joinHint("set by "+name, e.hint)
-		return
-	}
-	if file != "" && v.InConfig(e.Key) {
+// locate points e at the source of its key's value: the flag, the
+// environment variable, the file, or none (the default).
+func locate(v *viper.Viper, e *Error, file string, flags map[string]string) {
+	e.File = ""
+	switch src := sourceOf(v, e.Key, file, flags); src.Kind {
+	case FromFlag:
+		e.Flag = src.Name
+	case FromEnv:
+		e.hint = joinHint("set by "+src.Name, e.hint)
+	case FromFile:
 		e.File = file
-	} else {
-		e.File = ""
 	}
 }
 
@@ -245,13 +251,7 @@ func isTable(k string) bool {
 // or else the keys with the same last part in another table ("timeout" at
 // the top level means "dify.timeout").
 func suggest(k string) string {
-	best, bestDist := "", 3
-	for _, f := range fields() {
-		if d := text.Distance(k, f.key); d < bestDist {
-			best, bestDist = f.key, d
-		}
-	}
-	if best != "" {
+	if best := text.Closest(k, Keys(), 2); best != "" {
 		return best
 	}
 	var same []string

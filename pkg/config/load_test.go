@@ -78,7 +78,12 @@ func TestExampleFileEqualsDefaults(t *testing.T) {
 			t.Errorf("%s: example file has %#v, Defaults() has %#v", f.key, got, want)
 		}
 	}
-	cfg.File = ""
+	for _, f := range fields() {
+		if src := cfg.Source(f.key); src != (Source{Kind: FromFile, Name: exampleFile}) {
+			t.Errorf("%s: source %v, want the example file", f.key, src)
+		}
+	}
+	cfg.File, cfg.sources, cfg.Warnings = "", nil, nil
 	if !reflect.DeepEqual(*cfg, def) {
 		t.Errorf("example file and Defaults() differ:\n%+v\n%+v", *cfg, def)
 	}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/config"
@@ -215,13 +216,13 @@ func (d *doctor) database(ctx context.Context) []Result {
 			fix = "run bridge where its database is, point --db or the database key at it, or create it with: bridge routes add --inbox ID --dify-key-env VAR"
 		}
 		d.routesErr = err
-		return []Result{failResult("database", oneLine(err.Error()), fix)}
+		return []Result{failResult("database", text.OneLine(err.Error(), 300), fix)}
 	}
 	var out []Result
 	pctx, cancel := d.probe(ctx)
 	defer cancel()
 	if err := db.Ping(pctx); err != nil {
-		out = append(out, failResult("database", db.Path+" is not writable: "+oneLine(err.Error()),
+		out = append(out, failResult("database", db.Path+" is not writable: "+text.OneLine(err.Error(), 300),
 			"check the permissions of the file and its directory, free disk space, and that no other program holds a lock on it"))
 	} else {
 		out = append(out, okResult("database", db.Path+" opens and is writable"))
@@ -229,7 +230,7 @@ func (d *doctor) database(ctx context.Context) []Result {
 	applied, known, err := db.SchemaVersion(pctx)
 	switch {
 	case err != nil:
-		out = append(out, failResult("schema", oneLine(err.Error()), "the file may not be a bridge database: check the database key"))
+		out = append(out, failResult("schema", text.OneLine(err.Error(), 300), "the file may not be a bridge database: check the database key"))
 	case applied > known:
 		out = append(out, failResult("schema", fmt.Sprintf("version %d is newer than this bridge knows (%d)", applied, known),
 			"upgrade bridge to the version that last wrote this database"))
@@ -260,7 +261,7 @@ func (d *doctor) routesCheck() Result {
 	case d.o.Store == nil:
 		return failResult("routes", "not checked: the database did not open", "fix the database check above")
 	case d.routesErr != nil:
-		return failResult("routes", "cannot read routes: "+oneLine(d.routesErr.Error()), "check the database key (or --db)")
+		return failResult("routes", "cannot read routes: "+text.OneLine(d.routesErr.Error(), 300), "check the database key (or --db)")
 	case len(d.routes) == 0:
 		return failResult("routes", "none: bridge answers no inbox", fix)
 	case len(d.enabled) == 0:
@@ -327,7 +328,7 @@ func (d *doctor) netErrText(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return fmt.Sprintf("no answer within %s", d.o.Timeout)
 	}
-	return oneLine(err.Error())
+	return text.OneLine(err.Error(), 300)
 }
 
 func isTimeout(err error) bool {
@@ -386,12 +387,12 @@ func (d *doctor) chatwoot(ctx context.Context) chatwootReport {
 		switch {
 		case err == nil:
 			kind, profile = tokenUser, p
-			rep.checks = append(rep.checks, okResult("chatwoot token", fmt.Sprintf("valid user token of %s (%s)", orDefault(p.Name, "user "+strconv.FormatInt(p.ID, 10)), orDefault(p.Role, "agent"))))
+			rep.checks = append(rep.checks, okResult("chatwoot token", fmt.Sprintf("valid user token of %s (%s)", text.Or(p.Name, "user "+strconv.FormatInt(p.ID, 10)), text.Or(p.Role, "agent"))))
 		case chatwoot.IsBotOnly(err):
 			kind = tokenBot
 			rep.checks = append(rep.checks, okResult("chatwoot token", "valid agent bot token (a bot cannot set labels: handoff.labels needs chatwoot.user_token)"))
 		case errors.Is(err, chatwoot.ErrUnauthorized):
-			rep.checks = append(rep.checks, failResult("chatwoot token", "chatwoot.api_token was rejected: "+oneLine(err.Error()),
+			rep.checks = append(rep.checks, failResult("chatwoot token", "chatwoot.api_token was rejected: "+text.OneLine(err.Error(), 300),
 				"set chatwoot.api_token to the agent bot's access token (Settings › Bots) or a user's (Profile settings › Access token)"))
 		default:
 			rep.checks = append(rep.checks, failResult("chatwoot token", "cannot check chatwoot.api_token: "+d.netErrText(err),
@@ -411,12 +412,12 @@ func (d *doctor) chatwoot(ctx context.Context) chatwootReport {
 		switch {
 		case err == nil:
 			userProfile = p
-			rep.checks = append(rep.checks, okResult("chatwoot user token", fmt.Sprintf("valid user token of %s (%s)", orDefault(p.Name, "user "+strconv.FormatInt(p.ID, 10)), orDefault(p.Role, "agent"))))
+			rep.checks = append(rep.checks, okResult("chatwoot user token", fmt.Sprintf("valid user token of %s (%s)", text.Or(p.Name, "user "+strconv.FormatInt(p.ID, 10)), text.Or(p.Role, "agent"))))
 		case chatwoot.IsBotOnly(err):
 			rep.checks = append(rep.checks, failResult("chatwoot user token", "chatwoot.user_token is an agent bot token, not a user's",
 				"set chatwoot.user_token to an administrator's access token (Profile settings › Access token)"))
 		case errors.Is(err, chatwoot.ErrUnauthorized):
-			rep.checks = append(rep.checks, failResult("chatwoot user token", "chatwoot.user_token was rejected: "+oneLine(err.Error()),
+			rep.checks = append(rep.checks, failResult("chatwoot user token", "chatwoot.user_token was rejected: "+text.OneLine(err.Error(), 300),
 				"set chatwoot.user_token to an administrator's access token (Profile settings › Access token)"))
 		default:
 			rep.checks = append(rep.checks, failResult("chatwoot user token", "cannot check chatwoot.user_token: "+d.netErrText(err),
@@ -459,7 +460,7 @@ func (d *doctor) chatwoot(ctx context.Context) chatwootReport {
 			}
 			rep.checks = append(rep.checks, okResult("chatwoot account", detail))
 		case errors.Is(err, chatwoot.ErrUnauthorized):
-			rep.checks = append(rep.checks, failResult("chatwoot account", fmt.Sprintf("account %d (from %s) does not accept the agent bot token: %s", acct, source, oneLine(err.Error())),
+			rep.checks = append(rep.checks, failResult("chatwoot account", fmt.Sprintf("account %d (from %s) does not accept the agent bot token: %s", acct, source, text.OneLine(err.Error(), 300)),
 				"use the access token of an agent bot of this account, or set chatwoot.account_id to the bot's account"))
 		default:
 			rep.checks = append(rep.checks, failResult("chatwoot account", fmt.Sprintf("cannot check account %d: %s", acct, d.netErrText(err)),
@@ -510,11 +511,11 @@ func (d *doctor) accountOfProfile(p *chatwoot.Profile, acct int64, source string
 	names := make([]string, 0, len(p.Accounts))
 	for _, a := range p.Accounts {
 		if a.ID == acct {
-			return okResult("chatwoot account", fmt.Sprintf("account %d %q (from %s), role %s", acct, a.Name, source, orDefault(a.Role, "agent")))
+			return okResult("chatwoot account", fmt.Sprintf("account %d %q (from %s), role %s", acct, a.Name, source, text.Or(a.Role, "agent")))
 		}
 		names = append(names, fmt.Sprintf("%d %q", a.ID, a.Name))
 	}
-	return failResult("chatwoot account", fmt.Sprintf("account %d (from %s) is not one of the token user's accounts (%s)", acct, source, orDefault(strings.Join(names, ", "), "none")),
+	return failResult("chatwoot account", fmt.Sprintf("account %d (from %s) is not one of the token user's accounts (%s)", acct, source, text.Or(strings.Join(names, ", "), "none")),
 		"set chatwoot.account_id to the account of the routed inboxes, or use a token of a member of that account")
 }
 
@@ -596,7 +597,7 @@ func (d *doctor) inbox(r *store.Route, acct int64, in *chatwoot.Inbox, bot *chat
 		case want == "":
 			return okResult(name, fmt.Sprintf("%s: agent bot %q sends to %s (public_url not set, so not compared)", label, bot.Name, bot.OutgoingURL))
 		case !sameEndpoint(bot.OutgoingURL, want):
-			return failResult(name, fmt.Sprintf("%s: agent bot %q sends to %s, not to %s", label, bot.Name, orDefault(bot.OutgoingURL, `""`), want),
+			return failResult(name, fmt.Sprintf("%s: agent bot %q sends to %s, not to %s", label, bot.Name, text.Or(bot.OutgoingURL, `""`), want),
 				fmt.Sprintf("set the agent bot's outgoing_url to %s (Settings › Bots), or correct public_url if that URL is how Chatwoot reaches bridge", want))
 		case d.o.WebhookToken && !hasTokenParam(bot.OutgoingURL):
 			return failResult(name, fmt.Sprintf("%s: agent bot %q sends to %s without ?token=, which chatwoot.webhook_token requires: every delivery is refused", label, bot.Name, want),
@@ -621,7 +622,7 @@ func (d *doctor) inbox(r *store.Route, acct int64, in *chatwoot.Inbox, bot *chat
 	if via == "" {
 		detail := fmt.Sprintf("%s has no agent bot, and no account webhook sends to %s", label, wantText)
 		if hooksErr != nil {
-			detail = fmt.Sprintf("%s has no agent bot (account webhooks not readable: %s)", label, oneLine(hooksErr.Error()))
+			detail = fmt.Sprintf("%s has no agent bot (account webhooks not readable: %s)", label, text.OneLine(hooksErr.Error(), 300))
 		}
 		return failResult(name, detail,
 			fmt.Sprintf("create an agent bot with outgoing_url %s and attach it to the inbox (Settings › Inboxes › %s › Bot configuration)", wantText, in.Name))
@@ -943,7 +944,7 @@ func (d *doctor) difyRoute(ctx context.Context, r *store.Route) Result {
 		return failResult(name, fmt.Sprintf("%q requires inputs the route does not supply: %s", inErr.Name, strings.Join(inErr.Missing, ", ")),
 			fmt.Sprintf("%s --inputs '{\"%s\":\"...\"}'", readd, inErr.Missing[0]))
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
-		return failResult(name, fmt.Sprintf("Dify at %s rejected the key %s: %s", base, masked, orDefault(apiErr.Message, "401")),
+		return failResult(name, fmt.Sprintf("Dify at %s rejected the key %s: %s", base, masked, text.Or(apiErr.Message, "401")),
 			"the key was deleted or belongs to another Dify: create one under the app's API Access, then "+readd)
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusForbidden:
 		return failResult(name, fmt.Sprintf("Dify at %s refuses the app: %s", base, apiErr.Message),
@@ -952,7 +953,7 @@ func (d *doctor) difyRoute(ctx context.Context, r *store.Route) Result {
 		return failResult(name, fmt.Sprintf("Dify at %s says the app is unavailable: %s", base, apiErr.Message),
 			"publish the app in Dify (a chatflow must be published) and check its model settings")
 	case errors.As(err, &apiErr):
-		return failResult(name, fmt.Sprintf("Dify at %s answered %s", base, oneLine(apiErr.Error())),
+		return failResult(name, fmt.Sprintf("Dify at %s answered %s", base, text.OneLine(apiErr.Error(), 300)),
 			"check that the URL is Dify's service API, ending in /v1")
 	}
 	return failResult(name, fmt.Sprintf("cannot reach Dify at %s: %s", base, d.netErrText(err)),
@@ -985,7 +986,7 @@ func (d *doctor) postedAgain(ctx context.Context, q *sql.DB) Result {
 	var newest sql.NullInt64
 	if err := q.QueryRowContext(ctx, `SELECT count(*), max(event_id) FROM hops
 		WHERE outcome = 'in doubt: posted again' AND at >= ?`, unixMS(d.now.Add(-doctorRecent))).Scan(&n, &newest); err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 	}
 	if n == 0 {
 		return okResult(name, "none made again without checking in the last 24h")
@@ -1006,7 +1007,7 @@ func (d *doctor) silence(ctx context.Context, q *sql.DB) Result {
 	var recent int
 	if err := q.QueryRowContext(ctx, "SELECT max(received_at), count(CASE WHEN received_at >= ? THEN 1 END) FROM events",
 		unixMS(d.now.Add(-doctorSilence))).Scan(&last, &recent); err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 	}
 	const fix = "send a message to a routed inbox; if nothing arrives, fix the inbox and public url checks above and look in Chatwoot's Sidekiq log for \"Invalid webhook URL\"; is bridge serve running?"
 	switch {
@@ -1024,18 +1025,11 @@ func (d *doctor) silence(ctx context.Context, q *sql.DB) Result {
 
 func (d *doctor) rejected(ctx context.Context, q *sql.DB) Result {
 	const name = "rejected webhooks"
-	rows, err := q.QueryContext(ctx, `SELECT reason, count(*), max(id) FROM events
+	groups, res := recentGroups(ctx, q, name, `SELECT reason, count(*), max(id) FROM events
 		WHERE status = 'rejected' AND received_at >= ? GROUP BY reason ORDER BY count(*) DESC, max(id) DESC`,
 		unixMS(d.now.Add(-doctorRecent)))
-	if err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
-	}
-	groups, err := scanGroups(rows)
-	if err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
-	}
-	if len(groups) == 0 {
-		return okResult(name, "none in the last 24h")
+	if groups == nil {
+		return res
 	}
 	return warnResult(name, "in the last 24h: "+groupText(groups),
 		fmt.Sprintf("bridge events show %d; a 401 means Chatwoot's token or secret differs from chatwoot.webhook_token / webhook_secret", groups[0].newest))
@@ -1045,6 +1039,24 @@ type eventGroup struct {
 	key    string
 	count  int
 	newest int64
+}
+
+// recentGroups runs a query of (key, count, newest id) groups over the last
+// 24 hours. With no group, or when the journal cannot be read, it returns
+// nil and the check's result (ok, or failed).
+func recentGroups(ctx context.Context, q *sql.DB, name, query string, args ...any) ([]eventGroup, Result) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
+	}
+	groups, err := scanGroups(rows)
+	if err != nil {
+		return nil, failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
+	}
+	if len(groups) == 0 {
+		return nil, okResult(name, "none in the last 24h")
+	}
+	return groups, Result{}
 }
 
 func scanGroups(rows *sql.Rows) ([]eventGroup, error) {
@@ -1068,7 +1080,7 @@ func groupText(gs []eventGroup) string {
 			parts = append(parts, fmt.Sprintf("and %d more reasons", len(gs)-5))
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%d× %q (newest #%d)", g.count, truncate(oneLine(orDefault(g.key, "no reason")), 120), g.newest))
+		parts = append(parts, fmt.Sprintf("%d× %q (newest #%d)", g.count, text.OneLine(text.Or(g.key, "no reason"), 120), g.newest))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -1079,7 +1091,7 @@ func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
 		WHERE status = 'ignored' AND reason = ? AND inbox_id != 0 AND received_at >= ?
 		GROUP BY inbox_id ORDER BY inbox_id`, bridge.ReasonNoRoute, unixMS(d.now.Add(-doctorUnroutedSpan)))
 	if err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 	}
 	defer rows.Close()
 	routed := map[int64]bool{}
@@ -1092,7 +1104,7 @@ func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
 		var inbox int64
 		var n int
 		if err := rows.Scan(&inbox, &n); err != nil {
-			return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+			return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 		}
 		if routed[inbox] {
 			continue // routed since
@@ -1103,7 +1115,7 @@ func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
 		parts = append(parts, fmt.Sprintf("inbox %d (%d %s)", inbox, n, plural(n, "webhook", "webhooks")))
 	}
 	if err := rows.Err(); err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 	}
 	if len(parts) == 0 {
 		return okResult(name, "no webhooks from inboxes without a route in the last 7 days")
@@ -1114,18 +1126,11 @@ func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
 
 func (d *doctor) failed(ctx context.Context, q *sql.DB) Result {
 	const name = "failed events"
-	rows, err := q.QueryContext(ctx, `SELECT last_error, count(*), max(id) FROM events
+	groups, res := recentGroups(ctx, q, name, `SELECT last_error, count(*), max(id) FROM events
 		WHERE status = 'failed' AND (finished_at >= ? OR received_at >= ?)
 		GROUP BY last_error ORDER BY max(id) DESC`, unixMS(d.now.Add(-doctorRecent)), unixMS(d.now.Add(-doctorRecent)))
-	if err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
-	}
-	groups, err := scanGroups(rows)
-	if err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
-	}
-	if len(groups) == 0 {
-		return okResult(name, "none in the last 24h")
+	if groups == nil {
+		return res
 	}
 	n := 0
 	for _, g := range groups {
@@ -1142,7 +1147,7 @@ func (d *doctor) stuck(ctx context.Context, q *sql.DB) Result {
 	var oldestID, oldestAt sql.NullInt64
 	if err := q.QueryRowContext(ctx, `SELECT count(*), min(id), min(received_at) FROM events
 		WHERE status = 'accepted' AND max(received_at, not_before, updated_at) < ?`, cutoff).Scan(&n, &oldestID, &oldestAt); err != nil {
-		return failResult(name, "cannot read the journal: "+oneLine(err.Error()), "check the database")
+		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 	}
 	if n == 0 {
 		return okResult(name, "no event waits for a worker")
@@ -1171,27 +1176,4 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// oneLine keeps a detail on one checklist line.
-func oneLine(s string) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > 300 {
-		s = s[:300]
-	}
-	return s
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

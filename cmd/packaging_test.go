@@ -1,0 +1,90 @@
+package cmd
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bridge-dev/bridge/pkg/config"
+)
+
+// TestPackagedConfig: the config the packages install loads without an
+// error (no unknown key), puts the database in the unit's state directory,
+// and logs JSON for journald.
+func TestPackagedConfig(t *testing.T) {
+	isolate(t)
+	path := filepath.Join("..", "contrib", "packaging", "bridge.toml")
+	res := runCLI(t, "config", "--config", path, "--json")
+	if res.Code != 0 {
+		t.Fatalf("exit %d: %s", res.Code, res.Err)
+	}
+	var v configView
+	if err := json.Unmarshal([]byte(res.Out), &v); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]config.Setting{}
+	for _, s := range v.Settings {
+		got[s.Key] = s
+	}
+	if s := got["database"]; s.Value != "/var/lib/bridge/bridge.db" || s.Source.Kind != config.FromFile {
+		t.Errorf("database = %+v", s)
+	}
+	if s := got["log_format"]; s.Value != "json" {
+		t.Errorf("log_format = %+v", s)
+	}
+}
+
+// TestSystemdUnit: the unit runs this bridge by its full path (on Debian
+// /usr/sbin/bridge is iproute2's), as a non-root user with its state
+// directory, hardened; the database path agrees with the packaged config.
+func TestSystemdUnit(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "contrib", "systemd", "bridge.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(data)
+	for _, want := range []string{
+		"ExecStart=/usr/bin/bridge serve --config /etc/bridge/bridge.toml",
+		"User=bridge", "StateDirectory=bridge", "WorkingDirectory=/var/lib/bridge",
+		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+		"CapabilityBoundingSet=\n", "SystemCallFilter=@system-service", "KillSignal=SIGTERM",
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("bridge.service lacks %q", strings.TrimSpace(want))
+		}
+	}
+	if strings.Contains(unit, "ListenStream") {
+		t.Error("a socket is configured, but serve does not take one from systemd")
+	}
+}
+
+// TestReadmeMapsEveryPackage: the map at the top of the README's
+// development section names every package folder, so it stays true as
+// packages come and go.
+func TestReadmeMapsEveryPackage(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dev, ok := strings.Cut(string(data), "\n## Development\n")
+	if !ok {
+		t.Fatal("README has no Development section")
+	}
+	dirs, err := filepath.Glob(filepath.Join("..", "pkg", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"cmd/", "internal/"}
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			want = append(want, "pkg/"+filepath.Base(d)+"/")
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(dev, "\n"+w+" ") {
+			t.Errorf("the development map does not name %s", w)
+		}
+	}
+}

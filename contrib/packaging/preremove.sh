@@ -1,0 +1,10 @@
+#!/bin/sh
+# Stop on removal, not on upgrade (deb passes "remove", rpm passes 0).
+set -e
+case "$1" in
+remove|0)
+	if [ -d /run/systemd/system ]; then
+		systemctl disable --now bridge.service >/dev/null 2>&1 || true
+	fi
+	;;
+esac
