@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bridge-dev/bridge/internal/buildinfo"
 )
@@ -15,6 +16,12 @@ import (
 // the README's table (the journal's own series included).
 func TestBuildInfoAndEverySeriesDocumented(t *testing.T) {
 	e := newEnv(t, envOptions{})
+	// The journal's series are registered when the workers start.
+	for deadline := time.Now().Add(10 * time.Second); !e.core.ready.get(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("workers did not start")
+		}
+	}
 	samples := scrape(t, e.srv.URL)
 	bi := buildinfo.Get()
 	want := `bridge_build_info{commit="` + bi.Commit + `",goversion="` + runtime.Version() + `",version="` + bi.Version + `"}`

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -571,18 +572,8 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 		// An answer lost after the request went out may hide a created
 		// message: the next try first finds out.
 		inDoubt = maybeDone(err)
-		retry := chatwoot.Retryable(err) && attempt < chatwootAttempts-1 && ctx.Err() == nil
-		outcome := "error"
-		if retry {
-			outcome = "error, retrying"
-		}
-		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: outcome, Detail: fmt.Sprintf("%s attempt %d: %s", step, attempt+1, errText(err)), Duration: d})
-		if !retry {
-			break
-		}
-		b.o.Metrics.retry("chatwoot")
-		if err := sleep(ctx, b.backoff(attempt, 5*time.Second)); err != nil {
-			return err
+		if retry, err := b.retryChatwoot(ctx, e, step, attempt, err, d); !retry || err != nil {
+			return cmp.Or(err, lastErr)
 		}
 	}
 	return lastErr
@@ -792,21 +783,31 @@ func (b *Bridge) step(ctx context.Context, e *store.Event, step, call string, fn
 			return nil
 		}
 		lastErr = err
-		retry := chatwoot.Retryable(err) && attempt < chatwootAttempts-1 && ctx.Err() == nil
-		outcome := "error"
-		if retry {
-			outcome = "error, retrying"
-		}
-		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: outcome, Detail: fmt.Sprintf("%s attempt %d: %s", step, attempt+1, errText(err)), Duration: d})
-		if !retry {
-			break
-		}
-		b.o.Metrics.retry("chatwoot")
-		if err := sleep(ctx, b.backoff(attempt, 5*time.Second)); err != nil {
-			return err
+		if retry, err := b.retryChatwoot(ctx, e, step, attempt, err, d); !retry || err != nil {
+			return cmp.Or(err, lastErr)
 		}
 	}
 	return lastErr
+}
+
+// retryChatwoot records a failed try of a Chatwoot call and, when another
+// try may succeed, waits the backoff before it. It reports whether to try
+// again; err is set only when the wait was cut short.
+func (b *Bridge) retryChatwoot(ctx context.Context, e *store.Event, step string, attempt int, callErr error, d time.Duration) (bool, error) {
+	retry := chatwoot.Retryable(callErr) && attempt < chatwootAttempts-1 && ctx.Err() == nil
+	outcome := "error"
+	if retry {
+		outcome = "error, retrying"
+	}
+	b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: outcome, Detail: fmt.Sprintf("%s attempt %d: %s", step, attempt+1, errText(callErr)), Duration: d})
+	if !retry {
+		return false, nil
+	}
+	b.o.Metrics.retry("chatwoot")
+	if err := sleep(ctx, b.backoff(attempt, 5*time.Second)); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func statusOf(err error) int {

@@ -164,6 +164,10 @@ func (db *DB) ListConversations(ctx context.Context, f ConversationFilter) ([]Co
 	if err != nil {
 		return nil, fmt.Errorf("list conversations: %w", err)
 	}
+	return scanConvs(rows)
+}
+
+func scanConvs(rows *sql.Rows) ([]Conversation, error) {
 	defer rows.Close()
 	var out []Conversation
 	for rows.Next() {
@@ -195,14 +199,5 @@ func (db *DB) ConversationsByID(ctx context.Context, id int64) ([]Conversation, 
 	if err != nil {
 		return nil, fmt.Errorf("read conversation %d: %w", id, err)
 	}
-	defer rows.Close()
-	var out []Conversation
-	for rows.Next() {
-		c, err := scanConv(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return scanConvs(rows)
 }
