@@ -149,10 +149,10 @@ func TestDashboardActions(t *testing.T) {
 	if strings.Join(kinds, ",") != "message,ask_again,message,message" {
 		t.Errorf("event kinds newest first = %v", kinds)
 	}
-	if len(v.Events) == 4 && (len(v.Events[1].Summary.Posted) != 1 || !strings.HasPrefix(v.Events[1].Summary.Posted[0], "draft: message ")) {
+	if len(v.Events) == 4 && (len(v.Events[1].Summary.Posted) != 1 || !strings.HasPrefix(v.Events[1].Summary.Posted[0], "draft #")) {
 		t.Errorf("ask-again posted = %v", v.Events[1].Summary.Posted)
 	}
-	if len(v.Events) == 4 && !strings.HasPrefix(v.Events[2].Summary.Handoff, "customer asked: ") {
+	if len(v.Events) == 4 && !strings.HasPrefix(v.Events[2].Summary.Handoff, "customer asked for a human: ") {
 		t.Errorf("handoff summary = %q", v.Events[2].Summary.Handoff)
 	}
 	if strings.Contains(e.logs.String(), testDashboardKey) {

@@ -321,7 +321,7 @@ func TestConversationView(t *testing.T) {
 	if oldest.DifyMS != 1200 || oldest.Tokens != 154 || oldest.Decision != "accepted: message (route 1 support, auto)" {
 		t.Errorf("first message summary = %+v", oldest)
 	}
-	if len(oldest.Posted) != 1 || oldest.Posted[0] != "answer: message 1010" {
+	if len(oldest.Posted) != 1 || oldest.Posted[0] != "answer #1010" {
 		t.Errorf("posted = %q", oldest.Posted)
 	}
 	if len(oldest.InDoubt) != 1 || oldest.InDoubt[0] != "in doubt: found in journal: answer: message 1010 (its webhook was journaled)" {
@@ -337,7 +337,7 @@ func TestConversationView(t *testing.T) {
 	if v.Events[1].Posts[0].Content != "Your order ships <b>today</b>." || v.Events[1].Posts[0].MessageID != 1010 {
 		t.Errorf("posts = %+v", v.Events[1].Posts)
 	}
-	if newest.Handoff != `customer asked: customer asked for a human: "Hello?"` || newest.HeldBack != "AI draft, not sent: Hi there" {
+	if newest.Handoff != `customer asked for a human: "Hello?"` || newest.HeldBack != "AI draft, not sent: Hi there" {
 		t.Errorf("second message summary = %+v", newest)
 	}
 	if newest.Tokens != 46 || newest.DifyMS != 300 || len(newest.Posted) != 0 {

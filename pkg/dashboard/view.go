@@ -81,7 +81,7 @@ type Summary struct {
 	Decision string `json:"decision"`
 	DifyMS   int64  `json:"dify_ms"`
 	Tokens   int    `json:"tokens"`
-	// Posted lists what went to Chatwoot ("answer: message 1010").
+	// Posted lists the messages that went to Chatwoot ("answer #1010").
 	Posted []string `json:"posted"`
 	// Handoff is why the conversation went to a human, "" if it did not.
 	Handoff string `json:"handoff"`
@@ -193,14 +193,20 @@ func eventView(te *store.TracedEvent) EventView {
 				}
 			}
 		case stageChatwoot:
-			if hp.Outcome == "ok" || strings.HasPrefix(hp.Outcome, inDoubtPrefix+":") && strings.Contains(hp.Detail, ": message ") {
-				s.Posted = append(s.Posted, postedLabel(hp.Detail))
+			if hp.Outcome == "ok" || strings.HasPrefix(hp.Outcome, inDoubtPrefix+":") {
+				if p := postedLabel(hp.Detail); p != "" {
+					s.Posted = append(s.Posted, p)
+				}
 			}
 		case stageHandoff:
 			// The hop named by the reason code carries the note; the others
 			// are a keyword match before it or steps left undone after.
 			if handoffReasons[hp.Outcome] {
-				s.Handoff = strings.ReplaceAll(hp.Outcome, "_", " ") + ": " + hv.Detail
+				// The note names the reason; the code is the fallback.
+				s.Handoff = hv.Detail
+				if s.Handoff == "" {
+					s.Handoff = strings.ReplaceAll(hp.Outcome, "_", " ")
+				}
 			}
 		case stageTakeover:
 			s.Handoff = "agent replied: " + hv.Detail
@@ -217,13 +223,17 @@ func eventView(te *store.TracedEvent) EventView {
 	return ev
 }
 
-// postedLabel keeps "answer: message 1010" of a hop detail such as
-// "answer: message 1010 (its webhook was journaled)".
+var postedRe = regexp.MustCompile(`^([a-z_]+): message (\d+)`)
+
+// postedLabel makes "handoff message #1004" of a hop detail such as
+// "handoff_message: message 1004 (its webhook was journaled)"; "" for a
+// step that posted no message (a status change).
 func postedLabel(detail string) string {
-	if i := strings.Index(detail, " ("); i > 0 {
-		return detail[:i]
+	m := postedRe.FindStringSubmatch(detail)
+	if m == nil {
+		return ""
 	}
-	return detail
+	return strings.ReplaceAll(m[1], "_", " ") + " #" + m[2]
 }
 
 func clip(s string, n int) string {
