@@ -285,12 +285,16 @@ func (h *handler) serveAction(w http.ResponseWriter, r *http.Request) {
 	log := h.o.Logger.With("action", action, "account_id", req.AccountID, "conversation_id", req.ConversationID, "agent", by)
 	if err != nil {
 		log.Warn("dashboard action failed", "err", err)
-		status := http.StatusBadGateway // Chatwoot refused, or was unreachable
+		var status int
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			status = http.StatusNotFound
+		case action == "give-back":
+			status = http.StatusBadGateway // Chatwoot refused, or was unreachable
 		case action == "ask-again":
 			status = http.StatusConflict // nothing to ask about, or no usable route
+		default:
+			status = http.StatusInternalServerError // the journal refused the write
 		}
 		writeJSON(w, status, apiError{Error: err.Error()})
 		return
