@@ -454,3 +454,55 @@ func TestClip(t *testing.T) {
 		t.Errorf("clip = %q", got)
 	}
 }
+
+// BenchmarkConversationView is one refresh of the page (it asks every 3 s
+// while open) for a conversation with a full page of events of 12 hops.
+func BenchmarkConversationView(b *testing.B) {
+	ctx := b.Context()
+	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "bridge.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.TouchConversation(1, 5, 1, 9, "pending", time.Now(), true); err != nil {
+			return err
+		}
+		for i := range 200 {
+			conv := int64(5)
+			if i%4 != 0 {
+				conv = int64(100 + i) // other conversations share the journal
+			}
+			e := &store.Event{Event: "message_created", Kind: store.KindMessage, AccountID: 1, ConversationID: conv,
+				Status: store.StatusAnswered, Text: strings.Repeat("question ", 20)}
+			if err := tx.InsertEvent(e); err != nil {
+				return err
+			}
+			for range 12 {
+				if err := tx.AddHop(store.Hop{EventID: e.ID, Stage: "dify", Outcome: "answer", Detail: "310 chars, 40 events, 154 tokens"}); err != nil {
+					return err
+				}
+			}
+			if err := tx.AddIntent(store.Intent{EventID: e.ID, Step: "answer", AccountID: 1, ConversationID: conv, Content: strings.Repeat("answer ", 60)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := New(Options{Store: db, Key: testKey, ChatwootURL: chatwootURL, Actions: &fakeActions{}})
+	req := httptest.NewRequest("GET", "/app/api/conversation?account_id=1&conversation_id=5", nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	var size int
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("%d %s", w.Code, w.Body)
+		}
+		size = w.Body.Len()
+	}
+	b.ReportMetric(float64(size), "body-bytes")
+}
