@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -21,14 +23,18 @@ func newConversationsCmd(a *app) *cobra.Command {
 the app keeps the context. State "bot" means bridge answers; "human" means a
 person took over (or bridge handed off) and bridge stays quiet until Chatwoot
 puts the conversation back in a bot status (a conversation_status_changed,
-Chatwoot 4.13+) or an operator gives it back (give-back).`,
+Chatwoot 4.13+) or an operator gives it back (give-back). The same actions
+are buttons of the Dashboard App (/app/, with dashboard.key).`,
 		Example: `  bridge conversations list --state human
   bridge conversations reset 42
-  bridge conversations give-back 42`,
+  bridge conversations give-back 42
+  bridge conversations keep 42
+  bridge conversations ask-again 42`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	c.AddCommand(newConversationsListCmd(a), newConversationsResetCmd(a), newConversationsGiveBackCmd(a))
+	c.AddCommand(newConversationsListCmd(a), newConversationsResetCmd(a), newConversationsGiveBackCmd(a),
+		newConversationsKeepCmd(a), newConversationsAskAgainCmd(a))
 	return c
 }
 
@@ -150,23 +156,10 @@ conversation_status_changed on every version) is the way back.`,
 				return err
 			}
 			defer db.Close()
-			cs, err := db.ConversationsByID(c.Context(), id)
+			cv, err := findConversation(c.Context(), db, id, account)
 			if err != nil {
 				return err
 			}
-			var matches []store.Conversation
-			for _, cv := range cs {
-				if account == 0 || cv.AccountID == account {
-					matches = append(matches, cv)
-				}
-			}
-			switch {
-			case len(matches) == 0:
-				return &failedError{msg: fmt.Sprintf("no conversation %d (bridge conversations list)", id)}
-			case len(matches) > 1:
-				return usagef("add --account N", "conversation %d exists in %d accounts", id, len(matches))
-			}
-			cv := matches[0]
 			cw := chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL, Token: cfg.Chatwoot.APIToken.Reveal()})
 			if err := bridge.GiveBack(c.Context(), db, cw, cfg.Chatwoot.BotStatuses, cv.AccountID, id); err != nil {
 				return err
@@ -175,6 +168,127 @@ conversation_status_changed on every version) is the way back.`,
 				return a.printJSON(map[string]any{"account_id": cv.AccountID, "conversation_id": id, "state": store.StateBot})
 			}
 			fmt.Fprintf(a.io.Out, "Conversation %d is the bot's again; its next customer message is answered.\n", id)
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&account, "account", 0, "the Chatwoot account, when the id exists in several")
+	return c
+}
+
+// findConversation resolves a display id to the one conversation bridge
+// knows by it, in account when given.
+func findConversation(ctx context.Context, db *store.DB, id, account int64) (store.Conversation, error) {
+	cs, err := db.ConversationsByID(ctx, id)
+	if err != nil {
+		return store.Conversation{}, err
+	}
+	var matches []store.Conversation
+	for _, cv := range cs {
+		if account == 0 || cv.AccountID == account {
+			matches = append(matches, cv)
+		}
+	}
+	switch {
+	case len(matches) == 0:
+		return store.Conversation{}, &failedError{msg: fmt.Sprintf("no conversation %d (bridge conversations list)", id)}
+	case len(matches) > 1:
+		return store.Conversation{}, usagef("add --account N", "conversation %d exists in %d accounts", id, len(matches))
+	}
+	return matches[0], nil
+}
+
+func newConversationsKeepCmd(a *app) *cobra.Command {
+	var account int64
+	c := &cobra.Command{
+		Use:   "keep ID",
+		Short: "Keep a conversation for humans: the bot stays silent in it",
+		Long: `Keep Chatwoot conversation ID for humans: bridge stops answering it (state
+"human", reason "kept for humans by an operator") until it is given back,
+whatever its Chatwoot status. Chatwoot is not called.`,
+		Example: "  bridge conversations keep 42\n  bridge conversations keep 42 --account 2",
+		Args:    exactArgs(1, "bridge conversations keep 42"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "conversation")
+			if err != nil {
+				return err
+			}
+			db, err := a.openStore(c.Context(), writeStore)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			cv, err := findConversation(c.Context(), db, id, account)
+			if err != nil {
+				return err
+			}
+			if err := bridge.Keep(c.Context(), db, cv.AccountID, id, bridge.Operator); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"account_id": cv.AccountID, "conversation_id": id, "state": store.StateHuman})
+			}
+			fmt.Fprintf(a.io.Out, "Conversation %d is kept for humans; the bot stays silent until it is given back.\n", id)
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&account, "account", 0, "the Chatwoot account, when the id exists in several")
+	return c
+}
+
+func newConversationsAskAgainCmd(a *app) *cobra.Command {
+	var account int64
+	c := &cobra.Command{
+		Use:   "ask-again ID",
+		Short: "Ask the AI again about the customer's last message; the answer is a private note",
+		Long: `Ask the route's Dify app again about the last customer message of Chatwoot
+conversation ID, and post the answer as a private note "AI draft: ..." for an
+agent to copy. Nothing reaches the customer and the holder of the
+conversation does not change. The question is journaled as an ask_again event
+and answered here; a running bridge serve may answer it first.`,
+		Example: "  bridge conversations ask-again 42",
+		Args:    exactArgs(1, "bridge conversations ask-again 42"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "conversation")
+			if err != nil {
+				return err
+			}
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			db, err := a.openStore(c.Context(), writeStore)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			cv, err := findConversation(c.Context(), db, id, account)
+			if err != nil {
+				return err
+			}
+			eventID, err := bridge.AskAgain(c.Context(), db, cv.AccountID, id, bridge.Operator)
+			if err != nil {
+				if errors.Is(err, bridge.ErrNoCustomerMessage) {
+					return &failedError{msg: err.Error()}
+				}
+				return err
+			}
+			core := bridge.New(bridgeOptions(cfg, db, replayLogger(a, cfg)))
+			e, err := core.ProcessNow(c.Context(), eventID)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"account_id": cv.AccountID, "conversation_id": id, "event_id": eventID,
+					"status": e.Status, "posted_message_id": e.PostedMessageID, "error": e.LastError})
+			}
+			switch e.Status {
+			case store.StatusAnswered:
+				fmt.Fprintf(a.io.Out, "Draft posted to conversation %d as private note %d (event %d).\n", id, e.PostedMessageID, eventID)
+			case store.StatusFailed:
+				return &failedError{msg: fmt.Sprintf("event %d failed: %s (bridge events show %d)", eventID, e.LastError, eventID)}
+			default:
+				fmt.Fprintf(a.io.Out, "Event %d is %s: a running bridge serve answers it (bridge events show %d).\n", eventID, e.Status, eventID)
+			}
 			return nil
 		},
 	}

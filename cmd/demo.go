@@ -18,6 +18,7 @@ import (
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/dashboard"
 	"github.com/bridge-dev/bridge/pkg/simulate"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -25,6 +26,7 @@ import (
 type demoOptions struct {
 	verbose bool
 	keep    bool
+	stay    bool
 	timeout time.Duration
 }
 
@@ -38,11 +40,13 @@ func newDemoCmd(a *app) *cobra.Command {
 conversation: a question, a follow-up that needs the earlier context, and a
 request for a human; then one question from a WhatsApp customer, whose answer
 must be delivered on WhatsApp (Chatwoot sends WhatsApp customers only posts
-without a source_id). Each message's trace is printed hop by hop.
+without a source_id). Each message's trace is printed hop by hop, and the
+URL of the conversation's Dashboard App (/app/) at the end; --stay keeps
+everything running so that URL can be opened in a browser.
 
 Needs no configuration and no network. Exits 0 when the conversation went as
 expected, 1 otherwise.`,
-		Example: "  bridge demo\n  bridge demo --verbose",
+		Example: "  bridge demo\n  bridge demo --verbose\n  bridge demo --stay",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runDemo(c.Context(), a, o)
@@ -50,6 +54,7 @@ expected, 1 otherwise.`,
 	}
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "also print serve's log")
 	c.Flags().BoolVar(&o.keep, "keep", false, "keep the demo database and print its path")
+	c.Flags().BoolVar(&o.stay, "stay", false, "keep serving after the script, until Ctrl-C, to open the Dashboard App")
 	c.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "longest wait for each answer")
 	return c
 }
@@ -73,6 +78,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	difyKey := "app-demo" + rand.Text()
 	botToken := "demo-bot-" + rand.Text()
 	secret := rand.Text()
+	dashKey := rand.Text()
 
 	dify := simulate.NewDify(simulate.DifyApp{Key: difyKey, Name: "Support bot", Mode: "advanced-chat"})
 	difySrv := httptest.NewServer(dify)
@@ -91,6 +97,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	cfg.Chatwoot.APIToken = config.Secret(botToken)
 	cfg.Chatwoot.WebhookSecret = config.Secret(secret)
 	cfg.Dify.BaseURL = difySrv.URL + "/v1"
+	cfg.Dashboard.Key = config.Secret(dashKey)
 	var logw io.Writer = io.Discard
 	if o.verbose {
 		logw = a.io.Err
@@ -221,6 +228,14 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	} else {
 		fmt.Fprintf(out, "%s Dify kept one conversation (%s) for both turns; the handoff needed no Dify call\n", st.ok.Render("✓"), reqs[1].ConversationID)
 	}
+	// The page opened on its own (not framed by Chatwoot) takes the
+	// conversation from its URL.
+	appURL := fmt.Sprintf("http://%s%s?key=%s&account_id=1&conversation_id=%d", s.Addr(), dashboard.Path, dashKey, conv)
+	if o.stay {
+		fmt.Fprintf(out, "Dashboard App of this conversation: %s\n", appURL)
+	} else {
+		fmt.Fprintf(out, "Dashboard App of this conversation: %s (bridge demo --stay keeps it open)\n", appURL)
+	}
 	if o.keep {
 		fmt.Fprintf(out, "Database kept at %s (bridge events list --db %s)\n", cfg.Database, cfg.Database)
 	}
@@ -228,6 +243,10 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 		return &failedError{msg: "demo: the conversation did not go as expected"}
 	}
 	fmt.Fprintln(out, st.ok.Render("Demo passed."), "Next: bridge routes add --inbox ID --dify-key-env VAR, then bridge serve.")
+	if o.stay {
+		fmt.Fprintln(out, "Serving until Ctrl-C.")
+		<-ctx.Done()
+	}
 	return nil
 }
 

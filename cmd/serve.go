@@ -26,8 +26,9 @@ func newServeCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the webhook server and the workers",
-		Long: `Run the HTTP server (POST /webhooks/chatwoot, /healthz, /readyz, /metrics)
-and the workers until SIGINT or SIGTERM.
+		Long: `Run the HTTP server (POST /webhooks/chatwoot, /healthz, /readyz, /metrics,
+and the Dashboard App at /app/ when dashboard.key is set) and the workers
+until SIGINT or SIGTERM.
 
 Every webhook is journaled before it is acknowledged. On a signal bridge stops
 accepting, lets running events finish for a few seconds, and leaves the rest in
@@ -68,6 +69,7 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 		WebhookToken:     cfg.Chatwoot.WebhookToken.Reveal(),
 		WebhookSecret:    cfg.Chatwoot.WebhookSecret.Reveal(),
 		BotStatuses:      cfg.Chatwoot.BotStatuses,
+		DashboardKey:     cfg.Dashboard.Key.Reveal(),
 		EchoWait:         cfg.Chatwoot.EchoWait,
 		DifyBaseURL:      cfg.Dify.BaseURL,
 		DifyTimeout:      cfg.Dify.Timeout,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
+	"github.com/bridge-dev/bridge/pkg/dashboard"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -42,6 +43,9 @@ type Options struct {
 	WebhookToken  string
 	WebhookSecret string
 	BotStatuses   []string
+	// DashboardKey, when set, serves the Dashboard App at /app/ (see
+	// pkg/dashboard); without it /app/ answers 404.
+	DashboardKey string
 
 	DifyBaseURL     string
 	DifyTimeout     time.Duration
@@ -240,7 +244,8 @@ func (b *Bridge) difyFor(r *store.Route) (*dify.Client, error) {
 	return c, nil
 }
 
-// Handler serves the webhook, health, readiness and metrics endpoints.
+// Handler serves the webhook, health, readiness and metrics endpoints, and
+// the Dashboard App when a dashboard key is set.
 func (b *Bridge) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(WebhookPath, b.serveWebhook)
@@ -250,6 +255,10 @@ func (b *Bridge) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", b.serveReady)
 	mux.Handle("GET /metrics", b.o.Metrics.Handler())
+	if b.o.DashboardKey != "" {
+		mux.Handle(dashboard.Path, dashboard.New(dashboard.Options{Store: b.o.Store, Key: b.o.DashboardKey,
+			ChatwootURL: b.o.Chatwoot.BaseURL(), Actions: dashActions{b}, Logger: b.log, Now: b.o.Now}))
+	}
 	return mux
 }
 

@@ -33,6 +33,7 @@ type Config struct {
 	Handoff   Handoff   `mapstructure:"handoff"`
 	Worker    Worker    `mapstructure:"worker"`
 	Retention Retention `mapstructure:"retention"`
+	Dashboard Dashboard `mapstructure:"dashboard"`
 }
 
 // Chatwoot holds the [chatwoot] table.
@@ -103,6 +104,14 @@ type Worker struct {
 type Retention struct {
 	// Ignored is how long ignored events are kept in the journal.
 	Ignored time.Duration `mapstructure:"ignored"`
+}
+
+// Dashboard holds the [dashboard] table: the Dashboard App page that shows
+// agents, inside Chatwoot, what bridge did in a conversation.
+type Dashboard struct {
+	// Key is the secret the page's URL carries (/app/?key=...); without it
+	// the page is off and /app/ answers 404.
+	Key Secret `mapstructure:"key"`
 }
 
 // Defaults returns the built-in value of every key.

@@ -117,15 +117,15 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 26 {
-		t.Errorf("len(Keys()) = %d, want 26: %v", len(keys), keys)
+	if len(keys) != 27 {
+		t.Errorf("len(Keys()) = %d, want 27: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
 			t.Errorf("Keys() not sorted at %q, %q", keys[i-1], keys[i])
 		}
 	}
-	for _, k := range []string{"listen", "chatwoot.account_id", "chatwoot.api_token", "dify.idle_timeout", "handoff.open_on_agent_reply", "retention.ignored"} {
+	for _, k := range []string{"listen", "chatwoot.account_id", "chatwoot.api_token", "dify.idle_timeout", "handoff.open_on_agent_reply", "retention.ignored", "dashboard.key"} {
 		if _, ok := lookupField(k); !ok {
 			t.Errorf("Keys() lacks %s", k)
 		}
@@ -255,6 +255,7 @@ var envValues = map[string]struct {
 	"worker.concurrency":          {"16", 16},
 	"worker.debounce":             {"2s", 2 * time.Second},
 	"retention.ignored":           {"24h", 24 * time.Hour},
+	"dashboard.key":               {"dash-key-from-env-E5-0123456789", Secret("dash-key-from-env-E5-0123456789")},
 }
 
 func TestEnvOverridesEveryKey(t *testing.T) {

@@ -113,8 +113,23 @@ func (c *Config) Validate() error {
 	if c.Retention.Ignored < 0 {
 		return bad("retention.ignored", c.Retention.Ignored.String(), "must not be negative", `e.g. "168h"`)
 	}
+	if k := c.Dashboard.Key.Reveal(); k != "" {
+		// The key rides in a URL that every agent of the account can read:
+		// it must survive there unescaped and not be guessable.
+		if len(k) < minDashboardKey || strings.Trim(k, urlSafe) != "" {
+			return bad("dashboard.key", "", fmt.Sprintf("want at least %d letters, digits, '-', '_', '.' or '~'", minDashboardKey),
+				"e.g. the output of: openssl rand -hex 24")
+		}
+	}
 	return nil
 }
+
+// minDashboardKey is the shortest dashboard.key accepted.
+const minDashboardKey = 24
+
+// urlSafe are the characters a URL query carries as they are (RFC 3986
+// unreserved).
+const urlSafe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
 
 func validHostPort(s string) bool {
 	_, port, err := net.SplitHostPort(s)

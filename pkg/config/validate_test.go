@@ -52,6 +52,8 @@ func TestValidate(t *testing.T) {
 		{"concurrency zero", func(c *Config) { c.Worker.Concurrency = 0 }, "worker.concurrency", "0"},
 		{"debounce negative", func(c *Config) { c.Worker.Debounce = -time.Millisecond }, "worker.debounce", "-1ms"},
 		{"retention negative", func(c *Config) { c.Retention.Ignored = -time.Hour }, "retention.ignored", "-1h0m0s"},
+		{"dashboard.key short", func(c *Config) { c.Dashboard.Key = "hunter2secret" }, "dashboard.key", ""},
+		{"dashboard.key not url-safe", func(c *Config) { c.Dashboard.Key = "hunter2secret&with=query+chars" }, "dashboard.key", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +91,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"no handoff message", func(c *Config) { c.Handoff.Message = "" }},
 		{"debounce and retention zero", func(c *Config) { c.Worker.Debounce, c.Retention.Ignored = 0, 0 }},
 		{"account and team", func(c *Config) { c.Chatwoot.AccountID, c.Handoff.TeamID = 1, 2 }},
+		{"dashboard key", func(c *Config) { c.Dashboard.Key = "3f9a_B-c.~0123456789abcdef" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
