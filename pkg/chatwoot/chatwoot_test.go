@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -179,5 +180,25 @@ func TestClient(t *testing.T) {
 	srv.Close()
 	if err := c.ToggleStatus(ctx, 1, 42, "open"); !Retryable(err) || strings.Contains(err.Error(), "tok-SECRET") {
 		t.Errorf("closed server: %v", err)
+	}
+}
+
+// TestErrorMasksTheToken: an error body that echoes the api_access_token
+// does not carry it into the error text.
+func TestErrorMasksTheToken(t *testing.T) {
+	const token = "cw-token-9f8e7d6c5b4a3210"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		fmt.Fprintf(w, `{"error":"token %s may not do this"}`, r.Header.Get("api_access_token"))
+	}))
+	defer srv.Close()
+	c := NewClient(Options{BaseURL: srv.URL, Token: token})
+	err := c.ToggleStatus(t.Context(), 1, 2, "open")
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("ToggleStatus: %v, want a 422 APIError", err)
+	}
+	if strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "****3210") {
+		t.Errorf("error text %q: want the token masked", err)
 	}
 }
