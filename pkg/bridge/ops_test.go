@@ -451,3 +451,9 @@ func TestCoreNeverRevealsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// workersUp reports whether Run's workers are up (test helper).
+func (b *Bridge) workersUp() bool {
+	phase, _ := b.state.get()
+	return phase == phaseRunning
+}
