@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -129,7 +130,7 @@ func TestFaultJournalUnwritableInFlight(t *testing.T) {
 	e.dify.Release()
 	pollUntil(t, "all four workers found the journal unwritable", func() bool {
 		seen := map[float64]bool{}
-		for _, l := range logLines(e.logs, "journal not writable") {
+		for _, l := range logLines(e.logs, "event failed") {
 			if id, ok := l["event_id"].(float64); ok {
 				seen[id] = true
 			}
@@ -140,6 +141,9 @@ func TestFaultJournalUnwritableInFlight(t *testing.T) {
 		if ev := e.event(id); ev.Status != store.StatusWorking {
 			t.Fatalf("event %d is %s while the journal is unwritable; want working (held by its worker)", id, ev.Status)
 		}
+	}
+	if n, _, _ := e.db.CountStaleWorking(t.Context(), time.Now().Add(time.Hour)); n != 4 {
+		t.Fatalf("%d events working, want the 4 in flight", n)
 	}
 	e.db.SetCommitFault(nil)
 
@@ -189,9 +193,13 @@ func TestFaultLockWhileDifyAnswers(t *testing.T) {
 			unlock := lockDatabase(t, e.db.Path)
 			e.dify.Release()
 			if tc.retry > time.Second {
-				pollUntil(t, "the answer's write met the lock", func() bool { return e.db.Retries() > 0 })
+				// The lock lasts until the answer's write has met it, or 2s.
+				deadline := time.Now().Add(2 * time.Second)
+				pollUntil(t, "the answer's write met the lock", func() bool {
+					return e.db.Retries() > 0 || time.Now().After(deadline)
+				})
 			} else {
-				pollUntil(t, "the worker gave the event back", func() bool { return len(logLines(e.logs, "journal not writable")) > 0 })
+				pollUntil(t, "the answer's bookkeeping failed", func() bool { return len(logLines(e.logs, "event failed")) > 0 })
 			}
 			unlock()
 			ev := e.waitFinal(id)
@@ -207,7 +215,45 @@ func TestFaultLockWhileDifyAnswers(t *testing.T) {
 			if hops, _ := e.db.Hops(t.Context(), id); strings.Contains(fmt.Sprint(hops), "AI failed") {
 				t.Errorf("trace blames the AI: %v", hops)
 			}
+			if asked := len(e.dify.Requests()); tc.retry > time.Second && asked != 1 {
+				t.Errorf("Dify was asked %d times: the answer given during the lock was thrown away", asked)
+			}
 		})
+	}
+}
+
+// TestFaultStorageErrorIsNotTheAIs: the write that records Dify's answer
+// fails once (the journal was locked or full at that instant) and the
+// journal is fine again right after. The event is driven again and
+// answered; the customer is not handed off with "AI failed: ..." for a
+// failure of bridge's own storage.
+func TestFaultStorageErrorIsNotTheAIs(t *testing.T) {
+	// No retries in the store: the first failure reaches the worker.
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithRetry(0)}})
+	conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
+	e.dify.Hold()
+	id := e.say(conv, "where is my parcel?").EventID
+	pollUntil(t, "the question at Dify", func() bool { return e.dify.Held() == 1 })
+	var failed atomic.Bool
+	e.db.SetCommitFault(func() error {
+		if failed.CompareAndSwap(false, true) {
+			return errors.New("database is locked (injected)")
+		}
+		return nil
+	})
+	e.dify.Release()
+	ev := e.waitFinal(id)
+	if !failed.Load() {
+		t.Fatal("the fault never fired")
+	}
+	if ev.Status != store.StatusAnswered {
+		t.Errorf("event ended %s (%s), want answered", ev.Status, ev.LastError)
+	}
+	for _, n := range e.notes(conv) {
+		t.Errorf("private note %q: a failure of bridge's journal is not the AI's", n)
+	}
+	if got := e.botReplies(conv); len(got) != 1 {
+		t.Errorf("answers posted: %q, want one", got)
 	}
 }
 
@@ -365,15 +411,19 @@ func TestFaultRejectionsBounded(t *testing.T) {
 			t.Fatalf("event %d keeps delivery %d, payload %d, reason %d bytes", ev.ID, len(ev.DeliveryID), len(ev.Payload), len(ev.Reason))
 		}
 	}
-	if grew := size() - before; grew > 512<<10 {
-		t.Errorf("the journal grew by %d bytes for %d refusals", grew, n)
-	}
 	m := scrape(t, e.srv.URL)
 	if got := m["bridge_webhook_rejections_unjournaled_total"]; int(got) != n-len(evs) {
 		t.Errorf("unjournaled = %v, want %d", got, n-len(evs))
 	}
 	if len(logLines(e.logs, "refused requests not journaled")) == 0 {
 		t.Error("no summary of the refusals left out of the journal")
+	}
+	// Close folds the WAL into the file: what is left is what was kept.
+	if err := e.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if grew := size() - before; grew > 256<<10 {
+		t.Errorf("the journal grew by %d bytes for %d refusals", grew, n)
 	}
 }
 
