@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -282,5 +283,65 @@ func TestStaleWorking(t *testing.T) {
 	}
 	if e, _ := db.Event(t.Context(), stale); e.Status != StatusAccepted {
 		t.Errorf("reclaimed event is %s, want accepted", e.Status)
+	}
+}
+
+// TestWriteOutlastsAFullDisk: the journal on a small file system that fills
+// up. A write fails with a transient storage error while the disk is full,
+// and a write under way when space comes back lands. It needs to mount a
+// tmpfs (root); elsewhere TestCommitFault covers the same path through the
+// store's seam.
+func TestWriteOutlastsAFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	db, err := Open(t.Context(), filepath.Join(dir, "bridge.db"), WithRetry(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	insertAccepted(t, db)
+
+	filler := filepath.Join(dir, "filler")
+	fill := func() {
+		f, err := os.Create(filler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := f.Write(chunk); err != nil {
+				break // ENOSPC: the file system is full
+			}
+		}
+	}
+	fill()
+	// Rows big enough to need new pages, so the WAL must grow.
+	big := func(tx *Tx) error {
+		_, err := tx.Exec("INSERT INTO posted (message_id, event_id, step, at) VALUES (?, 1, ?, 0)",
+			time.Now().UnixNano(), strings.Repeat("x", 64<<10))
+		return err
+	}
+	if err := db.Ping(t.Context()); !IsStorage(err) || !IsTransient(err) {
+		t.Fatalf("Ping on a full disk: %v; want a transient storage error", err)
+	}
+
+	// Space comes back while a write is retrying: it lands.
+	errc := make(chan error, 1)
+	before := db.Retries()
+	go func() { errc <- db.Write(context.Background(), big) }()
+	waitUntil(t, "the write met the full disk", func() bool { return db.Retries() > before })
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("write once space came back: %v", err)
 	}
 }
