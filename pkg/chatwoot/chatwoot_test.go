@@ -61,8 +61,8 @@ func TestParseEventErrors(t *testing.T) {
 		{`{"event":"message_created","id":1,"message_type":"incoming","account":{"id":1},"inbox":{"id":1}}`, "missing field: conversation.id"},
 		{`{"event":"message_created","id":1,"message_type":"incoming","conversation":{"id":4},"inbox":{"id":1}}`, "missing field: account.id"},
 		{`{"event":"message_created","id":"1","message_type":"incoming"}`, "malformed field: id"},
-		{`{"event":"message_created","id":0,"message_type":"incoming"}`, "want a positive message id"},
-		{`{"event":"message_created","id":-7,"message_type":"incoming"}`, "want a positive message id"},
+		{`{"event":"message_created","id":0,"message_type":"incoming","account":{"id":1},"inbox":{"id":1},"conversation":{"id":4}}`, "want a positive message id"},
+		{`{"event":"message_created","id":-7,"message_type":"incoming","account":{"id":1},"inbox":{"id":1},"conversation":{"id":4}}`, "want a positive message id"},
 		{`{"event":"conversation_status_changed","id":4} {"event":"message_created"}`, "data after the JSON document"},
 		{`{"event":"conversation_status_changed","id":4}garbage`, "data after the JSON document"},
 	}

@@ -191,11 +191,6 @@ func ParseEvent(body []byte) (*Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		if id <= 0 {
-			// Chatwoot's message ids are positive; duplicate detection is
-			// keyed on them, so a zero or negative one would bypass it.
-			return nil, &ParseError{Reason: fmt.Sprintf("malformed field: id: want a positive message id, got %d", id)}
-		}
 		e.MessageID = id
 		if len(w.MessageType) == 0 {
 			return nil, &ParseError{Reason: "missing field: message_type"}
@@ -249,6 +244,11 @@ func ParseEvent(body []byte) (*Event, error) {
 		}
 		if e.InboxID == 0 {
 			return nil, &ParseError{Reason: "missing field: inbox.id"}
+		}
+		if e.MessageID <= 0 {
+			// Chatwoot's message ids are positive; duplicate detection is
+			// keyed on them, so a zero or negative one would bypass it.
+			return nil, &ParseError{Reason: fmt.Sprintf("malformed field: id: want a positive message id, got %d", e.MessageID)}
 		}
 	case strings.HasPrefix(w.Event, "conversation_"):
 		// Conversation events: the conversation object is the payload itself
