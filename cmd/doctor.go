@@ -81,6 +81,10 @@ func runDoctor(ctx context.Context, a *app, o *doctorOptions) error {
 // printChecks renders the checklist (or JSON) and turns a failed check into
 // exit status 1.
 func (a *app) printChecks(checks []doctor.Result) error {
+	for i := range checks {
+		// Details quote upstream answers and the journal: mask any secret.
+		checks[i].Detail, checks[i].Fix = a.red.String(checks[i].Detail), a.red.String(checks[i].Fix)
+	}
 	nOK, nWarn, nFail := doctor.Tally(checks)
 	if a.json {
 		if checks == nil {
