@@ -32,7 +32,14 @@ and the workers until SIGINT or SIGTERM.
 
 Every webhook is journaled before it is acknowledged. On a signal bridge stops
 accepting, lets running events finish for a few seconds, and leaves the rest in
-the journal; the next start resumes them. A second signal exits at once.`,
+the journal; the next start resumes them. A second signal exits at once.
+
+The port is checked before the database is opened. If the workers cannot start
+(the journal stays locked or unwritable for a minute) or the HTTP server fails,
+serve logs why and exits 1, so a supervisor restarts it.
+
+Without chatwoot.webhook_secret or chatwoot.webhook_token, serve listens only on
+a loopback address, unless chatwoot.allow_unauthenticated = true.`,
 		Example: `  bridge serve
   bridge serve --listen 0.0.0.0:8080 --config /etc/bridge/bridge.toml`,
 		Args: cobra.NoArgs,
