@@ -30,7 +30,7 @@ import (
 // would, until release is called.
 func holdJournal(t *testing.T, path string) (release func()) {
 	t.Helper()
-	other, err := sql.Open("sqlite", "file:"+path)
+	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}
