@@ -173,6 +173,9 @@ func (s *server) wait(ctx context.Context) error {
 		s.log.Error("the HTTP server stopped; shutting down", "err", serveErr)
 	case runErr = <-s.ran:
 		ran = true
+		if runErr == nil && ctx.Err() != nil {
+			break // they stopped because a stop was asked for
+		}
 		if runErr == nil {
 			runErr = errors.New("the workers stopped")
 		}
