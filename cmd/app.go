@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/redact"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -31,6 +32,9 @@ type app struct {
 
 	cfg    *config.Config
 	logger *slog.Logger
+	// red masks the configured secrets (and anything shaped like one) in
+	// logs, stored text and output; it learns them when the config loads.
+	red *redact.Redactor
 
 	// now is the clock of the output: --since windows, and the time zone
 	// (its location) in which times are shown. Tests fix it.
@@ -83,6 +87,7 @@ func (a *app) config() (*config.Config, error) {
 		fmt.Fprintln(a.io.Err, "Warning:", w)
 	}
 	a.cfg = cfg
+	a.red.Add(cfg.Secrets()...)
 	return cfg, nil
 }
 
@@ -119,7 +124,7 @@ func (a *app) openStore(ctx context.Context, use storeUse) (*store.DB, error) {
 		}
 		// An upgraded binary before its first serve: migrate, as serve would.
 	}
-	return store.Open(ctx, path)
+	return store.Open(ctx, path, store.WithRedactor(a.red.String))
 }
 
 // noDatabase explains a database path that cannot be used, naming where the
@@ -161,7 +166,7 @@ func (a *app) log() *slog.Logger {
 	if a.cfg != nil {
 		level, format = a.cfg.LogLevel, a.cfg.LogFormat
 	}
-	a.logger = newLogger(a.io.Err, level, format, isTerminal(a.io.Err))
+	a.logger = newLogger(a.io.Err, level, format, isTerminal(a.io.Err), a.red)
 	return a.logger
 }
 

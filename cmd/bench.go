@@ -95,7 +95,7 @@ func runBench(ctx context.Context, a *app, o *bench.Options) error {
 
 // startBenchServer is serve in this process, quiet, for --in-process.
 func startBenchServer(ctx context.Context, cfg *config.Config) (bench.Server, error) {
-	s, err := startServer(ctx, cfg, newLogger(io.Discard, "info", "json", false), nil)
+	s, err := startServer(ctx, cfg, newLogger(io.Discard, "info", "json", false, nil), serveTuning{})
 	if err != nil {
 		return nil, err
 	}

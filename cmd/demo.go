@@ -102,10 +102,10 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	if o.verbose {
 		logw = a.io.Err
 	}
-	log := newLogger(logw, "info", "text", true)
+	log := newLogger(logw, "info", "text", true, nil)
 	srvCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	s, err := startServer(srvCtx, &cfg, log, func(bo *bridge.Options) { bo.RetryBase = 50 * time.Millisecond })
+	s, err := startServer(srvCtx, &cfg, log, serveTuning{bridge: func(bo *bridge.Options) { bo.RetryBase = 50 * time.Millisecond }})
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,9 @@ refuse to deliver to); each routed inbox and the URL its agent bot sends to
 (needs chatwoot.user_token); each route's Dify key, app mode and required
 inputs; and what the journal says: silence, rejected webhooks, inboxes that
 send webhooks but have no route, failed events by reason, and events no
-worker has picked up.
+worker has picked up or that are working without progress for longer than
+dify.timeout. Unauthenticated webhooks fail the check when public_url is a
+public address.
 
 Probes run in parallel, each bounded by --timeout, so doctor answers in
 seconds even when a host never answers. --dify-key-env routes read the
@@ -81,6 +83,10 @@ func runDoctor(ctx context.Context, a *app, o *doctorOptions) error {
 // printChecks renders the checklist (or JSON) and turns a failed check into
 // exit status 1.
 func (a *app) printChecks(checks []doctor.Result) error {
+	for i := range checks {
+		// Details quote upstream answers and the journal: mask any secret.
+		checks[i].Detail, checks[i].Fix = a.red.String(checks[i].Detail), a.red.String(checks[i].Fix)
+	}
 	nOK, nWarn, nFail := doctor.Tally(checks)
 	if a.json {
 		if checks == nil {

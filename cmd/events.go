@@ -69,6 +69,9 @@ func newEventsListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			for i := range evs {
+				a.maskEvent(&evs[i], nil)
+			}
 			if a.json {
 				out := make([]eventView, 0, len(evs))
 				for i := range evs {
@@ -191,9 +194,23 @@ func showEvent(ctx context.Context, a *app, db *store.DB, id int64) error {
 	if err != nil {
 		return err
 	}
+	a.maskEvent(&e, hops)
 	if a.json {
 		return a.printJSON(viewEvent(&e, hops))
 	}
 	writeTrace(a.io.Out, a.styles(), &e, hops)
 	return nil
+}
+
+// maskEvent masks the free text of an event and its trace as it is shown.
+// The store masks what it writes; this covers rows written before it did,
+// and secrets configured since.
+func (a *app) maskEvent(e *store.Event, hops []store.Hop) {
+	e.Reason, e.LastError, e.DeliveryID = a.red.String(e.Reason), a.red.String(e.LastError), a.red.String(e.DeliveryID)
+	if e.Status == store.StatusRejected {
+		e.Payload = a.red.Bytes(e.Payload)
+	}
+	for i := range hops {
+		hops[i].Outcome, hops[i].Detail = a.red.String(hops[i].Outcome), a.red.String(hops[i].Detail)
+	}
 }

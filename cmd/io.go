@@ -14,6 +14,7 @@ import (
 
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/redact"
 )
 
 // IO is where a command reads and writes. Tests pass buffers.
@@ -150,8 +151,9 @@ func terminalWidth(w any) int {
 }
 
 // newLogger builds the one logger of a command: JSON when stderr is not a
-// terminal or log_format is json, text otherwise.
-func newLogger(w io.Writer, level, format string, tty bool) *slog.Logger {
+// terminal or log_format is json, text otherwise. red (nil: the patterns
+// only) masks the secrets it knows wherever they appear in a value.
+func newLogger(w io.Writer, level, format string, tty bool, red *redact.Redactor) *slog.Logger {
 	var lv slog.LevelVar
 	switch level {
 	case "debug":
@@ -163,7 +165,7 @@ func newLogger(w io.Writer, level, format string, tty bool) *slog.Logger {
 	default:
 		lv.Set(slog.LevelInfo)
 	}
-	opts := &slog.HandlerOptions{Level: &lv, ReplaceAttr: maskAttr}
+	opts := &slog.HandlerOptions{Level: &lv, ReplaceAttr: maskAttr(red)}
 	if format == "json" || !tty {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -171,15 +173,35 @@ func newLogger(w io.Writer, level, format string, tty bool) *slog.Logger {
 }
 
 // maskAttr is the second net under config.Secret: any attribute whose key
-// looks like it holds a credential is masked whatever its type.
-func maskAttr(_ []string, a slog.Attr) slog.Attr {
-	k := strings.ToLower(a.Key)
-	for _, s := range []string{"token", "secret", "key", "authorization", "password"} {
-		if strings.Contains(k, s) {
-			if a.Value.Kind() == slog.KindString || a.Value.Kind() == slog.KindAny {
-				return slog.String(a.Key, config.Mask(a.Value.String()))
+// looks like it holds a credential is masked whatever its type, and every
+// text or error value is masked where it contains a configured secret or
+// something shaped like one (an upstream's error body may echo a token).
+func maskAttr(red *redact.Redactor) func([]string, slog.Attr) slog.Attr {
+	return func(_ []string, a slog.Attr) slog.Attr {
+		k := strings.ToLower(a.Key)
+		for _, s := range []string{"token", "secret", "key", "authorization", "password"} {
+			if strings.Contains(k, s) {
+				if a.Value.Kind() == slog.KindString || a.Value.Kind() == slog.KindAny {
+					return slog.String(a.Key, config.Mask(a.Value.String()))
+				}
 			}
 		}
+		var s string
+		switch a.Value.Kind() {
+		case slog.KindString:
+			s = a.Value.String()
+		case slog.KindAny:
+			err, ok := a.Value.Any().(error)
+			if !ok {
+				return a
+			}
+			s = err.Error()
+		default:
+			return a
+		}
+		if m := red.String(s); m != s || a.Value.Kind() == slog.KindAny {
+			return slog.String(a.Key, m)
+		}
+		return a
 	}
-	return a
 }

@@ -27,7 +27,7 @@ func TestLogger(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			log := newLogger(&buf, tc.level, tc.format, tc.tty)
+			log := newLogger(&buf, tc.level, tc.format, tc.tty, nil)
 			log.Debug("debug line")
 			log.Warn("warn line", "api_token", secBotToken, "Authorization", "Bearer "+secDifyKey,
 				"dify_key", []byte(secDifyKey), "webhook_secret", config.Secret(secHookSecret),

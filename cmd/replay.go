@@ -175,7 +175,7 @@ func replayLogger(a *app, cfg *config.Config) *slog.Logger {
 	if cfg.LogLevel == "debug" {
 		return a.log()
 	}
-	return newLogger(a.io.Err, "warn", cfg.LogFormat, isTerminal(a.io.Err))
+	return newLogger(a.io.Err, "warn", cfg.LogFormat, isTerminal(a.io.Err), a.red)
 }
 
 func readReplayFile(a *app, name string) ([]byte, error) {

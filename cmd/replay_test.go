@@ -222,7 +222,7 @@ func TestReplayTo(t *testing.T) {
 	cfg.Chatwoot.WebhookSecret = testWebhookSecret
 	cfg.Retention.Ignored = 0 // the seeded events are older than the default retention
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := startServer(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), nil)
+	s, err := startServer(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), serveTuning{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/bridge-dev/bridge/internal/buildinfo"
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/redact"
 )
 
 // Exit codes (SPEC section 3).
@@ -117,7 +118,7 @@ func NewRoot(io IO, v *viper.Viper) *cobra.Command {
 
 // newRoot is NewRoot with the clock of the output.
 func newRoot(io IO, v *viper.Viper, now func() time.Time) *cobra.Command {
-	a := &app{io: io, v: v, now: now}
+	a := &app{io: io, v: v, now: now, red: redact.New()}
 	root := &cobra.Command{
 		Use:   "bridge",
 		Short: tagline + ": answer Chatwoot help-desk conversations with Dify AI apps",

@@ -14,6 +14,7 @@ import (
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/redact"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -32,7 +33,14 @@ until SIGINT or SIGTERM.
 
 Every webhook is journaled before it is acknowledged. On a signal bridge stops
 accepting, lets running events finish for a few seconds, and leaves the rest in
-the journal; the next start resumes them. A second signal exits at once.`,
+the journal; the next start resumes them. A second signal exits at once.
+
+The port is checked before the database is opened. If the workers cannot start
+(the journal stays locked or unwritable for a minute) or the HTTP server fails,
+serve logs why and exits 1, so a supervisor restarts it.
+
+Without chatwoot.webhook_secret or chatwoot.webhook_token, serve listens only on
+a loopback address, unless chatwoot.allow_unauthenticated = true.`,
 		Example: `  bridge serve
   bridge serve --listen 0.0.0.0:8080 --config /etc/bridge/bridge.toml`,
 		Args: cobra.NoArgs,
@@ -51,13 +59,24 @@ the journal; the next start resumes them. A second signal exits at once.`,
 
 // server is a running serve: HTTP plus workers, over one store.
 type server struct {
-	db     *store.DB
-	core   *bridge.Bridge
-	http   *http.Server
-	ln     net.Listener
-	log    *slog.Logger
-	served chan error
-	ran    chan error
+	db        *store.DB
+	core      *bridge.Bridge
+	http      *http.Server
+	ln        net.Listener
+	log       *slog.Logger
+	served    chan error
+	ran       chan error
+	cancelRun context.CancelFunc
+}
+
+// serveTuning adjusts what startServer builds: the demo's retry pace, and in
+// tests the journal's and the workers' timings.
+type serveTuning struct {
+	bridge func(*bridge.Options)
+	store  []store.Option
+	// red masks secrets in what is stored and shown; nil builds one from
+	// the configuration.
+	red *redact.Redactor
 }
 
 // bridgeOptions turns the configuration into the core's options.
@@ -78,6 +97,7 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 		Concurrency:      cfg.Worker.Concurrency,
 		Debounce:         cfg.Worker.Debounce,
 		RetentionIgnored: cfg.Retention.Ignored,
+		Redactor:         redact.New(cfg.Secrets()...),
 		Handoff: bridge.HandoffOptions{
 			Keywords:         cfg.Handoff.Keywords,
 			AIMarker:         cfg.Handoff.AIMarker,
@@ -93,36 +113,36 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 	return o
 }
 
-// startServer opens the store, binds the listener (so a bad address fails
-// here, not in a goroutine) and starts HTTP and workers.
-func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune func(*bridge.Options)) (*server, error) {
-	db, err := store.Open(ctx, cfg.Database)
+// startServer binds the listener first (so a busy or bad address fails
+// before the database is created or migrated), opens the store and starts
+// HTTP and workers.
+func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune serveTuning) (*server, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		return nil, fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
+	}
+	red := tune.red
+	if red == nil {
+		red = redact.New(cfg.Secrets()...)
+	}
+	db, err := store.Open(ctx, cfg.Database, append([]store.Option{store.WithRedactor(red.String)}, tune.store...)...)
+	if err != nil {
+		_ = ln.Close() // the open error is the one worth reporting
 		return nil, err
 	}
 	opts := bridgeOptions(cfg, db, log)
-	if tune != nil {
-		tune(&opts)
+	opts.Redactor = red
+	if tune.bridge != nil {
+		tune.bridge(&opts)
 	}
 	core := bridge.New(opts)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		_ = db.Close() // the listen error is the one worth reporting
-		return nil, fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
-	}
 	s := &server{db: db, core: core, ln: ln, log: log, served: make(chan error, 1), ran: make(chan error, 1)}
-	s.http = &http.Server{
-		Handler:           core.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	s.http = core.Server()
 	// Called once Shutdown has closed the listener: from here on new
 	// connections are refused and only requests in flight are served.
 	s.http.RegisterOnShutdown(func() { log.Info("stopped accepting webhooks; finishing requests in flight") })
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancelRun = cancelRun
 	go func() { s.ran <- core.Run(runCtx) }()
 	go func() { s.served <- s.http.Serve(ln) }()
 	go func() {
@@ -140,12 +160,30 @@ func (s *server) Addr() string { return s.ln.Addr().String() }
 // The workers wind down while the HTTP server drains (Run's context ends
 // with ctx), so running events get their grace period at the same time;
 // what does not finish stays journaled for the next start.
+//
+// Every part of serve is up or serve ends: when the HTTP server fails, or
+// the workers could not start (the journal stayed locked or unwritable),
+// wait shuts the rest down and returns the error, so the process exits
+// non-zero and a supervisor restarts it, instead of acknowledging webhooks
+// that no worker would answer.
 func (s *server) wait(ctx context.Context) error {
-	var serveErr error
+	var serveErr, runErr error
+	ran := false
 	select {
 	case <-ctx.Done():
 	case serveErr = <-s.served:
+		s.log.Error("the HTTP server stopped; shutting down", "err", serveErr)
+	case runErr = <-s.ran:
+		ran = true
+		if runErr == nil && ctx.Err() != nil {
+			break // they stopped because a stop was asked for
+		}
+		if runErr == nil {
+			runErr = errors.New("the workers stopped")
+		}
+		s.log.Error("the workers are not running; shutting down", "err", runErr)
 	}
+	s.cancelRun()
 	s.log.Info("shutting down")
 	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -156,7 +194,9 @@ func (s *server) wait(ctx context.Context) error {
 		s.log.Warn("closing connections still open after 5s")
 		herr = s.http.Close()
 	}
-	runErr := <-s.ran
+	if !ran {
+		runErr = <-s.ran
+	}
 	cerr := s.db.Close()
 	if errors.Is(serveErr, http.ErrServerClosed) {
 		serveErr = nil
@@ -169,8 +209,11 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.CheckWebhookAuth(); err != nil {
+		return err
+	}
 	log := a.log()
-	s, err := startServer(ctx, cfg, log, nil)
+	s, err := startServer(ctx, cfg, log, serveTuning{red: a.red})
 	if err != nil {
 		return err
 	}
@@ -180,7 +223,8 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 		log.Warn("config file holding secrets is readable by group or others", "detail", w)
 	}
 	if cfg.Chatwoot.WebhookSecret == "" && cfg.Chatwoot.WebhookToken == "" {
-		log.Warn("webhooks are not authenticated: set chatwoot.webhook_secret or chatwoot.webhook_token")
+		log.Warn("webhooks are not authenticated: set chatwoot.webhook_secret or chatwoot.webhook_token",
+			"allow_unauthenticated", cfg.Chatwoot.AllowUnauthenticated)
 	}
 	err = s.wait(ctx)
 	if err == nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dashboard"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/redact"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -71,6 +72,27 @@ type Options struct {
 	RetentionIgnored time.Duration
 	// Getenv reads route keys given as --dify-key-env (default os.Getenv).
 	Getenv func(string) string
+
+	// Redactor masks credentials in text bridge stores or shows; route
+	// keys are added to it as routes are read. nil masks only what is
+	// shaped like a credential.
+	Redactor *redact.Redactor
+	// StartupRetryFor bounds how long Run retries resuming the journal at
+	// start (another process may hold the file locked) before it fails
+	// (default 1 minute).
+	StartupRetryFor time.Duration
+	// OrphanGrace is added to DifyTimeout to tell a `working` event that no
+	// worker holds any more (its process died) from one in progress
+	// (default 30s): such an event is put back in the queue.
+	OrphanGrace time.Duration
+	// ReadyTimeout bounds /readyz's journal write (default 1s).
+	ReadyTimeout time.Duration
+	// BodyTimeout bounds the upload of a webhook body (default 10s); a
+	// client slower than that gets 408.
+	BodyTimeout time.Duration
+	// JournalBudget bounds journaling a webhook once its body is in
+	// (default 3s, inside Chatwoot's 5s).
+	JournalBudget time.Duration
 }
 
 // Bridge is the running core. New starts nothing; Run starts the workers.
@@ -89,17 +111,15 @@ type Bridge struct {
 	wake    chan struct{}
 	running sync.Map // conversation key → *runningTask
 	merged  sync.Map // event id → []int64 of the events merged into it
+	held    sync.Map // event id → struct{}: events a worker of this process holds
 	bg      sync.WaitGroup
-	ready   chanBool
-}
+	state   workerState
 
-type chanBool struct {
-	mu sync.Mutex
-	v  bool
-}
+	pingMu sync.Mutex
+	ping   *pingCall // the readiness write in flight, shared by concurrent probes
 
-func (c *chanBool) set(v bool) { c.mu.Lock(); c.v = v; c.mu.Unlock() }
-func (c *chanBool) get() bool  { c.mu.Lock(); defer c.mu.Unlock(); return c.v }
+	rejects *rejectLimiter
+}
 
 // New returns a Bridge with defaults filled in.
 func New(o Options) *Bridge {
@@ -136,7 +156,23 @@ func New(o Options) *Bridge {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1)}
+	if o.StartupRetryFor <= 0 {
+		o.StartupRetryFor = time.Minute
+	}
+	if o.OrphanGrace <= 0 {
+		o.OrphanGrace = 30 * time.Second
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = time.Second
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = 10 * time.Second
+	}
+	if o.JournalBudget <= 0 {
+		o.JournalBudget = 3 * time.Second
+	}
+	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1),
+		rejects: newRejectLimiter(o.Now)}
 }
 
 // WebhookPath is where bridge serves Chatwoot's webhooks; public_url plus
@@ -163,6 +199,12 @@ func (b *Bridge) loadRoutes(ctx context.Context) error {
 	for _, r := range rs {
 		b.routes[r.InboxID] = r
 		b.routesByID[r.ID] = r
+		// An upstream error may echo a route's key: mask it like a
+		// configured secret.
+		b.o.Redactor.Add(r.DifyKey)
+		if r.DifyKeyEnv != "" {
+			b.o.Redactor.Add(b.o.Getenv(r.DifyKeyEnv))
+		}
 	}
 	b.routesAt = b.o.Now()
 	return nil
@@ -249,10 +291,7 @@ func (b *Bridge) difyFor(r *store.Route) (*dify.Client, error) {
 func (b *Bridge) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(WebhookPath, b.serveWebhook)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n")) // a failed write means the client left
-	})
+	mux.HandleFunc("GET /healthz", b.serveHealth)
 	mux.HandleFunc("GET /readyz", b.serveReady)
 	mux.Handle("GET /metrics", b.o.Metrics.Handler())
 	if b.o.DashboardKey != "" {
@@ -262,21 +301,109 @@ func (b *Bridge) Handler() http.Handler {
 	return mux
 }
 
-func (b *Bridge) serveReady(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
+// serveHealth is the liveness probe: 200 while the process runs and its
+// workers are alive (running, or still starting), 503 once the workers
+// ended with an error; serve then exits, and a supervisor restarts it.
+func (b *Bridge) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if !b.ready.get() {
+	if phase, reason := b.state.get(); phase == phaseFailed {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("workers not running\n")) // a failed write means the client left
+		_, _ = w.Write([]byte("workers stopped: " + oneLine(reason) + "\n")) // a failed write means the client left
 		return
 	}
-	if err := b.o.Store.Ping(ctx); err != nil {
+	_, _ = w.Write([]byte("ok\n")) // as above
+}
+
+// serveReady is the readiness probe: 200 when the workers run and the
+// journal takes a write. It answers within ReadyTimeout whatever the
+// journal does (a lock held by another process, a slow disk).
+func (b *Bridge) serveReady(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	notReady := func(why string) {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("database not writable: " + oneLine(err.Error()) + "\n")) // as above
+		_, _ = w.Write([]byte(oneLine(why) + "\n")) // a failed write means the client left
+	}
+	switch phase, reason := b.state.get(); phase {
+	case phaseRunning:
+	case phaseStarting:
+		notReady("workers starting: " + reason)
+		return
+	case phaseFailed:
+		notReady("workers not running: stopped: " + reason)
+		return
+	default:
+		notReady("workers not running")
+		return
+	}
+	if err := b.journalWritable(r.Context()); err != nil {
+		notReady("database not writable: " + err.Error())
 		return
 	}
 	_, _ = w.Write([]byte("ready\n")) // as above
+}
+
+// pingCall is one readiness write; probes that arrive while it runs wait
+// for it instead of queueing writes of their own behind a lock.
+type pingCall struct {
+	done chan struct{}
+	err  error
+}
+
+// journalWritable runs (or joins) a test write and waits at most
+// ReadyTimeout for it.
+func (b *Bridge) journalWritable(ctx context.Context) error {
+	b.pingMu.Lock()
+	p := b.ping
+	if p == nil {
+		p = &pingCall{done: make(chan struct{})}
+		b.ping = p
+		b.bg.Go(func() {
+			// Ping tries once; its wait is bounded by the busy timeout.
+			p.err = b.o.Store.Ping(context.Background())
+			b.pingMu.Lock()
+			b.ping = nil
+			b.pingMu.Unlock()
+			close(p.done)
+		})
+	}
+	b.pingMu.Unlock()
+	t := time.NewTimer(b.o.ReadyTimeout)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.err
+	case <-t.C:
+		return fmt.Errorf("no write completed within %s (the file is locked by another process, or the disk is slow or full)", b.o.ReadyTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Worker phases, as the probes report them.
+const (
+	phaseIdle     = iota // Run not called (or returned after a stop)
+	phaseStarting        // resuming the journal
+	phaseRunning
+	phaseFailed // Run ended with an error
+)
+
+// workerState is what /healthz and /readyz know about Run.
+type workerState struct {
+	mu     sync.Mutex
+	phase  int
+	reason string
+}
+
+func (s *workerState) set(phase int, reason string) {
+	s.mu.Lock()
+	s.phase, s.reason = phase, reason
+	s.mu.Unlock()
+}
+
+func (s *workerState) get() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase, s.reason
 }
 
 func oneLine(s string) string {

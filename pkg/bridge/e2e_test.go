@@ -71,12 +71,14 @@ type envOptions struct {
 	noRoute  bool
 	noRun    bool
 	logLevel slog.Level
+	// storeOpts tune the journal (busy timeout, retries) for fault tests.
+	storeOpts []store.Option
 }
 
 func newEnv(t *testing.T, eo envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "bridge.db"))
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "bridge.db"), eo.storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

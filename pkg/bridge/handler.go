@@ -1,14 +1,22 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,12 +27,19 @@ import (
 // MaxBody is the largest webhook body accepted.
 const MaxBody = 1 << 20
 
-// rejectedPrefix is how much of a refused body the journal keeps: enough to
-// see what was sent, without storing whatever someone throws at the port.
-const rejectedPrefix = 512
+// MaxHeaderBytes bounds a request's headers. Chatwoot sends a few hundred
+// bytes of them; the limit keeps a stranger from making bridge read (and
+// journal) megabytes.
+const MaxHeaderBytes = 64 << 10
 
-// handlerBudget bounds one webhook, far inside Chatwoot's 5 s.
-const handlerBudget = 3 * time.Second
+// Caps of what the journal keeps of a request, so whatever someone throws at
+// the port stays small: the first bytes of a refused body, the delivery
+// header of any request, the reason of a refusal.
+const (
+	rejectedPrefix = 512
+	maxDelivery    = 128
+	maxReason      = 300
+)
 
 // Ack is the JSON answer to a webhook.
 type Ack struct {
@@ -34,34 +49,57 @@ type Ack struct {
 	Error   string `json:"error,omitempty"`
 }
 
+// Server returns the HTTP server for Handler, with the limits of a webhook
+// receiver: headers up to MaxHeaderBytes, the whole request read within 10
+// s (the handler bounds the body by BodyTimeout as well).
+func (b *Bridge) Server() *http.Server {
+	return &http.Server{
+		Handler:           b.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
+	}
+}
+
 func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	delivery := capText(r.Header.Get("X-Chatwoot-Delivery"), maxDelivery)
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeJSON(w, http.StatusMethodNotAllowed, Ack{Status: "rejected", Error: "method not allowed: use POST"})
+		b.reject(r, w, http.StatusMethodNotAllowed, "method "+capText(r.Method, 16)+" not allowed: use POST", delivery, nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), handlerBudget)
-	defer cancel()
-	delivery := r.Header.Get("X-Chatwoot-Delivery")
+	// The upload is the client's time: it is bounded on its own, and the
+	// journal's budget starts once the body is in.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(b.o.BodyTimeout)) // unsupported by some writers (tests' recorders); the server's ReadTimeout still bounds the read
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	_ = rc.SetReadDeadline(time.Time{}) // as above; the server sets the next request's deadline itself
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			b.reject(ctx, w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxBody), delivery, body)
-			return
+		switch {
+		case errors.As(err, &mbe):
+			b.reject(r, w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxBody), delivery, body)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			b.reject(r, w, http.StatusRequestTimeout, fmt.Sprintf("body not received within %s (%d bytes arrived)", b.o.BodyTimeout, len(body)), delivery, body)
+		default:
+			b.reject(r, w, http.StatusBadRequest, "read body: "+err.Error(), delivery, body)
 		}
-		b.reject(ctx, w, http.StatusBadRequest, "read body: "+err.Error(), delivery, body)
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), b.o.JournalBudget)
+	defer cancel()
 	b.log.Debug("webhook body", keyStage, StageReceived, "delivery", delivery, "bytes", len(body), "body", truncate(string(body), maxLoggedBody))
 	if reason := b.authenticate(r, body); reason != "" {
-		b.reject(ctx, w, http.StatusUnauthorized, reason, delivery, body)
+		b.reject(r, w, http.StatusUnauthorized, reason, delivery, body)
 		return
 	}
 	ev, err := chatwoot.ParseEvent(body)
 	if err != nil {
-		b.reject(ctx, w, http.StatusBadRequest, err.Error(), delivery, body)
+		b.reject(r, w, http.StatusBadRequest, err.Error(), delivery, body)
 		return
 	}
 	ack, err := b.Ingest(ctx, ev, body, delivery)
@@ -74,6 +112,18 @@ func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, ack)
 	b.o.Metrics.ackLatency.Observe(time.Since(start).Seconds())
+}
+
+// capText cuts s to at most n bytes, at a rune boundary.
+func capText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
 }
 
 // authenticate checks ?token= and the HMAC signature when configured, and
@@ -98,26 +148,154 @@ func (b *Bridge) authenticate(r *http.Request, body []byte) string {
 	return ""
 }
 
-func (b *Bridge) reject(ctx context.Context, w http.ResponseWriter, status int, reason, delivery string, body []byte) {
+// reject answers a refused request and journals it (capped), unless its
+// source address has used up its share of the journal: then it is only
+// counted, so strangers cannot grow the journal at will.
+func (b *Bridge) reject(r *http.Request, w http.ResponseWriter, status int, reason, delivery string, body []byte) {
+	reason = capText(reason, maxReason)
+	b.o.Metrics.webhookRejected(status)
+	src := sourceAddr(r)
+	if !b.rejects.allow(src) {
+		b.o.Metrics.rejectionUnjournaled()
+		if sum := b.rejects.dropped(src); sum != "" {
+			b.log.Warn("refused requests not journaled: their sources exceeded the journal's share",
+				keyStage, StageReceived, "summary", sum)
+		}
+		writeJSON(w, status, Ack{Status: "rejected", Error: reason})
+		return
+	}
 	if len(body) > rejectedPrefix {
 		body = body[:rejectedPrefix]
 	}
 	e := &store.Event{Status: store.StatusRejected, Reason: reason, HTTPStatus: status, DeliveryID: delivery,
 		Payload: append([]byte(nil), body...)}
+	// The journal's budget, from now: the request's own time may be spent.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), b.o.JournalBudget)
+	defer cancel()
 	err := b.o.Store.Write(ctx, func(tx *store.Tx) error {
 		if err := tx.InsertEvent(e); err != nil {
 			return err
 		}
 		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageReceived, Outcome: "rejected", Detail: fmt.Sprintf("http %d: %s", status, reason)})
 	})
-	b.o.Metrics.webhookRejected(status)
 	if err != nil {
 		b.log.Error("journal rejected webhook", keyStage, StageReceived, keyErr, err, "status", status)
 		writeJSON(w, status, Ack{Status: "rejected", Error: reason})
 		return
 	}
-	b.log.Warn("webhook rejected", keyEventID, e.ID, keyStage, StageReceived, "status", status, "reason", reason)
+	b.log.Warn("webhook rejected", keyEventID, e.ID, keyStage, StageReceived, "status", status, "reason", reason, "source", src)
 	writeJSON(w, status, Ack{Status: "rejected", Error: reason, EventID: e.ID})
+}
+
+// sourceAddr is the address a request came from (the proxy's, behind one).
+func sourceAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Journaling of refused requests, per source address: a burst, then a
+// steady trickle; the rest are counted in a metric and summed up in the log
+// at most once a minute.
+const (
+	rejectBurst        = 20
+	rejectEvery        = 6 * time.Second // one more journaled refusal per source every 6 s
+	rejectSources      = 4096            // addresses tracked; beyond that they share one allowance
+	rejectSummaryEvery = time.Minute
+)
+
+type rejectLimiter struct {
+	mu          sync.Mutex
+	now         func() time.Time
+	buckets     map[string]*rejectBucket
+	skipped     map[string]int
+	lastSummary time.Time
+}
+
+type rejectBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newRejectLimiter(now func() time.Time) *rejectLimiter {
+	return &rejectLimiter{now: now, buckets: map[string]*rejectBucket{}, skipped: map[string]int{}}
+}
+
+// allow takes one journal entry from src's allowance.
+func (l *rejectLimiter) allow(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	bk, ok := l.buckets[src]
+	if !ok {
+		if len(l.buckets) >= rejectSources {
+			l.sweep(now)
+		}
+		if len(l.buckets) >= rejectSources {
+			src = "" // the shared allowance of the addresses not tracked
+			bk = l.buckets[src]
+		}
+		if bk == nil {
+			bk = &rejectBucket{tokens: rejectBurst, at: now}
+			l.buckets[src] = bk
+		}
+	}
+	bk.tokens = min(rejectBurst, bk.tokens+float64(now.Sub(bk.at))/float64(rejectEvery))
+	bk.at = now
+	if bk.tokens < 1 {
+		return false
+	}
+	bk.tokens--
+	return true
+}
+
+// sweep forgets the addresses whose allowance is whole again.
+func (l *rejectLimiter) sweep(now time.Time) {
+	for k, bk := range l.buckets {
+		if bk.tokens+float64(now.Sub(bk.at))/float64(rejectEvery) >= rejectBurst {
+			delete(l.buckets, k)
+		}
+	}
+}
+
+// dropped counts a refusal that src could not journal, and returns a summary
+// to log when one is due ("" otherwise): the first time, then at most once
+// every rejectSummaryEvery.
+func (l *rejectLimiter) dropped(src string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.skipped) < rejectSources || l.skipped[src] > 0 {
+		l.skipped[src]++
+	}
+	now := l.now()
+	if !l.lastSummary.IsZero() && now.Sub(l.lastSummary) < rejectSummaryEvery {
+		return ""
+	}
+	l.lastSummary = now
+	type count struct {
+		src string
+		n   int
+	}
+	var cs []count
+	total := 0
+	for k, n := range l.skipped {
+		cs = append(cs, count{k, n})
+		total += n
+	}
+	clear(l.skipped)
+	slices.SortFunc(cs, func(a, b count) int { return cmp.Or(b.n-a.n, strings.Compare(a.src, b.src)) })
+	parts := make([]string, 0, 5)
+	for i, c := range cs {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("%d more addresses", len(cs)-5))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s ×%d", c.src, c.n))
+	}
+	return fmt.Sprintf("%d since the last summary, from %s (bridge_webhook_rejections_unjournaled_total counts them all)",
+		total, strings.Join(parts, ", "))
 }
 
 // Ingest decides about a parsed webhook and journals it, durably, in one
@@ -269,7 +447,11 @@ func (b *Bridge) watchJournal() {
 		Help: "Journal transactions fsync'd (those carrying only ignored echoes of bridge's own posts may skip it)."}, func() float64 {
 		return float64(b.o.Store.Syncs())
 	})
-	for _, c := range []prometheus.Collector{commits, writes, syncs} {
+	retries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bridge_journal_retries_total",
+		Help: "Journal writes tried again after a transient failure (the file locked by another process, a full disk, an I/O error)."}, func() float64 {
+		return float64(b.o.Store.Retries())
+	})
+	for _, c := range []prometheus.Collector{commits, writes, syncs, retries} {
 		if err := b.o.Metrics.reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

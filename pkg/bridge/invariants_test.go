@@ -259,7 +259,7 @@ func TestInvariantPostRetryAfterLostResponse(t *testing.T) {
 func TestInvariantDispatcherIdleWhileAnotherProcessWorks(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
-	for deadline := time.Now().Add(5 * time.Second); !e.core.ready.get(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); !e.core.workersUp(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("workers did not start")
 		}

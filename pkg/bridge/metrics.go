@@ -38,6 +38,9 @@ type Metrics struct {
 	cwLat      *prometheus.HistogramVec
 	inDoubt    *prometheus.CounterVec
 	queue      *queueCollector
+	stale      *queueCollector
+	requeues   *prometheus.CounterVec
+	unjournal  prometheus.Counter
 }
 
 // NewMetrics builds the series on reg (a fresh registry with the Go and
@@ -82,7 +85,15 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		Help:        "Always 1; the labels say which bridge runs (version, commit, Go version).",
 		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.Go}})
 	build.Set(1)
-	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.inDoubt, m.queue, build)
+	m.stale = &queueCollector{desc: prometheus.NewDesc("bridge_events_working_stale",
+		"Events working without progress for longer than dify.timeout: their worker is stuck, waits for the journal, or is gone.", nil, nil)}
+	m.requeues = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bridge_events_requeued_total",
+		Help: "Events put back in the queue: after an error in their processing (error), or found working with no worker (orphaned)."},
+		[]string{"reason"})
+	m.unjournal = prometheus.NewCounter(prometheus.CounterOpts{Name: "bridge_webhook_rejections_unjournaled_total",
+		Help: "Refused requests not written to the journal because their source address exceeded its share."})
+	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.inDoubt, m.queue, build,
+		m.stale, m.requeues, m.unjournal)
 	return m
 }
 
@@ -116,6 +127,8 @@ func (m *Metrics) webhookError() {
 
 func (m *Metrics) postInDoubt(outcome string) { m.inDoubt.WithLabelValues(outcome).Inc() }
 func (m *Metrics) finished(state string)      { m.events.WithLabelValues(state).Inc() }
+func (m *Metrics) requeued(reason string)     { m.requeues.WithLabelValues(reason).Inc() }
+func (m *Metrics) rejectionUnjournaled()      { m.unjournal.Inc() }
 func (m *Metrics) handoff(reason string)      { m.handoffs.WithLabelValues(reason).Inc() }
 func (m *Metrics) retry(upstream string)      { m.retries.WithLabelValues(upstream).Inc() }
 
@@ -175,8 +188,14 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(n))
 }
 
-// watchQueue makes the queue depth series read this bridge's journal.
+// watchQueue makes the queue depth and stale working series read this
+// bridge's journal.
 func (b *Bridge) watchQueue() {
 	count := b.o.Store.CountOpen
 	b.o.Metrics.queue.count.Store(&count)
+	stale := func(ctx context.Context) (int, error) {
+		n, _, err := b.o.Store.CountStaleWorking(ctx, b.o.Now().Add(-b.o.DifyTimeout))
+		return n, err
+	}
+	b.o.Metrics.stale.count.Store(&stale)
 }

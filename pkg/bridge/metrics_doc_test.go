@@ -17,7 +17,7 @@ import (
 func TestBuildInfoAndEverySeriesDocumented(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	// The journal's series are registered when the workers start.
-	for deadline := time.Now().Add(10 * time.Second); !e.core.ready.get(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !e.core.workersUp(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("workers did not start")
 		}

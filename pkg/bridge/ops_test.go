@@ -39,7 +39,8 @@ func get(t *testing.T, url string) response {
 // and returns the function that lets it go.
 func lockDatabase(t *testing.T, path string) (unlock func()) {
 	t.Helper()
-	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(0)")
+	// It waits for a write in flight (an echo webhook, a trace step) to end.
+	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,4 +451,10 @@ func TestCoreNeverRevealsSecrets(t *testing.T) {
 			}
 		}
 	}
+}
+
+// workersUp reports whether Run's workers are up (test helper).
+func (b *Bridge) workersUp() bool {
+	phase, _ := b.state.get()
+	return phase == phaseRunning
 }

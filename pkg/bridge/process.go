@@ -124,6 +124,9 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if store.IsStorage(err) {
+			return err // the journal's failure, not the AI's: the worker drives the event again
+		}
 		if draft {
 			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
 		}
@@ -169,7 +172,7 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	}
 	if text != "" {
 		if err := b.post(ctx, e, StepAnswer, text, false); err != nil {
-			if !marked {
+			if !marked && !store.IsStorage(err) {
 				return b.handoff(ctx, e, &route, HandoffAIFailed, "answer could not be posted: "+errText(err))
 			}
 			return b.fail(ctx, e, err)
@@ -422,6 +425,7 @@ func (b *Bridge) handoffFor(r *store.Route) HandoffOptions {
 // customer, a private note with the reason, status open, team and labels.
 // Each step is recorded, so a retry or restart never repeats one.
 func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route, reason, note string) error {
+	note = b.o.Redactor.String(note) // every agent reads the note
 	ho := b.handoffFor(route)
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
@@ -515,6 +519,9 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if store.IsStorage(err) {
+		return err // the journal's failure: the worker drives the event again
 	}
 	if ferr := b.finish(ctx, e, store.StatusFailed, errText(err), errText(err), store.Hop{Stage: StageDone, Outcome: "failed", Detail: errText(err)}); ferr != nil {
 		return errors.Join(err, ferr)

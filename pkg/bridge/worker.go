@@ -60,15 +60,24 @@ type convKey struct{ account, conv int64 }
 // Run resumes unfinished events and runs the workers until ctx ends. Then it
 // stops taking new events, gives running ones ShutdownGrace to finish, and
 // interrupts the rest, which stay in the journal for the next start.
-func (b *Bridge) Run(ctx context.Context) error {
-	// Resuming is a quick write that must happen even if a stop was asked
-	// for at once: the next start would do it anyway.
-	n, err := b.o.Store.ResetWorking(context.WithoutCancel(ctx))
-	if err != nil {
-		return fmt.Errorf("resume events: %w", err)
+//
+// Run returns an error only when it could not start (the journal stayed
+// unwritable for StartupRetryFor); the caller must then stop, since webhooks
+// it acknowledged would wait for workers that do not exist.
+func (b *Bridge) Run(ctx context.Context) (err error) {
+	b.state.set(phaseStarting, "resuming interrupted events")
+	defer func() {
+		if err != nil {
+			b.state.set(phaseFailed, err.Error())
+			return
+		}
+		b.state.set(phaseIdle, "")
+	}()
+	if err := b.resume(ctx); err != nil {
+		return err
 	}
-	if n > 0 {
-		b.log.Info("resuming interrupted events", "count", n)
+	if ctx.Err() != nil {
+		return nil
 	}
 	b.watchQueue()
 	b.watchJournal()
@@ -91,8 +100,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(safetyPoll)
 	defer ticker.Stop()
-	b.ready.set(true)
-	defer b.ready.set(false)
+	b.state.set(phaseRunning, "")
 	debounce := time.NewTimer(time.Hour)
 	defer debounce.Stop()
 	for {
@@ -101,7 +109,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			b.ready.set(false)
+			b.state.set(phaseIdle, "")
 			finished := make(chan struct{})
 			go func() { wg.Wait(); close(finished) }()
 			select {
@@ -116,10 +124,83 @@ func (b *Bridge) Run(ctx context.Context) error {
 		case <-b.wake:
 		case <-done:
 		case <-ticker.C:
+			b.reclaimOrphans(ctx)
 		case <-debounce.C:
 		case <-retention:
 			b.pruneIgnored(ctx)
 		}
+	}
+}
+
+// resume returns the events a stopped process left `working` to the queue.
+// It is a quick write that must happen even if a stop was asked for at once
+// (the next start would do it anyway). Another process may hold the journal
+// locked at start, or the disk be full for a moment: the store retries the
+// write, and resume tries again with backoff for StartupRetryFor before it
+// gives up.
+func (b *Bridge) resume(ctx context.Context) error {
+	deadline := time.Now().Add(b.o.StartupRetryFor)
+	for attempt := 0; ; attempt++ {
+		n, err := b.o.Store.ResetWorking(context.WithoutCancel(ctx))
+		if err == nil {
+			if n > 0 {
+				b.log.Info("resuming interrupted events", "count", n)
+			}
+			return nil
+		}
+		if !store.IsTransient(err) || !time.Now().Before(deadline) {
+			return fmt.Errorf("resume events: %w", err)
+		}
+		b.state.set(phaseStarting, "resuming interrupted events: "+err.Error())
+		b.log.Warn("cannot resume events yet; retrying", keyStage, StageWorker, "attempt", attempt+1, keyErr, err)
+		if sleep(ctx, min(b.backoff(attempt, 5*time.Second), time.Until(deadline))) != nil {
+			return nil // a stop was asked for: nothing started, nothing to resume
+		}
+	}
+}
+
+// reclaimOrphans puts back in the queue the `working` events that no worker
+// of this process holds and that have shown no progress for longer than a
+// whole Dify exchange may take (DifyTimeout + OrphanGrace): their worker is
+// gone (a replay process killed, a crash that start-up did not see). At
+// worst an event a live process still drives is driven twice, and the steps
+// it recorded are not repeated.
+func (b *Bridge) reclaimOrphans(ctx context.Context) {
+	before := b.o.Now().Add(-(b.o.DifyTimeout + b.o.OrphanGrace))
+	stale, err := b.o.Store.StaleWorking(ctx, before, dispatchPage)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Error("read stale working events", keyErr, err)
+		}
+		return
+	}
+	n := 0
+	for _, s := range stale {
+		if _, ok := b.held.Load(s.ID); ok {
+			continue // a worker here is on it (or waits for the journal to requeue it)
+		}
+		detail := fmt.Sprintf("working without progress since %s and held by no worker here; back in the queue",
+			s.LastTouch.Format(time.RFC3339))
+		var took bool
+		err := b.o.Store.Write(ctx, func(tx *store.Tx) error {
+			var err error
+			if took, err = tx.Reclaim(s.ID, before); err != nil || !took {
+				return err
+			}
+			return tx.AddHop(store.Hop{EventID: s.ID, Stage: StageWorker, Outcome: "reclaimed", Detail: detail})
+		})
+		if err != nil {
+			b.log.Error("reclaim orphaned event", keyEventID, s.ID, keyErr, err)
+			continue
+		}
+		if took {
+			n++
+			b.o.Metrics.requeued("orphaned")
+			b.log.Warn("reclaimed an orphaned working event", keyEventID, s.ID, keyStage, StageWorker, "last_progress", s.LastTouch)
+		}
+	}
+	if n > 0 {
+		b.kick()
 	}
 }
 
@@ -240,6 +321,8 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	}
 	e.Status = store.StatusWorking
 	e.Attempts++
+	b.held.Store(e.ID, struct{}{})
+	defer b.held.Delete(e.ID)
 	b.logHop("hop", &e, store.Hop{Stage: StageWorker, Outcome: "started"})
 	var merged []store.Event
 	switch e.Kind {
@@ -260,7 +343,7 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 		if b.o.Debounce > 0 {
 			if merged, err = b.mergeFollowing(ctx, &e); err != nil {
 				b.log.Error("merge debounced messages", "event_id", e.ID, "err", err)
-				b.requeue(ctx, &e)
+				b.requeue(ctx, &e, err)
 				return true
 			}
 		}
@@ -268,9 +351,15 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 			ids := make([]int64, len(merged))
 			for i := range merged {
 				ids[i] = merged[i].ID
+				b.held.Store(ids[i], struct{}{})
 			}
 			b.merged.Store(e.ID, ids)
-			defer b.merged.Delete(e.ID)
+			defer func() {
+				b.merged.Delete(e.ID)
+				for _, id := range ids {
+					b.held.Delete(id)
+				}
+			}()
 		}
 		err = b.processMessage(ctx, &e)
 	}
@@ -281,8 +370,66 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	}
 	if err != nil {
 		b.log.Error("event failed", eventAttrs(&e, keyErr, err)...)
+		b.settle(ctx, &e, err)
 	}
 	return true
+}
+
+// maxAttempts bounds how often an event whose processing ends in an error
+// other than the journal's is driven again before it is failed for good.
+const maxAttempts = 5
+
+// settle makes sure an event whose processing ended in an error is not
+// left `working` with no worker: it reached a final state after all, or it
+// goes back in the queue as soon as the journal takes the write (the error
+// was most likely the journal's: a lock, a full disk), or, after
+// maxAttempts tries that failed for another reason, it is failed. The
+// conversation stays with this worker meanwhile, so nothing overtakes it.
+// Interrupted by a shutdown, it stays `working` for the next start.
+func (b *Bridge) settle(ctx context.Context, e *store.Event, cause error) {
+	var ids []int64
+	if v, ok := b.merged.Load(e.ID); ok {
+		ids = v.([]int64)
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := b.o.Store.Event(ctx, e.ID)
+		if err == nil && cur.Status != store.StatusWorking {
+			return // finished after all, or reclaimed
+		}
+		if err == nil {
+			if !store.IsTransient(cause) && cur.Attempts >= maxAttempts {
+				msg := fmt.Sprintf("gave up after %d attempts: %s", cur.Attempts, errText(cause))
+				err = b.finish(ctx, e, store.StatusFailed, msg, errText(cause), store.Hop{Stage: StageDone, Outcome: "failed", Detail: msg})
+			} else {
+				detail := fmt.Sprintf("attempt %d ended in an error; driven again: %s", cur.Attempts, errText(cause))
+				err = b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+					for _, id := range append([]int64{e.ID}, ids...) {
+						if err := tx.UpdateEvent(id, store.EventUpdate{Status: store.StatusAccepted}); err != nil {
+							return err
+						}
+					}
+					return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "requeued", Detail: detail})
+				})
+				if err == nil {
+					b.o.Metrics.requeued("error")
+					b.log.Warn("event back in the queue after an error", eventAttrs(e, keyStage, StageWorker, keyErr, cause)...)
+					b.kick()
+				}
+			}
+			if err == nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			b.log.Warn("event left working; the next start resumes it", eventAttrs(e, keyErr, err)...)
+			return
+		}
+		b.log.Warn("journal not writable; the event goes back in the queue when it is", eventAttrs(e, keyErr, err)...)
+		if sleep(ctx, b.backoff(attempt, 5*time.Second)) != nil {
+			b.log.Warn("event left working; the next start resumes it", eventAttrs(e)...)
+			return
+		}
+	}
 }
 
 // finish records the final state of an event.
@@ -495,9 +642,11 @@ func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Ev
 	return merged, nil
 }
 
-// requeue puts a claimed event back in the queue after a local error.
-func (b *Bridge) requeue(ctx context.Context, e *store.Event) {
+// requeue puts a claimed event back in the queue after a local error, or
+// leaves that to settle when the journal does not take the write.
+func (b *Bridge) requeue(ctx context.Context, e *store.Event, cause error) {
 	if err := b.record(ctx, e.ID, &store.EventUpdate{Status: store.StatusAccepted}); err != nil {
 		b.log.Error("requeue event", eventAttrs(e, keyErr, err)...)
+		b.settle(ctx, e, cause)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,6 +61,10 @@ func TestParseEventErrors(t *testing.T) {
 		{`{"event":"message_created","id":1,"message_type":"incoming","account":{"id":1},"inbox":{"id":1}}`, "missing field: conversation.id"},
 		{`{"event":"message_created","id":1,"message_type":"incoming","conversation":{"id":4},"inbox":{"id":1}}`, "missing field: account.id"},
 		{`{"event":"message_created","id":"1","message_type":"incoming"}`, "malformed field: id"},
+		{`{"event":"message_created","id":0,"message_type":"incoming","account":{"id":1},"inbox":{"id":1},"conversation":{"id":4}}`, "want a positive message id"},
+		{`{"event":"message_created","id":-7,"message_type":"incoming","account":{"id":1},"inbox":{"id":1},"conversation":{"id":4}}`, "want a positive message id"},
+		{`{"event":"conversation_status_changed","id":4} {"event":"message_created"}`, "data after the JSON document"},
+		{`{"event":"conversation_status_changed","id":4}garbage`, "data after the JSON document"},
 	}
 	for _, tc := range tests {
 		_, err := ParseEvent([]byte(tc.body))
@@ -179,5 +184,25 @@ func TestClient(t *testing.T) {
 	srv.Close()
 	if err := c.ToggleStatus(ctx, 1, 42, "open"); !Retryable(err) || strings.Contains(err.Error(), "tok-SECRET") {
 		t.Errorf("closed server: %v", err)
+	}
+}
+
+// TestErrorMasksTheToken: an error body that echoes the api_access_token
+// does not carry it into the error text.
+func TestErrorMasksTheToken(t *testing.T) {
+	const token = "cw-token-9f8e7d6c5b4a3210"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		fmt.Fprintf(w, `{"error":"token %s may not do this"}`, r.Header.Get("api_access_token"))
+	}))
+	defer srv.Close()
+	c := NewClient(Options{BaseURL: srv.URL, Token: token})
+	err := c.ToggleStatus(t.Context(), 1, 2, "open")
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("ToggleStatus: %v, want a 422 APIError", err)
+	}
+	if strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "****3210") {
+		t.Errorf("error text %q: want the token masked", err)
 	}
 }

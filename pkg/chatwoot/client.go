@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/bridge-dev/bridge/pkg/redact"
 )
 
 // Errors callers branch on.
@@ -344,7 +346,10 @@ func (c *Client) do(ctx context.Context, op, method, path string, in, out any) e
 		return fmt.Errorf("chatwoot %s: read response: %w", op, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &APIError{Op: op, Status: resp.StatusCode, Message: errorMessage(data)}
+		// An error body may echo the token it was sent (a proxy's debug
+		// page, a misconfigured server); it is masked before it can reach
+		// a log, the journal or a private note.
+		return &APIError{Op: op, Status: resp.StatusCode, Message: redact.Known(errorMessage(data), c.token)}
 	}
 	if out == nil || len(bytes.TrimSpace(data)) == 0 {
 		return nil

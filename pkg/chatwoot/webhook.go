@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -169,6 +170,11 @@ func ParseEvent(body []byte) (*Event, error) {
 	if err := dec.Decode(&w); err != nil {
 		return nil, &ParseError{Reason: "malformed json: " + shortJSONError(err)}
 	}
+	// One document and nothing after it: a body with more is not what
+	// Chatwoot sends, and what follows would be stored unread.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, &ParseError{Reason: "malformed json: data after the JSON document"}
+	}
 	if w.Event == "" {
 		return nil, &ParseError{Reason: "missing field: event"}
 	}
@@ -238,6 +244,11 @@ func ParseEvent(body []byte) (*Event, error) {
 		}
 		if e.InboxID == 0 {
 			return nil, &ParseError{Reason: "missing field: inbox.id"}
+		}
+		if e.MessageID <= 0 {
+			// Chatwoot's message ids are positive; duplicate detection is
+			// keyed on them, so a zero or negative one would bypass it.
+			return nil, &ParseError{Reason: fmt.Sprintf("malformed field: id: want a positive message id, got %d", e.MessageID)}
 		}
 	case strings.HasPrefix(w.Event, "conversation_"):
 		// Conversation events: the conversation object is the payload itself

@@ -59,6 +59,10 @@ type Chatwoot struct {
 	// for Chatwoot's webhook of it before it is posted again, when no
 	// user_token lets bridge ask Chatwoot.
 	EchoWait time.Duration `mapstructure:"echo_wait"`
+	// AllowUnauthenticated lets serve accept webhooks without
+	// webhook_secret or webhook_token on an address other hosts can reach.
+	// Off, such a serve refuses to start.
+	AllowUnauthenticated bool `mapstructure:"allow_unauthenticated"`
 }
 
 // Dify holds the [dify] table.

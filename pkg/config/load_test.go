@@ -117,8 +117,8 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 27 {
-		t.Errorf("len(Keys()) = %d, want 27: %v", len(keys), keys)
+	if len(keys) != 28 {
+		t.Errorf("len(Keys()) = %d, want 28: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
@@ -229,33 +229,34 @@ var envValues = map[string]struct {
 	env  string
 	want any
 }{
-	"listen":                      {"0.0.0.0:9090", "0.0.0.0:9090"},
-	"database":                    {"/var/lib/bridge/env.db", "/var/lib/bridge/env.db"},
-	"public_url":                  {"https://bridge.example.com", "https://bridge.example.com"},
-	"log_level":                   {"debug", "debug"},
-	"log_format":                  {"json", "json"},
-	"chatwoot.base_url":           {"https://chat.example.com", "https://chat.example.com"},
-	"chatwoot.api_token":          {"cw-api-token-from-env-A1", Secret("cw-api-token-from-env-A1")},
-	"chatwoot.user_token":         {"cw-user-token-from-env-B2", Secret("cw-user-token-from-env-B2")},
-	"chatwoot.webhook_token":      {"cw-hook-token-from-env-C3", Secret("cw-hook-token-from-env-C3")},
-	"chatwoot.webhook_secret":     {"cw-hook-secret-from-env-D4", Secret("cw-hook-secret-from-env-D4")},
-	"chatwoot.bot_statuses":       {"pending, open", []string{"pending", "open"}},
-	"chatwoot.account_id":         {"42", int64(42)},
-	"chatwoot.echo_wait":          {"750ms", 750 * time.Millisecond},
-	"dify.base_url":               {"https://dify.example.com/v1", "https://dify.example.com/v1"},
-	"dify.timeout":                {"3m", 3 * time.Minute},
-	"dify.idle_timeout":           {"10s", 10 * time.Second},
-	"dify.max_retries":            {"5", 5},
-	"handoff.keywords":            {"human,real agent", []string{"human", "real agent"}},
-	"handoff.ai_marker":           {"<<human>>", "<<human>>"},
-	"handoff.message":             {"One moment, please.", "One moment, please."},
-	"handoff.labels":              {"bot-handoff,vip", []string{"bot-handoff", "vip"}},
-	"handoff.team_id":             {"7", int64(7)},
-	"handoff.open_on_agent_reply": {"false", false},
-	"worker.concurrency":          {"16", 16},
-	"worker.debounce":             {"2s", 2 * time.Second},
-	"retention.ignored":           {"24h", 24 * time.Hour},
-	"dashboard.key":               {"dash-key-from-env-E5-0123456789", Secret("dash-key-from-env-E5-0123456789")},
+	"listen":                         {"0.0.0.0:9090", "0.0.0.0:9090"},
+	"database":                       {"/var/lib/bridge/env.db", "/var/lib/bridge/env.db"},
+	"public_url":                     {"https://bridge.example.com", "https://bridge.example.com"},
+	"log_level":                      {"debug", "debug"},
+	"log_format":                     {"json", "json"},
+	"chatwoot.base_url":              {"https://chat.example.com", "https://chat.example.com"},
+	"chatwoot.api_token":             {"cw-api-token-from-env-A1", Secret("cw-api-token-from-env-A1")},
+	"chatwoot.user_token":            {"cw-user-token-from-env-B2", Secret("cw-user-token-from-env-B2")},
+	"chatwoot.webhook_token":         {"cw-hook-token-from-env-C3", Secret("cw-hook-token-from-env-C3")},
+	"chatwoot.webhook_secret":        {"cw-hook-secret-from-env-D4", Secret("cw-hook-secret-from-env-D4")},
+	"chatwoot.bot_statuses":          {"pending, open", []string{"pending", "open"}},
+	"chatwoot.account_id":            {"42", int64(42)},
+	"chatwoot.echo_wait":             {"750ms", 750 * time.Millisecond},
+	"chatwoot.allow_unauthenticated": {"true", true},
+	"dify.base_url":                  {"https://dify.example.com/v1", "https://dify.example.com/v1"},
+	"dify.timeout":                   {"3m", 3 * time.Minute},
+	"dify.idle_timeout":              {"10s", 10 * time.Second},
+	"dify.max_retries":               {"5", 5},
+	"handoff.keywords":               {"human,real agent", []string{"human", "real agent"}},
+	"handoff.ai_marker":              {"<<human>>", "<<human>>"},
+	"handoff.message":                {"One moment, please.", "One moment, please."},
+	"handoff.labels":                 {"bot-handoff,vip", []string{"bot-handoff", "vip"}},
+	"handoff.team_id":                {"7", int64(7)},
+	"handoff.open_on_agent_reply":    {"false", false},
+	"worker.concurrency":             {"16", 16},
+	"worker.debounce":                {"2s", 2 * time.Second},
+	"retention.ignored":              {"24h", 24 * time.Hour},
+	"dashboard.key":                  {"dash-key-from-env-E5-0123456789", Secret("dash-key-from-env-E5-0123456789")},
 }
 
 func TestEnvOverridesEveryKey(t *testing.T) {
@@ -471,5 +472,44 @@ func TestUnreadableFile(t *testing.T) {
 	_, err := Load(viper.New(), path, true)
 	if e := asConfigError(t, err); e.File != path {
 		t.Errorf("error %q does not name the file", err)
+	}
+}
+
+// TestCheckWebhookAuth: serve refuses unauthenticated webhooks on an
+// address other hosts can reach, unless the operator says so.
+func TestCheckWebhookAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		listen  string
+		set     func(*Config)
+		wantErr bool
+	}{
+		{"LoopbackV4", "127.0.0.1:8080", nil, false},
+		{"LoopbackV6", "[::1]:8080", nil, false},
+		{"Localhost", "localhost:8080", nil, false},
+		{"ErrAllInterfaces", "0.0.0.0:8080", nil, true},
+		{"ErrEmptyHost", ":8080", nil, true},
+		{"ErrPublicName", "bridge.example.com:8080", nil, true},
+		{"Secret", "0.0.0.0:8080", func(c *Config) { c.Chatwoot.WebhookSecret = "s3cret-value" }, false},
+		{"Token", "0.0.0.0:8080", func(c *Config) { c.Chatwoot.WebhookToken = "t0ken-value" }, false},
+		{"AllowedExplicitly", "0.0.0.0:8080", func(c *Config) { c.Chatwoot.AllowUnauthenticated = true }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			c.File = "bridge.toml"
+			c.Listen = tc.listen
+			if tc.set != nil {
+				tc.set(&c)
+			}
+			err := c.CheckWebhookAuth()
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("CheckWebhookAuth() = %v, want error %v", err, tc.wantErr)
+			}
+			var ce *Error
+			if err != nil && (!errors.As(err, &ce) || !strings.Contains(err.Error(), "chatwoot.allow_unauthenticated") ||
+				!strings.HasPrefix(err.Error(), "bridge.toml: chatwoot.webhook_secret: ")) {
+				t.Errorf("error %q: want a config error naming the file, the key and chatwoot.allow_unauthenticated", err)
+			}
+		})
 	}
 }

@@ -3,8 +3,9 @@ package config
 import (
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/bridge-dev/bridge/pkg/redact"
 )
 
 // Secret holds a token or key. Every way of printing it (fmt verbs, slog,
@@ -39,15 +40,7 @@ const minVisibleLen = 12
 
 // Mask masks a plain string such as a Dify app key. A key with the "app-"
 // prefix keeps it: "app-…x7Qz". Anything else is masked like a Secret.
-func Mask(s string) string {
-	if rest, ok := strings.CutPrefix(s, "app-"); ok && rest != "" {
-		if utf8.RuneCountInString(s) < minVisibleLen {
-			return "app-…"
-		}
-		return "app-…" + lastRunes(s, 4)
-	}
-	return maskTail(s)
-}
+func Mask(s string) string { return redact.Mask(s) }
 
 func maskTail(s string) string {
 	switch {
@@ -76,4 +69,18 @@ func KeyRef(env, key string) string {
 		return "$" + env
 	}
 	return Mask(key)
+}
+
+// Secrets returns the value of every secret key that is set, for a masker
+// that must recognise them inside text such as an upstream's error body.
+func (c *Config) Secrets() []string {
+	var out []string
+	for _, f := range fields() {
+		if f.secret {
+			if v := c.value(f).String(); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }

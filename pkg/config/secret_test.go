@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -218,5 +219,15 @@ func TestFilePermissionsWarning(t *testing.T) {
 
 	if w := (&Config{}).FilePermissionsWarning(); w != "" {
 		t.Errorf("no file: warning %q", w)
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	c := Defaults()
+	c.Chatwoot.APIToken = "api-token-000000001"
+	c.Chatwoot.WebhookSecret = "hook-secret-00000002"
+	got := c.Secrets()
+	if len(got) != 2 || !slices.Contains(got, "api-token-000000001") || !slices.Contains(got, "hook-secret-00000002") {
+		t.Errorf("Secrets() = %d values, want the two that are set", len(got))
 	}
 }

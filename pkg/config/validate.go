@@ -131,6 +131,34 @@ const minDashboardKey = 24
 // unreserved).
 const urlSafe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
 
+// CheckWebhookAuth refuses what serve must not run with: webhooks accepted
+// without chatwoot.webhook_secret or chatwoot.webhook_token on an address
+// that other hosts can reach, unless chatwoot.allow_unauthenticated says so.
+// Anyone who reaches such a server can make bridge answer, in any account
+// and conversation a body names. On loopback only local programs reach it.
+func (c *Config) CheckWebhookAuth() error {
+	if c.Chatwoot.WebhookSecret != "" || c.Chatwoot.WebhookToken != "" || c.Chatwoot.AllowUnauthenticated || loopback(c.Listen) {
+		return nil
+	}
+	return &Error{File: c.File, Key: "chatwoot.webhook_secret",
+		Err: fmt.Errorf("required when listen (%s) is not a loopback address: without it or chatwoot.webhook_token anyone who reaches bridge can make it answer", c.Listen),
+		hint: "set chatwoot.webhook_secret to the agent bot's secret, or chatwoot.webhook_token and ?token= on the webhook URL; " +
+			"or listen on 127.0.0.1 behind a proxy that authenticates, or set chatwoot.allow_unauthenticated = true to accept the risk"}
+}
+
+// loopback reports whether a listen address is reachable from this host only.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func validHostPort(s string) bool {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {

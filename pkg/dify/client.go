@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/bridge-dev/bridge/pkg/redact"
 )
 
 const (
@@ -179,17 +181,17 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, onStart func(taskID,
 	case "application/json":
 		a, err := readBlocking(resp.Body, onStart)
 		if err != nil {
-			return nil, fmt.Errorf("dify chat: %w", err)
+			return nil, fmt.Errorf("dify chat: %w", c.maskErr(err))
 		}
 		return a, nil
 	case "text/html":
 		// A login page or a web UI answered instead of the API; retrying will not change that.
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // the snippet is best effort
-		return nil, fmt.Errorf("dify chat: html instead of an event stream: %w", parseErrorBody(resp.StatusCode, b))
+		return nil, fmt.Errorf("dify chat: html instead of an event stream: %w", parseErrorBody(resp.StatusCode, c.mask(b)))
 	}
 	a, err := ReadStreamWith(ctx, resp.Body, StreamOptions{Idle: c.idle, OnStart: onStart, MaxLine: c.maxLine, AppMode: req.AppMode})
 	if err != nil {
-		return a, fmt.Errorf("dify chat: %w", err)
+		return a, fmt.Errorf("dify chat: %w", c.maskErr(err))
 	}
 	return a, nil
 }
@@ -471,9 +473,34 @@ func (c *Client) do(ctx context.Context, method, path string, body any, auth boo
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a cut body still has a status
-		return nil, parseErrorBody(resp.StatusCode, b)
+		return nil, parseErrorBody(resp.StatusCode, c.mask(b))
 	}
 	return resp, nil
+}
+
+// mask hides the client's key, and anything shaped like a credential, in an
+// error body before it becomes an error's text: a 401 may quote the
+// Authorization header it got, and error texts end up in logs, the journal
+// and private notes.
+func (c *Client) mask(body []byte) []byte {
+	s := string(body)
+	if m := redact.Known(s, c.key); m != s {
+		return []byte(m)
+	}
+	return body
+}
+
+// maskErr masks the messages of errors reported inside a stream.
+func (c *Client) maskErr(err error) error {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		ae.Message = redact.Known(ae.Message, c.key)
+	}
+	var we *WorkflowError
+	if errors.As(err, &we) {
+		we.Message = redact.Known(we.Message, c.key)
+	}
+	return err
 }
 
 // url joins the base URL, which already ends in /v1, and an endpoint path with one slash.

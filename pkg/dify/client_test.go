@@ -513,3 +513,53 @@ func TestDefaultHTTPClient(t *testing.T) {
 		t.Errorf("idle %v maxLine %d", c.idle, c.maxLine)
 	}
 }
+
+// TestErrorsMaskTheKey: an error body that echoes the Authorization header
+// (a 401 from a proxy, an in-stream error quoting the request) never puts
+// the key into the error text, which ends up in logs, the journal and notes.
+func TestErrorsMaskTheKey(t *testing.T) {
+	echo := "Access token is invalid: Bearer " + testKey
+	_, c := newFake(t, map[string]http.HandlerFunc{
+		"POST /v1/chat-messages": func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"code":"unauthorized","message":%q,"status":401}`, echo)
+		},
+		"GET /v1/info": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			fmt.Fprintf(w, "<html><body>upstream refused Authorization: %s</body></html>", r.Header.Get("Authorization"))
+		},
+	})
+	_, err := c.Chat(t.Context(), ChatRequest{Query: "hi", User: "u1"}, nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
+		t.Fatalf("Chat: %v, want a 401 APIError", err)
+	}
+	_, err2 := c.Info(t.Context())
+	if err2 == nil {
+		t.Fatal("Info: no error from a 502 page")
+	}
+	for _, e := range []error{err, err2} {
+		if strings.Contains(e.Error(), testKey) || strings.Contains(e.Error(), "S3cretKeyForTests") {
+			t.Errorf("the key is in the error text: %q", e)
+		}
+	}
+	if !strings.Contains(err.Error(), "Bearer app-…2345") {
+		t.Errorf("error text %q does not show the masked key where the key was", err)
+	}
+}
+
+// TestStreamErrorMasksTheKey: an error event inside a stream is masked too.
+func TestStreamErrorMasksTheKey(t *testing.T) {
+	_, c := newFake(t, map[string]http.HandlerFunc{
+		"POST /v1/chat-messages": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "data: {\"event\":\"error\",\"status\":400,\"code\":\"invalid_param\",\"message\":\"bad header Bearer %s\"}\n\n", testKey)
+		},
+	})
+	_, err := c.Chat(t.Context(), ChatRequest{Query: "hi", User: "u1"}, nil)
+	if err == nil || strings.Contains(err.Error(), testKey) {
+		t.Fatalf("Chat: %v; want an error without the key", err)
+	}
+}

@@ -39,6 +39,7 @@ func FromConfig(ctx context.Context, cfg *config.Config, timeout time.Duration) 
 		WebhookToken:  cfg.Chatwoot.WebhookToken != "",
 		APITokenEmpty: cfg.Chatwoot.APIToken == "",
 		Timeout:       timeout,
+		DifyTimeout:   cfg.Dify.Timeout,
 		ConfigChecks:  ConfigChecks(cfg),
 		Chatwoot: chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL,
 			Token: cfg.Chatwoot.APIToken.Reveal(), Timeout: timeout}),

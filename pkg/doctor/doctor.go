@@ -107,6 +107,9 @@ type Options struct {
 	// ConfigChecks come first: loading the configuration and the
 	// permissions of its file, which cmd checks.
 	ConfigChecks []Result
+	// DifyTimeout is dify.timeout (default 120s): an event `working` with no
+	// progress for longer than a whole Dify exchange may take is stuck.
+	DifyTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -131,6 +134,9 @@ func (o *Options) defaults() {
 	}
 	if len(o.BotStatuses) == 0 {
 		o.BotStatuses = []string{"pending"}
+	}
+	if o.DifyTimeout <= 0 {
+		o.DifyTimeout = 120 * time.Second
 	}
 }
 
@@ -160,7 +166,7 @@ func Run(ctx context.Context, o Options) []Result {
 	wg.Wait()
 
 	out = append(out, cw.checks...)
-	out = append(out, d.webhookAuth())
+	out = append(out, d.webhookAuth(addr))
 	if !cw.date.IsZero() {
 		out = append(out, d.clock(cw.date))
 	}
@@ -226,6 +232,12 @@ func (d *doctor) database(ctx context.Context) []Result {
 			"check the permissions of the file and its directory, free disk space, and that no other program holds a lock on it"))
 	} else {
 		out = append(out, okResult("database", db.Path+" opens and is writable"))
+	}
+	// Opening the store tightens the file to 0600; a file it could not
+	// change (another owner) stays readable by others.
+	if fi, err := os.Stat(db.Path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		out = append(out, warnResult("database file", fmt.Sprintf("%s is readable by group or others (mode %04o): it holds customer messages and may hold Dify keys",
+			db.Path, fi.Mode().Perm()), fmt.Sprintf("chmod 600 %s %s-wal %s-shm (as its owner)", db.Path, db.Path, db.Path)))
 	}
 	applied, known, err := db.SchemaVersion(pctx)
 	switch {
@@ -661,7 +673,7 @@ func hasTokenParam(raw string) bool {
 
 // ---- webhook authentication and clock ----
 
-func (d *doctor) webhookAuth() Result {
+func (d *doctor) webhookAuth(addr addrReport) Result {
 	switch {
 	case d.o.WebhookSecret && d.o.WebhookToken:
 		return okResult("webhook auth", "signatures verified (chatwoot.webhook_secret) and ?token= required (chatwoot.webhook_token)")
@@ -670,8 +682,16 @@ func (d *doctor) webhookAuth() Result {
 	case d.o.WebhookToken:
 		return okResult("webhook auth", "?token= required (chatwoot.webhook_token)")
 	}
-	return warnResult("webhook auth", "neither chatwoot.webhook_secret nor chatwoot.webhook_token is set: anyone who reaches bridge can make it answer",
-		"set chatwoot.webhook_secret to the agent bot's secret (Chatwoot 4.13+), or set chatwoot.webhook_token and add ?token=... to the bot's outgoing_url")
+	const (
+		detail = "neither chatwoot.webhook_secret nor chatwoot.webhook_token is set: anyone who reaches bridge can make it answer"
+		fix    = "set chatwoot.webhook_secret to the agent bot's secret (Chatwoot 4.13+), or set chatwoot.webhook_token and add ?token=... to the bot's outgoing_url"
+	)
+	if addr.public() {
+		// The body names the account and conversation bridge posts into:
+		// on a public address anyone can make it post anywhere.
+		return failResult("webhook auth", detail+", and public_url "+d.o.PublicURL+" is a public address", fix)
+	}
+	return warnResult("webhook auth", detail, fix)
 }
 
 func (d *doctor) clock(theirs time.Time) Result {
@@ -699,6 +719,16 @@ type addrReport struct {
 	literal bool
 	addrs   []netip.Addr
 	err     error
+}
+
+// public reports whether public_url resolved to at least one public address.
+func (r addrReport) public() bool {
+	for _, a := range r.addrs {
+		if !privateAddr(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *doctor) resolvePublic(ctx context.Context) addrReport {
@@ -1149,13 +1179,28 @@ func (d *doctor) stuck(ctx context.Context, q *sql.DB) Result {
 		WHERE status = 'accepted' AND max(received_at, not_before, updated_at) < ?`, cutoff).Scan(&n, &oldestID, &oldestAt); err != nil {
 		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
 	}
-	if n == 0 {
+	// Working without progress for longer than a whole Dify exchange: the
+	// worker waits for the journal, is stuck, or is gone (serve reclaims
+	// such an event after dify.timeout + 30s).
+	nw, oldestWorking, err := d.o.Store.CountStaleWorking(ctx, d.now.Add(-d.o.DifyTimeout))
+	if err != nil {
+		return failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
+	}
+	if n == 0 && nw == 0 {
 		return okResult(name, "no event waits for a worker")
 	}
-	age := d.now.Sub(time.UnixMilli(oldestAt.Int64))
-	return warnResult(name, fmt.Sprintf("%d %s accepted but not started for over %s (oldest #%d, %s ago): are the workers running?",
-		n, plural(n, "event", "events"), agoText(doctorStuck), oldestID.Int64, agoText(age)),
-		"start bridge serve (or restart it; it resumes the journal), and check its log")
+	var parts []string
+	if n > 0 {
+		age := d.now.Sub(time.UnixMilli(oldestAt.Int64))
+		parts = append(parts, fmt.Sprintf("%d %s accepted but not started for over %s (oldest #%d, %s ago): are the workers running?",
+			n, plural(n, "event", "events"), agoText(doctorStuck), oldestID.Int64, agoText(age)))
+	}
+	if nw > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s working without progress for over dify.timeout (%s) (oldest #%d): a worker is stuck, waits for the journal, or is gone",
+			nw, plural(nw, "event", "events"), d.o.DifyTimeout, oldestWorking))
+	}
+	return warnResult(name, strings.Join(parts, "; "),
+		"start bridge serve (or restart it; it resumes the journal), and check its log for \"journal not writable\" and \"reclaimed\"")
 }
 
 // agoText formats a duration coarsely: 45s, 12m, 3h, 4d.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -666,6 +667,37 @@ func TestDoctorStuckEvents(t *testing.T) {
 		"fix:bridge serve")
 }
 
+// TestDoctorStaleWorking: an event `working` without progress for longer
+// than dify.timeout is reported: its worker is stuck, waits for the journal,
+// or is gone.
+func TestDoctorStaleWorking(t *testing.T) {
+	h := newDocHarness(t)
+	h.opts.DifyTimeout = 2 * time.Minute
+	h.addEvent(store.Event{ReceivedAt: docNow.Add(-time.Minute), Event: "message_created", AccountID: 1, InboxID: 3,
+		ConversationID: 5, MessageID: 2001, Status: store.StatusWorking, Kind: store.KindMessage})
+	docExpect(t, h.run(), "stuck events", OK, "no event waits for a worker")
+	id := h.addEvent(store.Event{ReceivedAt: docNow.Add(-10 * time.Minute), Event: "message_created", AccountID: 1, InboxID: 3,
+		ConversationID: 6, MessageID: 2002, Status: store.StatusWorking, Kind: store.KindMessage})
+	docExpect(t, h.run(), "stuck events", Warn,
+		fmt.Sprintf("1 event working without progress for over dify.timeout (2m0s) (oldest #%d)", id), "fix:journal not writable")
+}
+
+// TestDoctorDatabaseMode: a database file others can read is reported
+// (Open tightens it; a file bridge does not own keeps its mode).
+func TestDoctorDatabaseMode(t *testing.T) {
+	h := newDocHarness(t)
+	rs := h.run()
+	for _, r := range rs {
+		if r.Name == "database file" {
+			t.Fatalf("a 0600 database is reported: %+v", r)
+		}
+	}
+	if err := os.Chmod(h.db.Path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	docExpect(t, h.run(), "database file", Warn, "readable by group or others (mode 0644)", "fix:chmod 600")
+}
+
 func TestDoctorPostsMadeAgain(t *testing.T) {
 	h := newDocHarness(t)
 	h.opts.ChatwootUser = nil
@@ -694,7 +726,15 @@ func TestDoctorRejectedWebhooks(t *testing.T) {
 func TestDoctorWebhookAuth(t *testing.T) {
 	h := newDocHarness(t)
 	h.opts.WebhookSecret = false
+	// On a public address, anyone can make bridge post into any account
+	// and conversation a body names: that is a failure, not a warning.
+	docExpect(t, h.run(), "webhook auth", Fail, "neither chatwoot.webhook_secret nor chatwoot.webhook_token",
+		"public_url https://bridge.example.com is a public address", "fix:webhook_secret")
+	h.opts.PublicURL = "http://10.0.0.7:8080"
 	docExpect(t, h.run(), "webhook auth", Warn, "neither chatwoot.webhook_secret nor chatwoot.webhook_token", "fix:webhook_secret")
+	h.opts.PublicURL = ""
+	docExpect(t, h.run(), "webhook auth", Warn, "neither chatwoot.webhook_secret nor chatwoot.webhook_token")
+	h.opts.PublicURL = docPublic
 	h.opts.WebhookToken = true
 	h.cw.AddInbox(3, "Support", docPublic+bridge.WebhookPath+"?token=t0k3n")
 	rs := h.run()

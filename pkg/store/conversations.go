@@ -101,7 +101,7 @@ func (tx *Tx) SetConversationState(account, id int64, state, reason string) erro
 		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
 			state = excluded.state, state_reason = excluded.state_reason, state_at = excluded.state_at,
 			handoffs = handoffs + CASE WHEN excluded.state = 'human' AND state != 'human' THEN 1 ELSE 0 END`,
-		account, id, state, reason, ms(tx.now), ms(tx.now))
+		account, id, state, tx.db.text(reason), ms(tx.now), ms(tx.now))
 	if err != nil {
 		return fmt.Errorf("set conversation %d state: %w", id, err)
 	}

@@ -119,14 +119,27 @@ func (tx *Tx) InsertEvent(e *Event) error {
 	res, err := tx.Exec(`INSERT INTO events (received_at, delivery_id, event, kind, account_id, inbox_id,
 		conversation_id, message_id, contact_id, route_id, status, reason, http_status, payload, text,
 		not_before, updated_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		ms(e.ReceivedAt), e.DeliveryID, e.Event, e.Kind, e.AccountID, e.InboxID, e.ConversationID, e.MessageID,
-		e.ContactID, e.RouteID, e.Status, e.Reason, e.HTTPStatus, e.Payload, e.Text, ms(e.NotBefore),
+		ms(e.ReceivedAt), tx.db.text(e.DeliveryID), e.Event, e.Kind, e.AccountID, e.InboxID, e.ConversationID, e.MessageID,
+		e.ContactID, e.RouteID, e.Status, tx.db.text(e.Reason), e.HTTPStatus, tx.db.payload(e), e.Text, ms(e.NotBefore),
 		ms(e.UpdatedAt), ms(e.FinishedAt))
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
 	e.ID, err = res.LastInsertId()
 	return err
+}
+
+// payload is the body stored with e: as received for a webhook bridge
+// decided on, masked for a refused request, which anyone can send.
+func (db *DB) payload(e *Event) []byte {
+	if e.Status != StatusRejected || db.redact == nil || len(e.Payload) == 0 {
+		return e.Payload
+	}
+	s := string(e.Payload)
+	if m := db.redact(s); m != s {
+		return []byte(m)
+	}
+	return e.Payload
 }
 
 // SeenMessage reports whether a Chatwoot message id was already acted on.
@@ -147,7 +160,7 @@ func (tx *Tx) AddHop(h Hop) error {
 	}
 	_, err := tx.Exec(`INSERT INTO hops (event_id, seq, at, stage, outcome, detail, duration_ms)
 		VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM hops WHERE event_id = ?), ?, ?, ?, ?, ?)`,
-		h.EventID, h.EventID, ms(h.At), h.Stage, h.Outcome, h.Detail, float64(h.Duration)/float64(time.Millisecond))
+		h.EventID, h.EventID, ms(h.At), h.Stage, tx.db.text(h.Outcome), tx.db.text(h.Detail), float64(h.Duration)/float64(time.Millisecond))
 	if err != nil {
 		return fmt.Errorf("add hop to event %d: %w", h.EventID, err)
 	}
@@ -182,11 +195,11 @@ func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
 	}
 	if u.Reason != nil {
 		sets = append(sets, "reason = ?")
-		args = append(args, *u.Reason)
+		args = append(args, tx.db.text(*u.Reason))
 	}
 	if u.LastError != nil {
 		sets = append(sets, "last_error = ?")
-		args = append(args, *u.LastError)
+		args = append(args, tx.db.text(*u.LastError))
 	}
 	if u.AddAttempt {
 		sets = append(sets, "attempts = attempts + 1")
@@ -437,4 +450,62 @@ func (db *DB) DeleteIgnoredBefore(ctx context.Context, t time.Time, limit int) (
 		return err
 	})
 	return n, err
+}
+
+// lastTouch is when a working event last showed progress: its row changed
+// or its trace grew (trace steps do not touch the row).
+const lastTouch = `max(events.updated_at, coalesce((SELECT max(at) FROM hops WHERE hops.event_id = events.id), 0))`
+
+// StaleEvent is a working event and when it last showed progress.
+type StaleEvent struct {
+	ID        int64
+	LastTouch time.Time
+}
+
+// StaleWorking returns up to limit events that are `working` and have shown
+// no progress since before, oldest first: claimed by a worker that is gone,
+// or stuck.
+func (db *DB) StaleWorking(ctx context.Context, before time.Time, limit int) ([]StaleEvent, error) {
+	rows, err := db.query(ctx, `SELECT id, `+lastTouch+` AS touched FROM events INDEXED BY events_queue
+		WHERE status IN ('accepted', 'working') AND status = 'working' AND `+lastTouch+` < ? ORDER BY id LIMIT ?`, ms(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list stale working events: %w", err)
+	}
+	defer rows.Close()
+	var out []StaleEvent
+	for rows.Next() {
+		var s StaleEvent
+		var t int64
+		if err := rows.Scan(&s.ID, &t); err != nil {
+			return nil, fmt.Errorf("list stale working events: %w", err)
+		}
+		s.LastTouch = fromMS(t)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// CountStaleWorking counts the events StaleWorking would return, and names
+// the oldest (0 when none).
+func (db *DB) CountStaleWorking(ctx context.Context, before time.Time) (n int, oldest int64, err error) {
+	var o sql.NullInt64
+	err = db.queryRow(ctx, `SELECT count(*), min(id) FROM events INDEXED BY events_queue
+		WHERE status IN ('accepted', 'working') AND status = 'working' AND `+lastTouch+` < ?`, ms(before)).Scan(&n, &o)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count stale working events: %w", err)
+	}
+	return n, o.Int64, nil
+}
+
+// Reclaim puts a working event that has shown no progress since before back
+// in the queue, and reports whether it did: an event that moved on meanwhile
+// is left alone.
+func (tx *Tx) Reclaim(id int64, before time.Time) (bool, error) {
+	res, err := tx.Exec(`UPDATE events SET status = 'accepted', updated_at = ?
+		WHERE id = ? AND status = 'working' AND `+lastTouch+` < ?`, ms(tx.now), id, ms(before))
+	if err != nil {
+		return false, fmt.Errorf("reclaim event %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }

@@ -53,7 +53,7 @@ func TestRouteIDsAreNeverReused(t *testing.T) {
 // not handed out again.
 func TestRouteIDMigrationKeepsRoutesAndHistory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bridge.db")
-	raw, err := sql.Open("sqlite", dsn(path, true))
+	raw, err := sql.Open("sqlite", dsn(path, true, BusyTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,12 @@ var migrations embed.FS
 // after 5 s).
 const BusyTimeout = 2 * time.Second
 
+// RetryFor is how long Write keeps trying a write that failed for a
+// transient reason (the file locked by another process past BusyTimeout, a
+// full disk, an I/O error) before it reports the failure. A write with a
+// deadline of its own (a webhook's) stops at that deadline.
+const RetryFor = 10 * time.Second
+
 // WAL policy: see dsn.
 const (
 	walAutocheckpoint = 1000     // pages (4 MiB)
@@ -59,6 +65,12 @@ type DB struct {
 	// Now is the clock for every timestamp the store writes (UTC).
 	Now func() time.Time
 
+	redact   func(string) string
+	busy     time.Duration
+	retryFor time.Duration
+	fault    atomic.Pointer[func() error]
+	retries  atomic.Int64
+
 	w *sql.DB // the one writing connection
 	r *sql.DB // readers
 
@@ -81,9 +93,46 @@ type DB struct {
 }
 
 type writeReq struct {
-	fn     func(*Tx) error
-	done   chan error
-	nosync bool
+	fn      func(*Tx) error
+	done    chan error
+	nosync  bool
+	noRetry bool
+}
+
+// Option tunes Open.
+type Option func(*DB)
+
+// WithRedactor masks the free text the store writes (reasons, last errors,
+// trace details, delivery ids, the bodies of rejected requests) with fn, so
+// a credential echoed by an upstream never reaches the file.
+func WithRedactor(fn func(string) string) Option { return func(db *DB) { db.redact = fn } }
+
+// WithBusyTimeout sets how long a statement waits for another process's
+// lock (default BusyTimeout).
+func WithBusyTimeout(d time.Duration) Option { return func(db *DB) { db.busy = d } }
+
+// WithRetry sets how long Write retries a transient failure (default
+// RetryFor); 0 or less reports the first failure.
+func WithRetry(d time.Duration) Option { return func(db *DB) { db.retryFor = d } }
+
+// SetCommitFault makes every commit call fn first; an error from it fails
+// the commit as a full disk would (transient, retried by Write). nil
+// removes it. It is the seam through which tests make the journal
+// unwritable for a while.
+func (db *DB) SetCommitFault(fn func() error) {
+	if fn == nil {
+		db.fault.Store(nil)
+		return
+	}
+	db.fault.Store(&fn)
+}
+
+// text is s as the store writes it: masked by the redactor.
+func (db *DB) text(s string) string {
+	if db.redact == nil || s == "" {
+		return s
+	}
+	return db.redact(s)
 }
 
 // Tx is a write transaction handed to a Write callback.
@@ -121,12 +170,12 @@ func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
 	return t.tx.QueryContext(t.ctx, query, args...)
 }
 
-func dsn(path string, writer bool) string {
+func dsn(path string, writer bool, busy time.Duration) string {
 	q := []string{
 		"_pragma=journal_mode(WAL)",
 		"_pragma=synchronous(FULL)",
 		"_pragma=foreign_keys(1)",
-		"_pragma=busy_timeout(" + strconv.Itoa(int(BusyTimeout/time.Millisecond)) + ")",
+		"_pragma=busy_timeout(" + strconv.Itoa(int(busy/time.Millisecond)) + ")",
 	}
 	if writer {
 		q = append(q, "_txlock=immediate",
@@ -142,8 +191,10 @@ func dsn(path string, writer bool) string {
 }
 
 // Open opens (creating with mode 0600 if needed) the database at path,
-// applies pending migrations and starts the writer.
-func Open(ctx context.Context, path string) (*DB, error) {
+// applies pending migrations and starts the writer. An existing file that
+// group or others may read is tightened to 0600: it holds customer
+// messages and may hold Dify keys.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
@@ -159,15 +210,20 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	db := &DB{Path: path, Now: time.Now, reqs: make(chan *writeReq, maxBatch), stop: make(chan struct{}), exited: make(chan struct{})}
-	db.w, err = sql.Open("sqlite", dsn(path, true))
+	tighten(path)
+	db := &DB{Path: path, Now: time.Now, reqs: make(chan *writeReq, maxBatch), stop: make(chan struct{}), exited: make(chan struct{}),
+		busy: BusyTimeout, retryFor: RetryFor}
+	for _, o := range opts {
+		o(db)
+	}
+	db.w, err = sql.Open("sqlite", dsn(path, true, db.busy))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db.w.SetMaxOpenConns(1)
 	db.w.SetMaxIdleConns(1)
 	db.w.SetConnMaxLifetime(0)
-	db.r, err = sql.Open("sqlite", dsn(path, false))
+	db.r, err = sql.Open("sqlite", dsn(path, false, db.busy))
 	if err != nil {
 		_ = db.w.Close() // the open error is the one worth reporting
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -181,6 +237,17 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	db.wg.Go(db.writer)
 	return db, nil
+}
+
+// tighten takes group and other permissions off the database and its WAL
+// files (SQLite gives those the database's mode). A file bridge does not own
+// keeps its mode; doctor reports it.
+func tighten(path string) {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			_ = os.Chmod(p, fi.Mode().Perm()&0o700) // best effort: doctor warns about a file still readable by others
+		}
+	}
 }
 
 // Close stops the writer after the writes already queued, then closes the
@@ -204,6 +271,10 @@ func (db *DB) Commits() (commits, writes int64) { return db.commits.Load(), db.w
 // only NoSync writes).
 func (db *DB) Syncs() int64 { return db.syncs.Load() }
 
+// Retries reports how many times a write was tried again after a transient
+// failure (a lock held by another process, a full disk).
+func (db *DB) Retries() int64 { return db.retries.Load() }
+
 // OnCommit registers fn to run after every committed batch.
 func (db *DB) OnCommit(fn func()) { db.onCommit.Store(&fn) }
 
@@ -224,7 +295,45 @@ func (db *DB) WriteNoSync(ctx context.Context, fn func(*Tx) error) error {
 	return db.write(ctx, &writeReq{fn: fn, done: make(chan error, 1), nosync: true})
 }
 
+// write runs req, and tries again with backoff while it fails for a
+// transient reason, for up to retryFor. The retries happen here, in the one
+// write path, so that no caller turns a short lock or a full disk into a
+// lost answer; a caller with a deadline (a webhook) gets the failure in
+// time to answer it.
 func (db *DB) write(ctx context.Context, req *writeReq) error {
+	var deadline time.Time
+	for attempt := 0; ; attempt++ {
+		err := db.writeOnce(ctx, req)
+		if err == nil || req.noRetry || db.retryFor <= 0 || !IsTransient(err) {
+			return err
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(db.retryFor)
+		}
+		wait := min(50*time.Millisecond<<min(attempt, 5), time.Second)
+		if now.Add(wait).After(deadline) {
+			return err
+		}
+		if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < wait+db.busy {
+			// Another try could not finish before the caller's deadline.
+			return err
+		}
+		db.retries.Add(1)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-db.stop:
+			t.Stop()
+			return err
+		}
+	}
+}
+
+func (db *DB) writeOnce(ctx context.Context, req *writeReq) error {
 	if db.closed.Load() {
 		return ErrClosed
 	}
@@ -352,6 +461,13 @@ func (db *DB) commit(batch []*writeReq) {
 			}
 		}
 	}
+	if fn := db.fault.Load(); fn != nil {
+		if err := (*fn)(); err != nil {
+			_ = tx.Rollback() // the injected failure is the one to report
+			fail(fmt.Errorf("commit: %w", &injectedError{err}))
+			return
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		fail(fmt.Errorf("commit: %w", err))
 		return
@@ -414,15 +530,16 @@ func (db *DB) Reader() *sql.DB { return db.r }
 // Ping checks that the database answers and is writable: it runs a write
 // through the writer that inserts and removes a row, so the commit reaches
 // the disk (a write that changes nothing commits nothing, and would not
-// notice a full disk or a read-only file system).
+// notice a full disk or a read-only file system). It tries once: it reports
+// how the journal is now, not whether it recovers.
 func (db *DB) Ping(ctx context.Context) error {
-	return db.Write(ctx, func(tx *Tx) error {
+	return db.write(ctx, &writeReq{done: make(chan error, 1), noRetry: true, fn: func(tx *Tx) error {
 		if _, err := tx.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (-1, 'ping', 0)"); err != nil {
 			return err
 		}
 		_, err := tx.Exec("DELETE FROM schema_migrations WHERE version = -1")
 		return err
-	})
+	}})
 }
 
 func (db *DB) migrate(ctx context.Context) error {
