@@ -311,6 +311,10 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		verdict Verdict
 	)
 	now := b.o.Now()
+	// A snapshot cannot be newer than its arrival: a payload dated in the
+	// future (a clock ahead, or a forged body) would otherwise outrank every
+	// later status.
+	ev.ClampSnapshot(now)
 	write := b.o.Store.Write
 	if ownEcho(ev) {
 		// The echo of bridge's own post is ignored whatever the journal

@@ -298,6 +298,17 @@ func (e *Event) SnapshotAt() time.Time {
 	return t
 }
 
+// ClampSnapshot moves the payload's timestamps back to now when they are
+// later.
+func (e *Event) ClampSnapshot(now time.Time) {
+	if e.CreatedAt.After(now) {
+		e.CreatedAt = now
+	}
+	if e.Conversation.UpdatedAt.After(now) {
+		e.Conversation.UpdatedAt = now
+	}
+}
+
 // lenientTime reads a Chatwoot timestamp in any of the shapes its payloads
 // use: unix seconds as an integer or a float (conversation.updated_at is a
 // float, app/presenters/conversations/event_data_presenter.rb), or an
