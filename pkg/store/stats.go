@@ -49,11 +49,11 @@ type RouteStats struct {
 	// Resolved counts every resolve.
 	ResolvedByBot int            `json:"resolved_without_human"`
 	Resolved      int            `json:"resolved"`
-	Handoffs      map[string]int `json:"handed_off"`    // by reason
-	Takeovers     int            `json:"taken_over"`    // an agent replied while the bot held it
-	Kept          int            `json:"kept"`          // kept for humans from the Dashboard App or the CLI
-	Returned      map[string]int `json:"returned"`      // to the bot, by cause
-	Reopened24h   int            `json:"reopened_24h"`  // reopened within 24 h of a resolve
+	Handoffs      map[string]int `json:"handed_off"`   // by reason
+	Takeovers     int            `json:"taken_over"`   // an agent replied while the bot held it
+	Kept          int            `json:"kept"`         // kept for humans from the Dashboard App or the CLI
+	Returned      map[string]int `json:"returned"`     // to the bot, by cause
+	Reopened24h   int            `json:"reopened_24h"` // reopened within 24 h of a resolve
 	LatencyP50    float64        `json:"answer_p50_seconds"`
 	LatencyP95    float64        `json:"answer_p95_seconds"`
 	Tokens        int64          `json:"tokens"`
