@@ -231,3 +231,73 @@ func prefixed(p, cols string) string {
 	}
 	return string(out)
 }
+
+// Turn is one customer message bridge acted on and the answer it posted
+// ("" when none was posted).
+type Turn struct {
+	EventID  int64
+	At       time.Time
+	Customer string
+	Answer   string
+}
+
+const recentTurnsSQL = `SELECT e.id, e.received_at, e.text, COALESCE(i.content, '') FROM events e
+	LEFT JOIN intents i ON i.event_id = e.id AND i.step = 'answer'
+	WHERE e.account_id = ? AND e.conversation_id = ? AND e.kind = 'message' AND e.merged_into = 0
+	ORDER BY e.id DESC LIMIT ?`
+
+func scanTurns(rows *sql.Rows) ([]Turn, error) {
+	defer rows.Close()
+	var out []Turn
+	for rows.Next() {
+		var t Turn
+		var at int64
+		if err := rows.Scan(&t.EventID, &at, &t.Customer, &t.Answer); err != nil {
+			return nil, err
+		}
+		t.At = fromMS(at)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+// RecentTurns returns the conversation's last limit turns, oldest first.
+func (db *DB) RecentTurns(ctx context.Context, account, conv int64, limit int) ([]Turn, error) {
+	rows, err := db.query(ctx, recentTurnsSQL, account, conv, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read turns of conversation %d: %w", conv, err)
+	}
+	return scanTurns(rows)
+}
+
+// RecentTurns is the same inside a write transaction.
+func (tx *Tx) RecentTurns(account, conv int64, limit int) ([]Turn, error) {
+	rows, err := tx.Query(recentTurnsSQL, account, conv, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read turns of conversation %d: %w", conv, err)
+	}
+	return scanTurns(rows)
+}
+
+// ConvLifecycle reads what the lifecycle remembers of a conversation inside
+// a write transaction (zero when nothing).
+func (tx *Tx) ConvLifecycle(account, conv int64) (ConvLifecycle, error) {
+	var c ConvLifecycle
+	var at int64
+	err := tx.QueryRow(`SELECT last_human_at, handoff_cause, summary FROM conversation_lifecycle
+		WHERE account_id = ? AND conversation_id = ?`, account, conv).Scan(&at, &c.HandoffCause, &c.Summary)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read lifecycle of conversation %d: %w", conv, err)
+	}
+	c.LastHumanAt = fromMS(at)
+	return c, nil
+}
