@@ -20,16 +20,19 @@ func GiveBack(ctx context.Context, db *store.DB, cw *chatwoot.Client, botStatuse
 }
 
 func giveBack(ctx context.Context, db *store.DB, cw *chatwoot.Client, botStatuses []string, account, conv int64, cause, reason string) error {
+	route, s, err := routeOfConversation(ctx, db, account, conv)
+	if err != nil {
+		return err
+	}
+	if s.ReturnRule() == lifecycle.ReturnNever {
+		return fmt.Errorf("conversation %d: %w (route %d; bridge routes update %d --return giveback allows it)", conv, ErrNeverReturns, route, route)
+	}
 	status := "pending"
 	if len(botStatuses) > 0 {
 		status = botStatuses[0]
 	}
 	if err := cw.ToggleStatus(ctx, account, conv, status); err != nil {
 		return fmt.Errorf("set conversation %d %s in chatwoot: %w", conv, status, err)
-	}
-	route, s, err := routeOfConversation(ctx, db, account, conv)
-	if err != nil {
-		return err
 	}
 	return db.Write(ctx, func(tx *store.Tx) error {
 		c, known, err := tx.Conversation(account, conv)
@@ -47,6 +50,10 @@ func giveBack(ctx context.Context, db *store.DB, cw *chatwoot.Client, botStatuse
 		return tx.SetStatus(account, conv, status, tx.Now())
 	})
 }
+
+// ErrNeverReturns: the conversation's route never gives conversations back
+// to the bot (return = never), not even on request.
+var ErrNeverReturns = errors.New("its route never returns conversations to the bot")
 
 // routeOfConversation finds the route of a conversation's inbox and its
 // lifecycle settings (route 0 and the defaults when it has none).

@@ -326,7 +326,6 @@ func transcript(turns []store.Turn, limit int) string {
 	return out
 }
 
-
 // episodeSummary is the summary a fresh Dify conversation receives when the
 // bot takes a conversation back with memory = summary: made from the
 // journal, so it needs no call and cannot fail.
