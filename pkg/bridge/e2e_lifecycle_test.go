@@ -136,6 +136,18 @@ func TestLifecycleHandoffTable(t *testing.T) {
 			t.Errorf("note lacks %q:\n%s", want, note)
 		}
 	}
+	// The outcomes on /metrics are the journal's, as bridge stats counts them.
+	samples := scrape(t, e.srv.URL)
+	for k, want := range map[string]float64{
+		`bridge_stats_handoffs{reason="customer_asked",route="1"}`: 1,
+		`bridge_stats_handoffs{reason="ai_requested",route="1"}`:   1,
+		`bridge_stats_conversations{outcome="handled",route="1"}`:  2,
+		`bridge_stats_answers{route="1"}`:                          0, // both turns ended handed off, not answered
+	} {
+		if got, ok := samples[k]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
 }
 
 // The return rule decides whether Chatwoot's pending gives a conversation
