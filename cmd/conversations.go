@@ -33,7 +33,7 @@ are buttons of the Dashboard App (/app/, with dashboard.key).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	c.AddCommand(newConversationsListCmd(a), newConversationsResetCmd(a), newConversationsGiveBackCmd(a),
+	c.AddCommand(newConversationsListCmd(a), newConversationsShowCmd(a), newConversationsResetCmd(a), newConversationsGiveBackCmd(a),
 		newConversationsKeepCmd(a), newConversationsAskAgainCmd(a))
 	return c
 }

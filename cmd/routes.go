@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bridge-dev/bridge/internal/text"
+	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -31,7 +33,7 @@ variable when bridge runs and never stored.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	c.AddCommand(newRoutesAddCmd(a), newRoutesListCmd(a), newRoutesShowCmd(a),
+	c.AddCommand(newRoutesAddCmd(a), newRoutesListCmd(a), newRoutesShowCmd(a), newRoutesUpdateCmd(a),
 		newRoutesSetEnabledCmd(a, true), newRoutesSetEnabledCmd(a, false), newRoutesRemoveCmd(a))
 	return c
 }
@@ -55,6 +57,8 @@ type routeView struct {
 	AppName       string            `json:"app_name,omitempty"`
 	AppMode       string            `json:"app_mode,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
+	// Lifecycle is set by routes show and routes update.
+	Lifecycle *lifecycle.Settings `json:"lifecycle,omitempty"`
 }
 
 func routeJSON(r *store.Route) routeView {
@@ -126,15 +130,21 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 		Args:    exactArgs(1, "bridge routes show 1"),
 		RunE: func(c *cobra.Command, args []string) error {
 			var r store.Route
+			var s lifecycle.Settings
 			_, err := a.byID(c.Context(), readStore, args[0], "route", "bridge routes list", func(db *store.DB, ctx context.Context, id int64) (err error) {
-				r, err = db.Route(ctx, id)
+				if r, err = db.Route(ctx, id); err != nil {
+					return err
+				}
+				s, err = bridge.SettingsOf(ctx, db, id)
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			if a.json {
-				return a.printJSON(routeJSON(&r))
+				v := routeJSON(&r)
+				v.Lifecycle = &s
+				return a.printJSON(v)
 			}
 			v := routeJSON(&r)
 			w := a.io.Out
@@ -156,6 +166,7 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			if r.HandoffLabels != nil {
 				fmt.Fprintf(w, "  labels:     %s\n", strings.Join(r.HandoffLabels, ", "))
 			}
+			printLifecycle(w, &s)
 			return nil
 		},
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/doctor"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -26,6 +27,7 @@ type routesAddOptions struct {
 	handoffTeam   int64
 	handoffLabels string
 	noVerify      bool
+	life          lifecycleFlags
 }
 
 func newRoutesAddCmd(a *app) *cobra.Command {
@@ -71,6 +73,7 @@ defaults for this route (--keywords "" turns keyword handoff off).`,
 	f.Int64Var(&o.handoffTeam, "handoff-team", 0, "team id to assign on handoff")
 	f.StringVar(&o.handoffLabels, "handoff-labels", "", "comma-separated labels to set on handoff (needs chatwoot.user_token)")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not check the key against Dify")
+	o.life.register(f)
 	_ = c.MarkFlagRequired("inbox") // the flag exists; the error is impossible
 	c.MarkFlagsMutuallyExclusive("dify-key", "dify-key-env")
 	return c
@@ -147,11 +150,22 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 		return err
 	}
 	defer db.Close()
+	var life lifecycle.Settings
+	if o.life.anyChanged(c) {
+		if err := o.life.apply(c, &life); err != nil {
+			return err
+		}
+	}
 	if err := db.AddRoute(ctx, r); err != nil {
 		if errors.Is(err, store.ErrDuplicateInbox) {
 			return &failedError{msg: fmt.Sprintf("inbox %d already has a route (bridge routes list; remove it first)", o.inbox)}
 		}
 		return err
+	}
+	if o.life.anyChanged(c) {
+		if err := db.SetRouteLifecycle(ctx, r.ID, life.Marshal()); err != nil {
+			return err
+		}
 	}
 	if a.json {
 		return a.printJSON(routeJSON(r))

@@ -89,6 +89,7 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 		WebhookSecret:    cfg.Chatwoot.WebhookSecret.Reveal(),
 		BotStatuses:      cfg.Chatwoot.BotStatuses,
 		DashboardKey:     cfg.Dashboard.Key.Reveal(),
+		PublicURL:        cfg.PublicURL,
 		EchoWait:         cfg.Chatwoot.EchoWait,
 		DifyBaseURL:      cfg.Dify.BaseURL,
 		DifyTimeout:      cfg.Dify.Timeout,

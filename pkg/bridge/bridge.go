@@ -47,6 +47,12 @@ type Options struct {
 	// DashboardKey, when set, serves the Dashboard App at /app/ (see
 	// pkg/dashboard); without it /app/ answers 404.
 	DashboardKey string
+	// PublicURL is how people reach bridge (public_url); with DashboardKey
+	// a handoff note links to the conversation's Dashboard App page.
+	PublicURL string
+	// IdleSweep is how often conversations humans left idle are looked for
+	// (routes whose return rule is idle; default 30s).
+	IdleSweep time.Duration
 
 	DifyBaseURL     string
 	DifyTimeout     time.Duration
@@ -107,6 +113,8 @@ type Bridge struct {
 
 	difyMu sync.Mutex
 	difys  map[string]*dify.Client
+
+	lc lifecycleState
 
 	wake    chan struct{}
 	running sync.Map // conversation key → *runningTask
@@ -170,6 +178,9 @@ func New(o Options) *Bridge {
 	}
 	if o.JournalBudget <= 0 {
 		o.JournalBudget = 3 * time.Second
+	}
+	if o.IdleSweep <= 0 {
+		o.IdleSweep = 30 * time.Second
 	}
 	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1),
 		rejects: newRejectLimiter(o.Now)}

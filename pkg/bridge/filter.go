@@ -37,6 +37,10 @@ type Input struct {
 	// flight in this conversation (the echo can beat the POST's answer).
 	Posted      bool
 	BotStatuses []string
+	// NoStatusReturn: the route gives conversations back to the bot only
+	// on a give-back (or never), so a status change into a bot status does
+	// not (lifecycle return rule giveback or never).
+	NoStatusReturn bool
 }
 
 // Verdict is what to do with a webhook.
@@ -62,7 +66,7 @@ func Decide(in Input) Verdict {
 	// AgentBots::WebhookJob). So only news that a status changed into a bot
 	// status, newer than the takeover, gives a human-held conversation back
 	// to the bot; the status inside a message_created never does.
-	back := in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
+	back := !in.NoStatusReturn && in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
 		slices.Contains(in.BotStatuses, status) && newerThan(e.SnapshotAt(), in.Conv.StateAt)
 	if e.Name != "message_created" {
 		return Verdict{Reason: ReasonNotMessageCreated, ReturnToBot: back}

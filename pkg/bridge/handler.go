@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -310,6 +311,10 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		rec     store.Event
 		verdict Verdict
 	)
+	var settings lifecycle.Settings
+	if route != nil {
+		settings = b.settingsFor(ctx, route.ID)
+	}
 	now := b.o.Now()
 	// A snapshot cannot be newer than its arrival: a payload dated in the
 	// future (a clock ahead, or a forged body) would otherwise outrank every
@@ -352,7 +357,8 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 				}
 			}
 		}
-		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses})
+		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses,
+			NoStatusReturn: !settings.ReturnsOnStatus()})
 		if verdict.Accept && ev.MessageID != 0 {
 			seen, err := tx.SeenMessage(ev.MessageID)
 			if err != nil {
@@ -404,18 +410,7 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 				return err
 			}
 		}
-		if verdict.ReturnToBot {
-			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateBot, "status "+ev.Conversation.Status); err != nil {
-				return err
-			}
-		}
-		if verdict.Accept && verdict.Kind == store.KindTakeover {
-			// Stop answering at once; the worker then tells Chatwoot.
-			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateHuman, "agent replied"); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.ingestLifecycle(tx, ev, route, &settings, conv, known, verdict, rec.ID)
 	})
 	if err != nil {
 		return Ack{}, err

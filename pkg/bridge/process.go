@@ -16,6 +16,7 @@ import (
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -164,9 +165,13 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
 	}
 	if marked {
-		// Remember the handoff before the answer goes out, so a restart
-		// between the two still hands off.
-		if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: StepHandoffDue}); err != nil {
+		// Remember the handoff (and the target the marker named) before the
+		// answer goes out, so a restart between the two still hands off.
+		due := StepHandoffDue
+		if t := markerTarget(ans.Text, ho.AIMarker); t != "" {
+			due += "," + stepHandoffTarget + t
+		}
+		if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: due}); err != nil {
 			return err
 		}
 	}
@@ -263,6 +268,7 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		Files:          attachments(ev),
 		AppMode:        route.AppMode,
 	}
+	b.episodeInputs(ctx, e, req.ConversationID == "", req.Inputs)
 	if strings.TrimSpace(req.Query) == "" {
 		// Dify refuses an empty query; an attachment-only message still
 		// deserves an answer.
@@ -422,11 +428,22 @@ func (b *Bridge) handoffFor(r *store.Route) HandoffOptions {
 }
 
 // handoff glides the conversation to a human: the handoff message to the
-// customer, a private note with the reason, status open, team and labels.
-// Each step is recorded, so a retry or restart never repeats one.
+// customer (the route's out-of-hours message when nobody is there), status
+// open, a private note that says why at a glance, then the team, agent,
+// priority and labels the route's handoff table gives the reason (or the
+// target an AI marker named). Each step is recorded, so a retry or restart
+// never repeats one.
+//
+// The status goes open with the bot token first: for a pending
+// conversation that is Chatwoot's bot_handoff! (ConversationsController#
+// toggle_status → Conversation#bot_handoff!), which sets waiting_since and
+// dispatches conversation.bot_handoff, what Chatwoot's bot-handoff reports
+// and its unattended views count. Assigning an agent before that would open
+// the conversation without it (AssignmentService#open_on_assignment?).
 func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route, reason, note string) error {
 	note = b.o.Redactor.String(note) // every agent reads the note
 	ho := b.handoffFor(route)
+	s := b.settingsFor(ctx, route.ID)
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
 		return err
@@ -442,17 +459,45 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 				Detail: why + "; " + note})
 		}
 	}
+	target := handoffTarget(&cur)
+	asg := s.AssignFor(lifecycle.Assign{Team: ho.TeamID, Labels: ho.Labels}, reason, target)
+	detail := note
+	if target != "" {
+		if _, ok := s.Handoff.Targets[target]; ok {
+			detail += "; target " + target
+		} else {
+			detail += "; target " + target + " is not in the route's handoff table"
+		}
+	}
+	hopDetail := detail
+	if !asg.IsZero() {
+		hopDetail += "; " + asg.String()
+	}
 	if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: stepHandoffReason + reason},
-		store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note}); err != nil {
+		store.Hop{Stage: StageHandoff, Outcome: reason, Detail: hopDetail}); err != nil {
 		return err
 	}
-	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note})
+	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: detail})
+	hours := b.hoursFor(ctx, e.AccountID, route, &s)
+	closed := hours.known && !hours.open
+	if s.Hours.Source != "" && !hours.known {
+		b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "hours unknown", Detail: hours.why + "; handing off as if people were there"})
+	}
+	msg := ho.Message
+	if closed {
+		tmpl := s.Hours.Closed
+		if tmpl == "" && hours.away != "" {
+			tmpl = strings.TrimSpace(hours.away) + " We are back {next_open}."
+		}
+		msg = lifecycle.ClosedMessage(tmpl, hours.next, s.Hours.AskEmail)
+		b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "out of hours", Detail: "next opening " + orDefault(hours.next, "unknown")})
+	}
 	// Each step is tried on its own: whatever Chatwoot accepts gets a human
 	// looking. The status goes open before the note, so a conversation
 	// whose messages Chatwoot refuses still lands in front of agents.
 	var errs []error
-	if ho.Message != "" {
-		if err := b.post(ctx, e, StepHandoffMessage, ho.Message, false); err != nil {
+	if msg != "" {
+		if err := b.post(ctx, e, StepHandoffMessage, msg, false); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -470,7 +515,8 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 	} else {
 		b.setStatus(ctx, e, "open")
 	}
-	noteText := "Handoff: " + note
+	noteText := b.handoffNote(ctx, e, route, &s, handoffNote{reason: reason, note: note, target: target, asg: asg,
+		closed: closed, next: hours.next})
 	if len(errs) > 0 {
 		noteText += "\n(not done: " + errText(errors.Join(errs...)) + ")"
 	}
@@ -480,20 +526,34 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		}
 		errs = append(errs, fmt.Errorf("handoff note: %w", err))
 	}
-	if ho.TeamID > 0 {
+	if asg.Team > 0 {
 		if err := b.step(ctx, e, StepHandoffTeam, "assignments", func(ctx context.Context) (int64, error) {
-			return 0, b.o.Chatwoot.AssignTeam(ctx, e.AccountID, e.ConversationID, ho.TeamID)
+			return 0, b.o.Chatwoot.AssignTeam(ctx, e.AccountID, e.ConversationID, asg.Team)
 		}); err != nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "team not assigned", Detail: errText(err)})
 		}
 	}
-	if len(ho.Labels) > 0 {
+	if asg.Agent > 0 {
+		if err := b.step(ctx, e, StepHandoffAgent, "assignments", func(ctx context.Context) (int64, error) {
+			return 0, b.o.Chatwoot.AssignAgent(ctx, e.AccountID, e.ConversationID, asg.Agent)
+		}); err != nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "agent not assigned", Detail: errText(err)})
+		}
+	}
+	if asg.Priority != "" {
+		if err := b.step(ctx, e, StepHandoffPriority, "toggle_priority", func(ctx context.Context) (int64, error) {
+			return 0, b.o.Chatwoot.TogglePriority(ctx, e.AccountID, e.ConversationID, asg.Priority)
+		}); err != nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "priority not set", Detail: errText(err)})
+		}
+	}
+	if len(asg.Labels) > 0 {
 		if b.o.ChatwootUser == nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels skipped",
 				Detail: "labels need a user access token: set chatwoot.user_token"})
 			b.log.Warn("handoff labels skipped: chatwoot.user_token is not set", eventAttrs(e, keyStage, StageHandoff)...)
 		} else if err := b.step(ctx, e, StepHandoffLabels, "labels", func(ctx context.Context) (int64, error) {
-			return 0, b.o.ChatwootUser.SetLabels(ctx, e.AccountID, e.ConversationID, ho.Labels)
+			return 0, b.o.ChatwootUser.SetLabels(ctx, e.AccountID, e.ConversationID, asg.Labels)
 		}); err != nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels not set", Detail: errText(err)})
 		}
@@ -502,8 +562,26 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		// The bot stops only once Chatwoot has the conversation open: with
 		// the status still pending, the customer's next message is the
 		// bot's again rather than nobody's.
+		own := detail
+		if closed {
+			own += "; out of hours"
+		}
 		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-			return tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note)
+			conv, _, err := tx.Conversation(e.AccountID, e.ConversationID)
+			if err != nil {
+				return err
+			}
+			if err := tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note); err != nil {
+				return err
+			}
+			if err := tx.SetHandoffCause(e.AccountID, e.ConversationID, reason); err != nil {
+				return err
+			}
+			if conv.State == store.StateHuman {
+				return nil // a resumed handoff already journaled the change
+			}
+			return tx.AddOwnership(store.Ownership{AccountID: e.AccountID, ConversationID: e.ConversationID, RouteID: route.ID,
+				Kind: store.OwnHandoff, Owner: store.StateHuman, Cause: reason, Detail: own, EventID: e.ID})
 		}); err != nil {
 			return err
 		}
@@ -885,6 +963,10 @@ func isWordRune(r rune) bool {
 func stripMarker(text, marker string) (string, bool) {
 	if marker == "" {
 		return strings.TrimSpace(text), false
+	}
+	if re := targetedMarker(marker); re != nil && re.MatchString(text) {
+		// [[handoff:billing]] is the marker naming a target.
+		text = re.ReplaceAllString(text, marker)
 	}
 	lower, lm := strings.ToLower(text), strings.ToLower(marker)
 	if !strings.Contains(lower, lm) {

@@ -81,6 +81,7 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	}
 	b.watchQueue()
 	b.watchJournal()
+	b.startLifecycle(ctx)
 	// Events are interrupted on their own context, not Run's, so that the
 	// grace period can let them finish.
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))

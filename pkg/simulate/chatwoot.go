@@ -135,6 +135,7 @@ type cwInbox struct {
 	botURL     string
 	identifier string
 	channel    string
+	hours      WorkingHours
 }
 
 type cwContact struct {
@@ -160,6 +161,8 @@ type cwConv struct {
 	team            int64
 	assigneeID      int64
 	assigneeType    string // "User" | "AgentBot" | ""
+	priority        string // "" (none) | low | medium | high | urgent
+	botHandoffs     int    // conversation.bot_handoff events dispatched
 	typing          string
 	msgs            []*cwMsg
 	lastPublic      *cwMsg // last non-activity, non-private message
@@ -219,6 +222,7 @@ type Chatwoot struct {
 	contactInbs map[[2]int64]*cwContactInbox
 	convs       map[int64]*cwConv
 	teams       map[int64]string
+	agents      map[int64]string
 	acctHooks   []accountWebhook
 	nextConv    int64
 	nextMsg     int64
@@ -269,6 +273,7 @@ func NewChatwoot(opts ChatwootOptions) *Chatwoot {
 		contactInbs: make(map[[2]int64]*cwContactInbox),
 		convs:       make(map[int64]*cwConv),
 		teams:       make(map[int64]string),
+		agents:      make(map[int64]string),
 		nextMsg:     firstMessageID,
 		faults:      make(map[string][]ChatwootFault),
 		calls:       newRing[Call](maxRecords),
@@ -314,7 +319,7 @@ func (c *Chatwoot) addInboxLocked(id int64, name, botURL, channel string) *cwInb
 	}
 	in := c.inboxes[id]
 	if in == nil {
-		in = &cwInbox{id: id, identifier: randToken(24), channel: ChannelAPI}
+		in = &cwInbox{id: id, identifier: randToken(24), channel: ChannelAPI, hours: defaultWorkingHours()}
 		c.inboxes[id] = in
 	}
 	in.name, in.botURL = name, botURL
@@ -655,6 +660,8 @@ func resolve(method, path string) (route, bool) {
 			rt.op, rt.handle = "messages", (*Chatwoot).listMessages
 		case len(seg) == 4 && seg[3] == "toggle_status" && method == http.MethodPost:
 			rt.op, rt.botOK, rt.handle = "toggle_status", true, (*Chatwoot).toggleStatus
+		case len(seg) == 4 && seg[3] == "toggle_priority" && method == http.MethodPost:
+			rt.op, rt.botOK, rt.handle = "toggle_priority", true, (*Chatwoot).togglePriority
 		case len(seg) == 4 && seg[3] == "toggle_typing_status" && method == http.MethodPost:
 			rt.op, rt.botOK, rt.handle = "toggle_typing_status", true, (*Chatwoot).toggleTyping
 		case len(seg) == 4 && seg[3] == "assignments" && method == http.MethodPost:
@@ -803,10 +810,10 @@ func (c *Chatwoot) getProfile(_ *http.Request, _ route, _ string, _ []byte) repl
 func (c *Chatwoot) inboxJSON(in *cwInbox) obj {
 	o := obj{
 		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", in.channel},
-		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", false},
+		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", in.hours.Enabled},
 		{"enable_email_collect", true}, {"csat_survey_enabled", false}, {"enable_auto_assignment", true},
-		{"auto_assignment_config", obj{}}, {"out_of_office_message", nil}, {"working_hours", []any{}},
-		{"timezone", "UTC"}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
+		{"auto_assignment_config", obj{}}, {"out_of_office_message", nullable(in.hours.OutOfOffice)}, {"working_hours", in.hours.json()},
+		{"timezone", in.hours.timezone()}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
 		{"lock_to_single_conversation", false}, {"sender_name_type", "friendly"}, {"business_name", nil},
 	}
 	var phone, provider any
@@ -1215,10 +1222,21 @@ func (c *Chatwoot) toggleStatus(r *http.Request, rt route, tok string, body []by
 		// ArgumentError is not rescued by Chatwoot.
 		return jsonReply(http.StatusInternalServerError, obj{{"status", 500}, {"error", "Internal Server Error"}})
 	}
-	if tok == "bot" && conv.status == "pending" && next == "open" && conv.waitingSince == 0 {
-		conv.waitingSince = c.opts.Now().Unix() // bot_handoff!
+	handoff := tok == "bot" && conv.status == "pending" && next == "open"
+	if handoff {
+		// bot_handoff!: waiting_since, open, and conversation.bot_handoff
+		// dispatched (what Chatwoot's bot-handoff report counts).
+		if conv.waitingSince == 0 {
+			conv.waitingSince = c.opts.Now().Unix()
+		}
+		conv.botHandoffs++
 	}
 	changed := c.setStatusLocked(conv, next)
+	if tok == "user" && conv.status == "open" && conv.assigneeType == "AgentBot" {
+		// handle_human_open: a person opening it clears the AI assignee (the
+		// simulated user is an administrator, so it is not self-assigned).
+		conv.assigneeID, conv.assigneeType = 0, ""
+	}
 	var event []byte
 	if changed && !c.opts.NoEcho {
 		event = railsJSON.marshal(c.statusEventLocked(conv))
@@ -1277,14 +1295,29 @@ func (c *Chatwoot) assign(r *http.Request, rt route, tok string, body []byte) re
 		})
 	}
 	id, _ := strconv.ParseInt(stringify(in.AssigneeID), 10, 64)
-	if id <= 0 {
+	if in.AssigneeType == "AgentBot" {
+		if id != c.opts.BotID {
+			return jsonReply(http.StatusOK, nil) // assign_ai_assignee returns nil for an unknown bot
+		}
+		conv.assigneeID, conv.assigneeType = id, "AgentBot"
+		c.setStatusLocked(conv, "pending")
+		return jsonReply(http.StatusOK, c.assigneeLocked(conv))
+	}
+	// Conversations::AssignmentService#assignee: account.users.find_by(id:),
+	// so an id that is no user of the account unassigns.
+	if id <= 0 || !c.isUserLocked(id) {
 		conv.assigneeID, conv.assigneeType = 0, ""
 		return jsonReply(http.StatusOK, nil)
 	}
-	conv.assigneeID, conv.assigneeType = id, "User"
-	if in.AssigneeType == "AgentBot" {
-		conv.assigneeType = "AgentBot"
+	if conv.assigneeType == "AgentBot" && conv.status == "pending" {
+		// open_on_assignment?: a person assigned to a conversation an AI
+		// held opens it, without bot_handoff!.
+		c.setStatusLocked(conv, "open")
+		if conv.waitingSince == 0 {
+			conv.waitingSince = c.opts.Now().Unix()
+		}
 	}
+	conv.assigneeID, conv.assigneeType = id, "User"
 	return jsonReply(http.StatusOK, c.assigneeLocked(conv))
 }
 

@@ -508,7 +508,7 @@ func (c *Chatwoot) assigneeLocked(conv *cwConv) any {
 	case conv.assigneeID == c.opts.UserID:
 		return c.userObj()
 	}
-	name := "Agent " + strconv.FormatInt(conv.assigneeID, 10)
+	name := c.agents[conv.assigneeID]
 	return obj{{"id", conv.assigneeID}, {"name", name}, {"available_name", name}, {"avatar_url", ""},
 		{"type", "user"}, {"availability_status", "online"}, {"thumbnail", ""}}
 }
@@ -607,7 +607,7 @@ func (c *Chatwoot) conversationLocked(conv *cwConv) obj {
 		{"snoozed_until", nil},
 		{"unread_count", conv.unread},
 		{"first_reply_created_at", firstReply},
-		{"priority", nil},
+		{"priority", nullable(conv.priority)},
 		{"waiting_since", conv.waitingSince},
 		{"agent_last_seen_at", conv.agentLastSeen},
 		{"contact_last_seen_at", conv.contactLastSeen},

@@ -1,0 +1,455 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/bridge-dev/bridge/pkg/bridge"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
+	"github.com/bridge-dev/bridge/pkg/store"
+)
+
+// lifecycleFlags are the route lifecycle's flags, shared by routes add and
+// routes update.
+type lifecycleFlags struct {
+	ret, idleAfter           string
+	memResolve, memHandoff   string
+	table                    string
+	hours, week, tz, closed  string
+	askEmail, summary        bool
+	summaryPrompt, summaryTO string
+}
+
+func (l *lifecycleFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&l.ret, "return", "", "when the bot takes a conversation back: pending, idle, giveback or never")
+	f.StringVar(&l.idleAfter, "idle-after", "", "with --return idle: after this long without a human message (e.g. 30m)")
+	f.StringVar(&l.memResolve, "memory-after-resolve", "", "Dify memory after a resolve: fresh, same or summary")
+	f.StringVar(&l.memHandoff, "memory-after-handoff", "", "Dify memory after a handoff: fresh, same or summary")
+	f.StringVar(&l.table, "handoff-table", "", "TOML or JSON file mapping handoff reasons and targets to team, agent, labels, priority (none clears it)")
+	f.StringVar(&l.hours, "hours", "", "opening hours for handoffs: chatwoot (the inbox's, needs chatwoot.user_token), route (--week), or off")
+	f.StringVar(&l.week, "week", "", `with --hours route: e.g. "mon-fri 09:00-17:00, sat 10:00-13:00"`)
+	f.StringVar(&l.tz, "timezone", "", "with --hours route: an IANA timezone, e.g. Europe/Paris")
+	f.StringVar(&l.closed, "closed-message", "", "what a handoff out of hours tells the customer; {next_open} is the next opening")
+	f.BoolVar(&l.askEmail, "ask-email", false, "out of hours, also ask the customer for an email address")
+	f.BoolVar(&l.summary, "note-summary", false, "add a summary written by the route's Dify app to the handoff note")
+	f.StringVar(&l.summaryPrompt, "summary-prompt", "", "the prompt of the note summary")
+	f.StringVar(&l.summaryTO, "summary-timeout", "", "bound of the note summary call (default 8s; past it, no summary)")
+}
+
+// apply changes s by the flags that were given.
+func (l *lifecycleFlags) apply(c *cobra.Command, s *lifecycle.Settings) error {
+	ch := c.Flags().Changed
+	if ch("return") {
+		s.Return = l.ret
+		if l.ret != lifecycle.ReturnIdle && !ch("idle-after") {
+			s.IdleAfter = 0
+		}
+	}
+	if ch("idle-after") {
+		d, err := lifecycle.ParseDuration(l.idleAfter)
+		if err != nil {
+			return usagef("--return idle --idle-after 30m", "--idle-after: %v", err)
+		}
+		s.IdleAfter = lifecycle.Duration(d)
+	}
+	if ch("memory-after-resolve") {
+		s.Memory.AfterResolve = l.memResolve
+	}
+	if ch("memory-after-handoff") {
+		s.Memory.AfterHandoff = l.memHandoff
+	}
+	if ch("handoff-table") {
+		if l.table == "none" || l.table == "" {
+			s.Handoff = lifecycle.Table{}
+		} else {
+			data, err := os.ReadFile(l.table)
+			if err != nil {
+				return usagef("--handoff-table handoff.toml", "--handoff-table: %v", err)
+			}
+			t, err := lifecycle.ParseTable(data)
+			if err != nil {
+				return usagef("--handoff-table handoff.toml", "%v", err)
+			}
+			s.Handoff = t
+		}
+	}
+	if ch("hours") {
+		if l.hours == "off" {
+			s.Hours = lifecycle.Hours{}
+		} else {
+			s.Hours.Source = l.hours
+			if l.hours == "chatwoot" {
+				s.Hours.Week, s.Hours.Timezone = "", ""
+			}
+		}
+	}
+	if ch("week") {
+		s.Hours.Week = l.week
+	}
+	if ch("timezone") {
+		s.Hours.Timezone = l.tz
+	}
+	if ch("closed-message") {
+		s.Hours.Closed = l.closed
+	}
+	if ch("ask-email") {
+		s.Hours.AskEmail = l.askEmail
+	}
+	if ch("note-summary") {
+		s.Summary.Enabled = l.summary
+	}
+	if ch("summary-prompt") {
+		s.Summary.Prompt = l.summaryPrompt
+	}
+	if ch("summary-timeout") {
+		d, err := lifecycle.ParseDuration(l.summaryTO)
+		if err != nil {
+			return usagef("--summary-timeout 8s", "--summary-timeout: %v", err)
+		}
+		s.Summary.Timeout = lifecycle.Duration(d)
+	}
+	if err := s.Validate(); err != nil {
+		return usagef("bridge routes update --help", "%v", err)
+	}
+	return nil
+}
+
+func (l *lifecycleFlags) anyChanged(c *cobra.Command) bool {
+	for _, n := range []string{"return", "idle-after", "memory-after-resolve", "memory-after-handoff", "handoff-table", "hours",
+		"week", "timezone", "closed-message", "ask-email", "note-summary", "summary-prompt", "summary-timeout"} {
+		if c.Flags().Changed(n) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRoutesUpdateCmd(a *app) *cobra.Command {
+	l := &lifecycleFlags{}
+	c := &cobra.Command{
+		Use:   "update ID [lifecycle flags]",
+		Short: "Change a route's conversation lifecycle",
+		Long: `Change how a route's conversations change hands (see "Conversation lifecycle"
+in the README); flags not given keep their value. bridge routes show ID shows
+the result.
+
+--return: when the bot takes a handed-off conversation back
+  pending   when Chatwoot puts it back in a bot status (an agent sets it
+            pending, or a resolved one reopens); the default
+  idle      the same, and after --idle-after without a human message
+  giveback  only on an agent's give-back (Dashboard App) or
+            bridge conversations give-back
+  never     never; a give-back is refused
+
+--memory-after-resolve / --memory-after-handoff: the Dify conversation the
+bot continues: fresh (default after a resolve), same (default after a
+handoff; a handoff the AI asked for itself always starts fresh), or summary
+(fresh, with a summary of the previous episode in the input previous_episode).
+
+--handoff-table: a TOML (or JSON) file:
+  [reasons.customer_asked]          # customer_asked, ai_requested, ai_failed,
+  team = 2                          # not_understood, provider_refused
+  agent = 12
+  priority = "high"                 # urgent, high, medium, low
+  [targets.billing]                 # [[handoff:billing]] in the AI's answer
+  team = 5
+  labels = ["billing"]
+
+--hours: chatwoot reads the inbox's business hours (needs chatwoot.user_token;
+without it the hours are unknown and handoffs say nothing about them);
+route uses --week and --timezone. Out of hours a handoff tells the customer
+when people are back (--closed-message, {next_open}) instead of promising
+one now.`,
+		Example: `  bridge routes update 1 --return idle --idle-after 30m
+  bridge routes update 1 --handoff-table handoff.toml --memory-after-handoff summary
+  bridge routes update 1 --hours route --week "mon-fri 09:00-17:00" --timezone Europe/Paris --ask-email
+  bridge routes update 1 --hours chatwoot --note-summary`,
+		Args: exactArgs(1, "bridge routes update 1 --return giveback"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if !l.anyChanged(c) {
+				return usagef("bridge routes update 1 --return giveback", "nothing to change: give at least one lifecycle flag")
+			}
+			var r store.Route
+			var s lifecycle.Settings
+			_, err := a.byID(c.Context(), writeStore, args[0], "route", "bridge routes list", func(db *store.DB, ctx context.Context, id int64) error {
+				var err error
+				if r, err = db.Route(ctx, id); err != nil {
+					return err
+				}
+				if s, err = bridge.SettingsOf(ctx, db, id); err != nil {
+					return err
+				}
+				if err := l.apply(c, &s); err != nil {
+					return err
+				}
+				return db.SetRouteLifecycle(ctx, id, s.Marshal())
+			})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				v := routeJSON(&r)
+				v.Lifecycle = &s
+				return a.printJSON(v)
+			}
+			fmt.Fprintf(a.io.Out, "Updated route %d\n", r.ID)
+			printLifecycle(a.io.Out, &s)
+			return nil
+		},
+	}
+	l.register(c.Flags())
+	return c
+}
+
+// printLifecycle writes the lifecycle block of routes show.
+func printLifecycle(w io.Writer, s *lifecycle.Settings) {
+	fmt.Fprintln(w, "  lifecycle:")
+	if len(s.Handoff.Reasons) == 0 && len(s.Handoff.Targets) == 0 {
+		fmt.Fprintln(w, "    handoff:  open; team and labels above or [handoff]'s")
+	} else {
+		first := true
+		line := func(k, v string) {
+			label := "    handoff:  "
+			if !first {
+				label = "              "
+			}
+			first = false
+			fmt.Fprintf(w, "%s%s → %s\n", label, k, v)
+		}
+		for _, k := range lifecycle.SortedKeys(s.Handoff.Reasons) {
+			line(k, s.Handoff.Reasons[k].String())
+		}
+		for _, k := range lifecycle.SortedKeys(s.Handoff.Targets) {
+			line("target "+k, s.Handoff.Targets[k].String())
+		}
+	}
+	ret := map[string]string{
+		lifecycle.ReturnPending:  "when Chatwoot puts it back in a bot status, or on a give-back",
+		lifecycle.ReturnIdle:     "after " + time.Duration(s.IdleAfter).String() + " without a human message, when Chatwoot puts it back in a bot status, or on a give-back",
+		lifecycle.ReturnGiveBack: "only on a give-back (Dashboard App, bridge conversations give-back)",
+		lifecycle.ReturnNever:    "never",
+	}[s.ReturnRule()]
+	fmt.Fprintf(w, "    returns:  %s (%s)\n", ret, s.ReturnRule())
+	fmt.Fprintf(w, "    memory:   after a resolve %s, after a handoff %s\n", s.MemoryAfterResolve(), s.MemoryAfterHandoff())
+	switch s.Hours.Source {
+	case "":
+		fmt.Fprintln(w, "    hours:    none (a handoff always promises people)")
+	case "chatwoot":
+		fmt.Fprintln(w, "    hours:    the inbox's business hours in Chatwoot (needs chatwoot.user_token)")
+	case "route":
+		week, err := lifecycle.ParseWeek(s.Hours.Week)
+		desc := s.Hours.Week
+		if err == nil {
+			desc = week.String()
+		}
+		fmt.Fprintf(w, "    hours:    %s (%s)\n", desc, s.Hours.Timezone)
+	}
+	if s.Hours.Source != "" {
+		fmt.Fprintf(w, "    closed:   %q\n", lifecycle.ClosedMessage(s.Hours.Closed, "{next_open}", s.Hours.AskEmail))
+	}
+	if s.Summary.Enabled {
+		fmt.Fprintf(w, "    summary:  on, at most %s\n", s.SummaryTimeout())
+	} else {
+		fmt.Fprintln(w, "    summary:  off")
+	}
+}
+
+// ownershipView is one entry of a conversation's ownership journal.
+type ownershipView struct {
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"`
+	Owner   string    `json:"owner"`
+	Cause   string    `json:"cause"`
+	Detail  string    `json:"detail,omitempty"`
+	EventID int64     `json:"event_id,omitempty"`
+}
+
+func newConversationsShowCmd(a *app) *cobra.Command {
+	var account int64
+	c := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a conversation: who holds it, and every change of holder with its cause",
+		Long: `Show bridge's record of a Chatwoot conversation and its ownership journal:
+each handoff (with its reason), takeover by an agent, keep, return to the
+bot (Chatwoot status, idle, give-back) and the memory the bot came back
+with, and the resolves and reopenings Chatwoot reported.`,
+		Example: "  bridge conversations show 42\n  bridge conversations show 42 --json",
+		Args:    exactArgs(1, "bridge conversations show 42"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "conversation")
+			if err != nil {
+				return err
+			}
+			db, err := a.openStore(c.Context(), readStore)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			cv, err := findConversation(c.Context(), db, id, account)
+			if err != nil {
+				return err
+			}
+			own, err := db.OwnershipOf(c.Context(), cv.AccountID, cv.ConversationID, 200)
+			if err != nil {
+				return err
+			}
+			views := make([]ownershipView, 0, len(own))
+			for _, o := range own {
+				views = append(views, ownershipView{At: o.At, Kind: o.Kind, Owner: o.Owner, Cause: o.Cause, Detail: o.Detail, EventID: o.EventID})
+			}
+			if a.json {
+				return a.printJSON(struct {
+					conversationView
+					Ownership []ownershipView `json:"ownership"`
+				}{convView(cv), views})
+			}
+			w := a.io.Out
+			fmt.Fprintf(w, "Conversation %d (account %d, inbox %d)\n", cv.ConversationID, cv.AccountID, cv.InboxID)
+			fmt.Fprintf(w, "  held by:   %s since %s (%s)\n", cv.State, a.localTime(cv.StateAt).Format("2006-01-02 15:04:05"), orDash(cv.StateReason))
+			fmt.Fprintf(w, "  chatwoot:  %s\n", orDash(cv.Status))
+			fmt.Fprintf(w, "  dify:      %s\n", orDash(cv.DifyConversationID))
+			fmt.Fprintf(w, "  counts:    %d messages, %d answers, %d handoffs\n", cv.MessagesIn, cv.Answers, cv.Handoffs)
+			if len(views) == 0 {
+				fmt.Fprintln(w, "\nNo change of holder journaled.")
+				return nil
+			}
+			fmt.Fprintln(w)
+			rows := make([][]string, 0, len(views))
+			for _, v := range views {
+				ev := ""
+				if v.EventID != 0 {
+					ev = strconv.FormatInt(v.EventID, 10)
+				}
+				rows = append(rows, []string{a.localTime(v.At).Format("2006-01-02 15:04:05"), v.Kind, v.Owner, orDash(v.Cause), orDash(ev), orDash(v.Detail)})
+			}
+			a.table([]string{"at", "change", "holder", "cause", "event", "detail"}, rows, 5)
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&account, "account", 0, "the account, when the id exists in several")
+	return c
+}
+
+func convView(cv store.Conversation) conversationView {
+	return conversationView{AccountID: cv.AccountID, ConversationID: cv.ConversationID, InboxID: cv.InboxID, RouteID: cv.RouteID,
+		DifyConversationID: cv.DifyConversationID, State: cv.State, StateReason: cv.StateReason, Status: cv.Status,
+		MessagesIn: cv.MessagesIn, Answers: cv.Answers, Handoffs: cv.Handoffs, LastActivityAt: cv.LastActivityAt}
+}
+
+// statsView is one route's outcomes as stats --json prints them.
+type statsView struct {
+	store.RouteStats
+	Name      string    `json:"name,omitempty"`
+	HandedOff int       `json:"handed_off_total"`
+	Returned  int       `json:"returned_total"`
+	Since     time.Time `json:"since"`
+	Until     time.Time `json:"until"`
+}
+
+func newStatsCmd(a *app) *cobra.Command {
+	var since string
+	var route int64
+	c := &cobra.Command{
+		Use:   "stats",
+		Short: "Outcomes per route: handled, resolved without a human, handed off, returned, reopened, latency, tokens",
+		Long: `Outcomes per route over a window, computed from the journal:
+
+  conversations handled     with at least one customer message bridge acted on
+  answers                   answers posted
+  resolved without a human  resolves while the bot held the conversation
+  handed off                by bridge, by reason
+  taken over                an agent replied while the bot held it
+  kept                      kept for humans from the Dashboard App or the CLI
+  returned to the bot       by cause: status (Chatwoot), idle, give-back
+  reopened within 24 h      resolves the customer reopened within a day
+  answer latency            webhook received to answer posted, p50 and p95
+  tokens                    Dify's usage, from the trace
+
+The same numbers over the last 24 h are the bridge_stats_* series on
+/metrics.`,
+		Example: "  bridge stats\n  bridge stats --since 30d --route 1\n  bridge stats --json",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			d, err := lifecycle.ParseDuration(since)
+			if err != nil || d <= 0 {
+				return usagef("bridge stats --since 7d", "bad --since %q: want e.g. 24h or 7d", since)
+			}
+			db, err := a.openStore(c.Context(), readStore)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			until := a.now()
+			from := until.Add(-d)
+			st, err := db.Stats(c.Context(), from, until, route)
+			if err != nil {
+				return err
+			}
+			names := map[int64]string{}
+			if rs, err := db.Routes(c.Context()); err == nil {
+				for _, r := range rs {
+					names[r.ID] = r.Name
+				}
+			}
+			if a.json {
+				out := make([]statsView, 0, len(st))
+				for _, s := range st {
+					out = append(out, statsView{RouteStats: s, Name: names[s.RouteID], HandedOff: s.HandedOff(), Returned: s.ReturnedTotal(),
+						Since: from.UTC(), Until: until.UTC()})
+				}
+				return a.printJSON(out)
+			}
+			w := a.io.Out
+			fmt.Fprintf(w, "Since %s (%s)\n", a.localTime(from).Format("2006-01-02 15:04"), since)
+			if len(st) == 0 {
+				fmt.Fprintln(w, "\nNothing journaled in that window.")
+				return nil
+			}
+			for _, s := range st {
+				fmt.Fprintf(w, "\nRoute %d %s\n", s.RouteID, orDash(names[s.RouteID]))
+				row := func(k string, v any) { fmt.Fprintf(w, "  %-26s %v\n", k, v) }
+				row("conversations handled", s.Handled)
+				row("answers", s.Answered)
+				row("resolved without a human", fmt.Sprintf("%d of %d resolved", s.ResolvedByBot, s.Resolved))
+				row("handed off", withParts(s.HandedOff(), s.Handoffs))
+				row("taken over by an agent", s.Takeovers)
+				row("kept for humans", s.Kept)
+				row("returned to the bot", withParts(s.ReturnedTotal(), s.Returned))
+				row("reopened within 24 h", s.Reopened24h)
+				row("answer latency", fmt.Sprintf("p50 %.1fs, p95 %.1fs", s.LatencyP50, s.LatencyP95))
+				row("tokens", s.Tokens)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&since, "since", "7d", "the window, back from now (e.g. 24h, 7d, 30d)")
+	c.Flags().Int64Var(&route, "route", 0, "only this route")
+	return c
+}
+
+func withParts(total int, parts map[string]int) string {
+	if total == 0 {
+		return "0"
+	}
+	keys := make([]string, 0, len(parts))
+	for k := range parts {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	var ps []string
+	for _, k := range keys {
+		ps = append(ps, fmt.Sprintf("%s %d", k, parts[k]))
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(ps, ", "))
+}
+
+func sortStrings(s []string) { slices.Sort(s) }
