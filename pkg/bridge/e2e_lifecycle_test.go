@@ -170,12 +170,22 @@ func TestLifecycleReturnRules(t *testing.T) {
 				}
 				return
 			}
-			if ack.Status != "ignored" || ack.Reason != ReasonHumanOwned {
+			if ack.Status == "accepted" {
+				if ev := e.waitFinal(ack.EventID); ev.Kind != store.KindReopen {
+					t.Fatalf("%s rule: pending gave it back: %+v", rule, ev)
+				}
+			} else if ack.Reason != ReasonHumanOwned && ack.Reason != ReasonStatusPrefix+"open" {
 				t.Fatalf("%s rule: pending gave it back: %+v", rule, ack)
+			}
+			// The humans keep it, and see it: bridge opens it again rather
+			// than leave it pending with a silent bot.
+			e.wait("conversation open again", func() bool { return e.cw.Status(conv) == "open" })
+			if got := e.botReplies(conv); len(got) != 1 {
+				t.Fatalf("the bot spoke: %q", got)
 			}
 			err := GiveBackBy(t.Context(), e.db, e.core.o.Chatwoot, e.core.o.BotStatuses, 1, conv, "Jane (agent 3)")
 			if rule == lifecycle.ReturnNever {
-				if !errors.Is(err, ErrNeverReturns) || e.conv(conv).State != store.StateHuman || e.cw.Status(conv) != "pending" {
+				if !errors.Is(err, ErrNeverReturns) || e.conv(conv).State != store.StateHuman || e.cw.Status(conv) != "open" {
 					t.Fatalf("never rule gave it back: %v", err)
 				}
 				return
@@ -283,10 +293,8 @@ func TestLifecycleIdleReturn(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.advance(15 * time.Minute)
-	e.wait("idle return", func() bool { return e.conv(left).State == store.StateBot })
-	if e.cw.Status(left) != "pending" {
-		t.Fatalf("Chatwoot status %s, want pending", e.cw.Status(left))
-	}
+	// bridge takes it for the bot first, then tells Chatwoot.
+	e.wait("idle return", func() bool { return e.conv(left).State == store.StateBot && e.cw.Status(left) == "pending" })
 	if o := e.ownership(left); kinds(o) != "handoff:customer_asked return:idle" || !strings.Contains(o[1].Detail, "no human message for 30m0s") {
 		t.Fatalf("ownership %+v", o)
 	}

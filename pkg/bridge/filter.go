@@ -46,7 +46,7 @@ type Input struct {
 // Verdict is what to do with a webhook.
 type Verdict struct {
 	Accept bool
-	Kind   string // store.KindMessage or store.KindTakeover when accepted
+	Kind   string // store.KindMessage, KindTakeover or KindReopen when accepted
 	Reason string // why it was ignored
 	// ReturnToBot: Chatwoot reports the conversation in a bot status again
 	// after a human took it over, so the bot owns it again.
@@ -68,7 +68,18 @@ func Decide(in Input) Verdict {
 	// to the bot; the status inside a message_created never does.
 	back := !in.NoStatusReturn && in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
 		slices.Contains(in.BotStatuses, status) && newerThan(e.SnapshotAt(), in.Conv.StateAt)
+	// A route that does not give conversations back on a status change
+	// must not leave one sitting in a bot status, which agents' views do
+	// not show as theirs, with a bot that stays silent: Chatwoot reopened it
+	// (a customer wrote into a resolved conversation) or someone set it
+	// pending, after the takeover. It is opened again for the humans.
+	reopen := in.NoStatusReturn && in.Conv.State == store.StateHuman && in.Route != nil && in.Route.Enabled &&
+		in.Route.Mode != store.ModeDraft && slices.Contains(in.BotStatuses, status) &&
+		!e.SnapshotAt().IsZero() && e.SnapshotAt().After(in.Conv.StateAt)
 	if e.Name != "message_created" {
+		if reopen && e.Name == "conversation_status_changed" {
+			return Verdict{Accept: true, Kind: store.KindReopen}
+		}
 		return Verdict{Reason: ReasonNotMessageCreated, ReturnToBot: back}
 	}
 	draft := in.Route != nil && in.Route.Mode == store.ModeDraft
@@ -104,6 +115,9 @@ func Decide(in Input) Verdict {
 		return ignore(ReasonStatusPrefix + statusOrUnknown(status))
 	}
 	if !draft && in.Conv.State == store.StateHuman && !back {
+		if reopen {
+			return Verdict{Accept: true, Kind: store.KindReopen}
+		}
 		return ignore(ReasonHumanOwned)
 	}
 	if strings.TrimSpace(e.Content) == "" && len(e.Attachments) == 0 {

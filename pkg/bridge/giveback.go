@@ -31,10 +31,10 @@ func giveBack(ctx context.Context, db *store.DB, cw *chatwoot.Client, botStatuse
 	if len(botStatuses) > 0 {
 		status = botStatuses[0]
 	}
-	if err := cw.ToggleStatus(ctx, account, conv, status); err != nil {
-		return fmt.Errorf("set conversation %d %s in chatwoot: %w", conv, status, err)
-	}
-	return db.Write(ctx, func(tx *store.Tx) error {
+	// The bot holds it before Chatwoot says so: the webhook of the status
+	// change then finds it the bot's, not a human-held conversation
+	// reopened behind the humans' backs.
+	err = db.Write(ctx, func(tx *store.Tx) error {
 		c, known, err := tx.Conversation(account, conv)
 		if err != nil {
 			return err
@@ -49,6 +49,13 @@ func giveBack(ctx context.Context, db *store.DB, cw *chatwoot.Client, botStatuse
 		}
 		return tx.SetStatus(account, conv, status, tx.Now())
 	})
+	if err != nil {
+		return err
+	}
+	if err := cw.ToggleStatus(ctx, account, conv, status); err != nil {
+		return fmt.Errorf("set conversation %d %s in chatwoot (bridge holds it for the bot; it answers once Chatwoot shows %s): %w", conv, status, status, err)
+	}
+	return nil
 }
 
 // ErrNeverReturns: the conversation's route never gives conversations back

@@ -377,8 +377,11 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			if verdict.Kind == store.KindMessage && b.o.Debounce > 0 {
 				rec.NotBefore = now.Add(b.o.Debounce)
 			}
-			if verdict.Kind == store.KindTakeover {
+			switch verdict.Kind {
+			case store.KindTakeover:
 				rec.Reason = "agent replied"
+			case store.KindReopen:
+				rec.Reason = "reopened in a bot status while humans hold it"
 			}
 		} else {
 			rec.Status, rec.Reason = store.StatusIgnored, verdict.Reason

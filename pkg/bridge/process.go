@@ -47,6 +47,21 @@ func (b *Bridge) processTakeover(ctx context.Context, e *store.Event) error {
 		Outcome: "human", Detail: "agent replied; conversation set open"})
 }
 
+// processReopen opens a human-held conversation that Chatwoot put back in a
+// bot status, when the route does not return conversations to the bot that
+// way: the humans keep it, and see it.
+func (b *Bridge) processReopen(ctx context.Context, e *store.Event) error {
+	if err := b.step(ctx, e, StepReopenStatus, "toggle_status", func(ctx context.Context) (int64, error) {
+		return 0, b.o.Chatwoot.ToggleStatus(ctx, e.AccountID, e.ConversationID, "open")
+	}); err != nil {
+		return b.fail(ctx, e, fmt.Errorf("open conversation for the humans who hold it: %w", err))
+	}
+	b.setStatus(ctx, e, "open")
+	return b.finish(ctx, e, store.StatusHandedOff, "humans hold it", "", store.Hop{Stage: StageTakeover,
+		Outcome: "human", Detail: "Chatwoot put it in a bot status; the route gives it back only by " +
+			"an agent's give-back, so it is open again for the humans who hold it"})
+}
+
 func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	route, err := b.routeByID(ctx, e.RouteID)
 	if err != nil {

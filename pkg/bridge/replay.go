@@ -150,7 +150,7 @@ func PlanReplay(in ReplayInput) ReplayPlan {
 		}
 		return plan("answered-force", fmt.Sprintf("answered (Chatwoot message %d): ask Dify again and post a new answer", e.PostedMessageID))
 	case store.StatusHandedOff, store.StatusSuperseded:
-		if e.Kind == store.KindTakeover {
+		if e.Kind == store.KindTakeover || e.Kind == store.KindReopen {
 			return plan("takeover", "an agent's takeover, already carried out: nothing to ask Dify")
 		}
 		if handoffCode(e) == HandoffCustomerAsked {

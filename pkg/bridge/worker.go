@@ -35,6 +35,7 @@ const (
 	StepHandoffTeam    = "handoff_team"
 	StepHandoffLabels  = "handoff_labels"
 	StepTakeoverStatus = "takeover_status"
+	StepReopenStatus   = "reopen_status"
 	// StepHandoffDue: the answer carried the handoff marker; the handoff
 	// follows the answer even across a restart.
 	StepHandoffDue = "handoff_due"
@@ -329,6 +330,8 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	switch e.Kind {
 	case store.KindTakeover:
 		err = b.processTakeover(ctx, &e)
+	case store.KindReopen:
+		err = b.processReopen(ctx, &e)
 	case KindAskAgain:
 		err = b.processAskAgain(ctx, &e)
 	default:
