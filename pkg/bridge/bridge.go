@@ -123,8 +123,11 @@ type Bridge struct {
 	merged  sync.Map                   // event id → []int64 of the events merged into it
 	held    sync.Map                   // event id → struct{}: events a worker of this process holds
 	sched   atomic.Pointer[dispatcher] // while Run runs
-	bg      sync.WaitGroup
-	state   workerState
+	// ackPressure: until this time (unix ns) webhooks wait too long for
+	// the journal, and the dispatcher starts no more than minWorkers.
+	ackPressure atomic.Int64
+	bg          sync.WaitGroup
+	state       workerState
 
 	pingMu sync.Mutex
 	ping   *pingCall // the readiness write in flight, shared by concurrent probes

@@ -34,6 +34,14 @@ import (
 //     answers (additive increase, multiplicative decrease). Other routes
 //     are not slowed.
 //
+// Acknowledging webhooks comes first. Workers and webhooks share one
+// journal writer: a thousand workers answering as fast as an instant Dify
+// allows would make every webhook wait its turn behind their writes. So
+// while webhooks wait longer than ackSlow for the journal, the dispatcher
+// starts events only up to minWorkers in progress (bridge's former fixed
+// worker count); a slow Dify leaves the journal idle, and then every worker
+// may wait on it.
+//
 // The backlog stays on disk. The dispatcher reads queue heads only: each
 // route's open events in order from a cursor (events_route_queue), and a
 // conversation's oldest open event in one seek (events_conversation_queue),
@@ -47,6 +55,31 @@ import (
 // process) is found by a reset, which forgets all but the running
 // conversations and walks again from the start: every second, or less often
 // when walking is costly, so that resets take at most about 5 % of the time.
+
+// ackSlow is the journal latency of a webhook beyond which the journal is
+// taken to be busy, for ackPressureFor after it.
+const (
+	ackSlow        = 5 * time.Millisecond
+	ackPressureFor = 100 * time.Millisecond
+)
+
+// minWorkers is how many events may be in progress however busy the
+// journal is.
+const minWorkers = 8
+
+// journalTook records how long a webhook waited for the journal.
+func (b *Bridge) journalTook(d time.Duration) {
+	if d > ackSlow {
+		b.ackPressure.Store(time.Now().Add(ackPressureFor).UnixNano())
+	}
+}
+
+// pressured reports whether webhooks waited too long for the journal
+// lately, and until when.
+func (b *Bridge) pressured() (bool, time.Duration) {
+	left := time.Duration(b.ackPressure.Load() - time.Now().UnixNano())
+	return left > 0, left
+}
 
 // maxTracked bounds the waiting conversations a route keeps in memory; its
 // walk stops there until some of them start.
@@ -269,6 +302,12 @@ func (d *dispatcher) pass(ctx context.Context, start starter) (next time.Time) {
 	if len(d.timers) > 0 && (next.IsZero() || d.timers[0].at.Before(next)) {
 		next = d.timers[0].at
 	}
+	if busy, left := d.b.pressured(); busy && d.inFlight >= minWorkers && d.inFlight < d.conc {
+		// Held back for the webhooks: look again when that ends.
+		if at := now.Add(left); next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
 	return next
 }
 
@@ -278,7 +317,11 @@ func (d *dispatcher) turns(ctx context.Context, now time.Time, start starter) {
 	for _, rq := range d.routes {
 		rq.done = false
 	}
-	for idle := 0; d.inFlight < d.conc && idle < len(d.order) && ctx.Err() == nil; {
+	limit := d.conc
+	if busy, _ := d.b.pressured(); busy {
+		limit = min(d.conc, minWorkers)
+	}
+	for idle := 0; d.inFlight < limit && idle < len(d.order) && ctx.Err() == nil; {
 		d.next %= len(d.order)
 		rq := d.routes[d.order[d.next]]
 		d.next++

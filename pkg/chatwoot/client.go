@@ -89,12 +89,12 @@ func NewClient(o Options) *Client {
 		hc = &http.Client{Transport: &http.Transport{
 			Proxy:       http.ProxyFromEnvironment,
 			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			// Posts are short, and hundreds of workers may finish at
-			// once: they share a bounded pool rather than open a
-			// connection each against a Chatwoot that serves a few dozen
-			// requests at a time.
-			MaxConnsPerHost:       64,
-			MaxIdleConnsPerHost:   64,
+			// Hundreds of workers may post at once. No cap on
+			// connections: one would queue every post, typing indicator
+			// and the echo it waits for behind the slowest, and cap
+			// answers per second at the cap over Chatwoot's latency. Enough
+			// stay open between bursts that most posts reuse one.
+			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: 15 * time.Second,
