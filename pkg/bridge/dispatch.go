@@ -172,7 +172,6 @@ type release struct {
 // routeSignal is what a Dify exchange says about its route's capacity.
 type routeSignal struct {
 	busy, ok int
-	inFlight int // the route's events in progress when the first busy came
 }
 
 // dispatcher is owned by Run's goroutine, except for what workers report
