@@ -126,6 +126,7 @@ type Bridge struct {
 	// ackPressure: until this time (unix ns) webhooks wait too long for
 	// the journal, and the dispatcher starts no more than minWorkers.
 	ackPressure atomic.Int64
+	inDify      atomic.Int64 // workers waiting for a Dify answer
 	bg          sync.WaitGroup
 	state       workerState
 

@@ -38,9 +38,9 @@ import (
 // journal writer: a thousand workers answering as fast as an instant Dify
 // allows would make every webhook wait its turn behind their writes. So
 // while webhooks wait longer than ackSlow for the journal, the dispatcher
-// starts events only up to minWorkers in progress (bridge's former fixed
-// worker count); a slow Dify leaves the journal idle, and then every worker
-// may wait on it.
+// starts an event only while fewer than minWorkers (bridge's former fixed
+// worker count) are busy with anything but waiting for Dify; any number
+// may wait for Dify.
 //
 // The backlog stays on disk. The dispatcher reads queue heads only: each
 // route's open events in order from a cursor (events_route_queue), and a
@@ -60,17 +60,27 @@ import (
 // taken to be busy, for ackPressureFor after it.
 const (
 	ackSlow        = 5 * time.Millisecond
-	ackPressureFor = 100 * time.Millisecond
+	ackPressureFor = 500 * time.Millisecond
 )
 
-// minWorkers is how many events may be in progress however busy the
-// journal is.
+// minWorkers is how many workers may be busy with anything but waiting for
+// Dify however long webhooks wait for the journal.
 const minWorkers = 8
 
 // journalTook records how long a webhook waited for the journal.
 func (b *Bridge) journalTook(d time.Duration) {
 	if d > ackSlow {
 		b.ackPressure.Store(time.Now().Add(ackPressureFor).UnixNano())
+	}
+}
+
+// waitingDify counts the workers waiting for a Dify answer (+1 before the
+// call, -1 after). One that starts waiting frees a place for another start
+// while the journal is busy: the dispatcher is woken for it.
+func (b *Bridge) waitingDify(n int64) {
+	b.inDify.Add(n)
+	if busy, _ := b.pressured(); n > 0 && busy {
+		b.kick()
 	}
 }
 
@@ -301,7 +311,7 @@ func (d *dispatcher) pass(ctx context.Context, start starter) (next time.Time) {
 	if len(d.timers) > 0 && (next.IsZero() || d.timers[0].at.Before(next)) {
 		next = d.timers[0].at
 	}
-	if busy, left := d.b.pressured(); busy && d.inFlight >= minWorkers && d.inFlight < d.conc {
+	if busy, left := d.b.pressured(); busy && d.inFlight-int(d.b.inDify.Load()) >= minWorkers && d.inFlight < d.conc {
 		// Held back for the webhooks: look again when that ends.
 		if at := now.Add(left); next.IsZero() || at.Before(next) {
 			next = at
@@ -316,11 +326,11 @@ func (d *dispatcher) turns(ctx context.Context, now time.Time, start starter) {
 	for _, rq := range d.routes {
 		rq.done = false
 	}
-	limit := d.conc
-	if busy, _ := d.b.pressured(); busy {
-		limit = min(d.conc, minWorkers)
+	busy, _ := d.b.pressured()
+	room := func() bool {
+		return d.inFlight < d.conc && (!busy || d.inFlight-int(d.b.inDify.Load()) < minWorkers)
 	}
-	for idle := 0; d.inFlight < limit && idle < len(d.order) && ctx.Err() == nil; {
+	for idle := 0; room() && idle < len(d.order) && ctx.Err() == nil; {
 		d.next %= len(d.order)
 		rq := d.routes[d.order[d.next]]
 		d.next++

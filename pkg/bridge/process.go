@@ -274,11 +274,13 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		k := convKey{e.AccountID, e.ConversationID}
 		rt := &runningTask{client: client, user: req.User, event: e.ID}
 		b.running.Store(k, rt)
+		b.waitingDify(1)
 		ans, err := client.Chat(ctx, req, func(taskID, _ string) {
 			if rt.started(taskID) {
 				b.stopTask(rt) // a human took over before the first token
 			}
 		})
+		b.waitingDify(-1)
 		b.running.Delete(k)
 		d := time.Since(start)
 		if err == nil {
