@@ -75,6 +75,7 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--rate", "-1"},
 		{"bench", "--prefill", "lots"},
 		{"bench", "--duration", "0s"},
+		{"bench", "--flood", "100"},
 	} {
 		if r := runCLI(t, args...); r.Code != ExitUsage || !strings.Contains(r.Err, "Try:") {
 			t.Errorf("%v: exit %d, stderr %q; want usage error", args, r.Code, r.Err)

@@ -54,6 +54,7 @@ type routeView struct {
 	HandoffTeam   *int64            `json:"handoff_team,omitempty"`
 	HandoffLabels []string          `json:"handoff_labels,omitempty"`
 	Enabled       bool              `json:"enabled"`
+	MaxInFlight   int               `json:"max_in_flight"` // 0: no cap
 	AppName       string            `json:"app_name,omitempty"`
 	AppMode       string            `json:"app_mode,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
@@ -64,7 +65,7 @@ type routeView struct {
 func routeJSON(r *store.Route) routeView {
 	v := routeView{ID: r.ID, Name: r.Name, InboxID: r.InboxID, DifyURL: r.DifyURL, Key: maskedKey(r), KeyEnv: r.DifyKeyEnv,
 		Inputs: r.Inputs, Mode: r.Mode, Keywords: r.Keywords, HandoffTeam: r.HandoffTeam, HandoffLabels: r.HandoffLabels,
-		Enabled: r.Enabled, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt}
+		Enabled: r.Enabled, MaxInFlight: r.MaxInFlight, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt}
 	if v.Inputs == nil {
 		v.Inputs = map[string]string{}
 	}
@@ -106,9 +107,9 @@ func newRoutesListCmd(a *app) *cobra.Command {
 					state = "disabled"
 				}
 				rows = append(rows, []string{strconv.FormatInt(r.ID, 10), orDash(r.Name), strconv.FormatInt(r.InboxID, 10),
-					orDash(r.AppName), r.Mode, state, maskedKey(r)})
+					orDash(r.AppName), r.Mode, state, inFlightCap(r), maskedKey(r)})
 			}
-			a.table([]string{"id", "name", "inbox", "app", "mode", "state", "key"}, rows, 3)
+			a.table([]string{"id", "name", "inbox", "app", "mode", "state", "in flight", "key"}, rows, 3)
 			return nil
 		},
 	}
@@ -155,6 +156,7 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "  key:        %s\n", v.Key)
 			fmt.Fprintf(w, "  mode:       %s\n", r.Mode)
 			fmt.Fprintf(w, "  enabled:    %t\n", r.Enabled)
+			fmt.Fprintf(w, "  in flight:  %s\n", inFlightCap(&r))
 			in, _ := json.Marshal(v.Inputs) // a map of strings always marshals
 			fmt.Fprintf(w, "  inputs:     %s\n", in)
 			if r.Keywords != nil {
@@ -227,6 +229,14 @@ func exactArgs(n int, example string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// inFlightCap shows a route's max_in_flight.
+func inFlightCap(r *store.Route) string {
+	if r.MaxInFlight <= 0 {
+		return "no cap"
+	}
+	return "at most " + strconv.Itoa(r.MaxInFlight)
 }
 
 func orDash(s string) string {

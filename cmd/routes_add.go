@@ -26,6 +26,7 @@ type routesAddOptions struct {
 	keywords      string
 	handoffTeam   int64
 	handoffLabels string
+	maxInFlight   int
 	noVerify      bool
 	life          lifecycleFlags
 }
@@ -51,11 +52,18 @@ agents, in pending and open conversations alike; it never speaks to the
 customer, never changes the status and never hands off.
 
 --keywords, --handoff-team and --handoff-labels override the [handoff]
-defaults for this route (--keywords "" turns keyword handoff off).`,
+defaults for this route (--keywords "" turns keyword handoff off).
+
+--max-in-flight caps how many of the route's messages are in progress at
+once, for a Dify app whose own concurrency cap (APP_MAX_ACTIVE_REQUESTS)
+is lower than worker.concurrency. Without it, bridge learns the cap when
+Dify answers "too many requests": that message goes back in the queue and
+the route alone slows down.`,
 		Example: `  bridge routes add --inbox 3 --dify-key app-xxxxxxxxxxxxxxxxxxxxxxxx
   bridge routes add --inbox 4 --dify-key-env DIFY_SALES_KEY --name sales \
       --inputs '{"customer":"{contact.name}"}' --keywords "human,manager" --handoff-team 2
-  bridge routes add --inbox 5 --dify-key-env DIFY_KEY --mode draft --no-verify`,
+  bridge routes add --inbox 5 --dify-key-env DIFY_KEY --mode draft --no-verify
+  bridge routes add --inbox 6 --dify-key-env DIFY_FAQ_KEY --max-in-flight 20`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runRoutesAdd(c.Context(), a, c, o)
@@ -72,6 +80,7 @@ defaults for this route (--keywords "" turns keyword handoff off).`,
 	f.StringVar(&o.keywords, "keywords", "", "comma-separated handoff keywords for this route")
 	f.Int64Var(&o.handoffTeam, "handoff-team", 0, "team id to assign on handoff")
 	f.StringVar(&o.handoffLabels, "handoff-labels", "", "comma-separated labels to set on handoff (needs chatwoot.user_token)")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 0, "most messages of this route in progress at once (0: no cap but worker.concurrency)")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not check the key against Dify")
 	o.life.register(f)
 	_ = c.MarkFlagRequired("inbox") // the flag exists; the error is impossible
@@ -99,8 +108,11 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 	if o.mode != store.ModeAuto && o.mode != store.ModeDraft {
 		return usagef("--mode auto or --mode draft", "bad --mode %q", o.mode)
 	}
+	if o.maxInFlight < 0 {
+		return usagef("--max-in-flight 20", "--max-in-flight must be 0 (no cap) or more")
+	}
 	r := &store.Route{InboxID: o.inbox, Name: o.name, DifyKey: o.key, DifyKeyEnv: o.keyEnv, DifyURL: o.url,
-		Mode: o.mode, Enabled: true}
+		Mode: o.mode, Enabled: true, MaxInFlight: o.maxInFlight}
 	if o.inputs != "" {
 		if err := json.Unmarshal([]byte(o.inputs), &r.Inputs); err != nil {
 			return usagef(`--inputs '{"name":"{contact.name}"}'`, "bad --inputs: want a JSON object of strings: %v", err)

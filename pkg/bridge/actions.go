@@ -184,6 +184,9 @@ func (b *Bridge) processAskAgain(ctx context.Context, e *store.Event) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, errDifyBusy) {
+			return err
+		}
 		return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
 	}
 	if ans.Paused {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
@@ -101,6 +102,15 @@ type Options struct {
 	JournalBudget time.Duration
 }
 
+// DefaultConcurrency is worker.concurrency's default: how many events may
+// be in progress at once. A worker spends nearly all its time waiting for
+// Dify (seconds per answer), and a waiting worker costs a goroutine and a
+// connection, some tens of KiB (see the README's Performance section), so
+// there are enough for a burst of a thousand customers to be answered in
+// one Dify latency. A Dify app with a lower cap is protected by its route's
+// max_in_flight and by the back-off on its "too many requests".
+const DefaultConcurrency = 1024
+
 // Bridge is the running core. New starts nothing; Run starts the workers.
 type Bridge struct {
 	o   Options
@@ -117,11 +127,16 @@ type Bridge struct {
 	lc lifecycleState
 
 	wake    chan struct{}
-	running sync.Map // conversation key → *runningTask
-	merged  sync.Map // event id → []int64 of the events merged into it
-	held    sync.Map // event id → struct{}: events a worker of this process holds
-	bg      sync.WaitGroup
-	state   workerState
+	running sync.Map                   // conversation key → *runningTask
+	merged  sync.Map                   // event id → []int64 of the events merged into it
+	held    sync.Map                   // event id → struct{}: events a worker of this process holds
+	sched   atomic.Pointer[dispatcher] // while Run runs
+	// ackPressure: until this time (unix ns) webhooks wait too long for
+	// the journal, and the dispatcher starts no more than minWorkers.
+	ackPressure atomic.Int64
+	inDify      atomic.Int64 // workers waiting for a Dify answer
+	bg          sync.WaitGroup
+	state       workerState
 
 	pingMu sync.Mutex
 	ping   *pingCall // the readiness write in flight, shared by concurrent probes
@@ -147,7 +162,7 @@ func New(o Options) *Bridge {
 		o.DifyIdleTimeout = 45 * time.Second
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second

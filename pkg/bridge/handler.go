@@ -103,7 +103,9 @@ func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		b.reject(r, w, http.StatusBadRequest, err.Error(), delivery, body)
 		return
 	}
+	journaling := time.Now()
 	ack, err := b.Ingest(ctx, ev, body, delivery)
+	b.journalTook(time.Since(journaling))
 	if err != nil {
 		b.o.Metrics.webhookError()
 		b.log.Error("journal webhook", keyStage, StageReceived, keyErr, err, "delivery", delivery)

@@ -88,7 +88,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.stale = &queueCollector{desc: prometheus.NewDesc("bridge_events_working_stale",
 		"Events working without progress for longer than dify.timeout: their worker is stuck, waits for the journal, or is gone.", nil, nil)}
 	m.requeues = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bridge_events_requeued_total",
-		Help: "Events put back in the queue: after an error in their processing (error), or found working with no worker (orphaned)."},
+		Help: "Events put back in the queue: after an error in their processing (error), found working with no worker (orphaned), or refused by a Dify app at its concurrency cap (dify_busy)."},
 		[]string{"reason"})
 	m.unjournal = prometheus.NewCounter(prometheus.CounterOpts{Name: "bridge_webhook_rejections_unjournaled_total",
 		Help: "Refused requests not written to the journal because their source address exceeded its share."})

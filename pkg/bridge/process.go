@@ -140,8 +140,8 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if store.IsStorage(err) {
-			return err // the journal's failure, not the AI's: the worker drives the event again
+		if store.IsStorage(err) || errors.Is(err, errDifyBusy) {
+			return err // the journal's failure, or Dify at its cap: the worker drives the event again
 		}
 		if draft {
 			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
@@ -295,15 +295,18 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		k := convKey{e.AccountID, e.ConversationID}
 		rt := &runningTask{client: client, user: req.User, event: e.ID}
 		b.running.Store(k, rt)
+		b.waitingDify(1)
 		ans, err := client.Chat(ctx, req, func(taskID, _ string) {
 			if rt.started(taskID) {
 				b.stopTask(rt) // a human took over before the first token
 			}
 		})
+		b.waitingDify(-1)
 		b.running.Delete(k)
 		d := time.Since(start)
 		if err == nil {
 			b.o.Metrics.dify(route.ID, "ok", d)
+			b.difyAnswered(route.ID)
 			if ans.FirstToken > 0 {
 				b.o.Metrics.firstToken(route.ID, ans.FirstToken)
 			}
@@ -335,6 +338,12 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		}
 		b.o.Metrics.dify(route.ID, "error", d)
 		var ae *dify.APIError
+		if errors.As(err, &ae) && ae.ConcurrencyCapped() && b.difyBusy(route.ID, e) {
+			// Not retried here: the event goes back in the queue and the
+			// dispatcher slows this route down, so that the worker is free.
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "busy", Detail: errText(err) + "; back in the queue", Duration: d})
+			return nil, fmt.Errorf("%w: %w", errDifyBusy, err)
+		}
 		// A chatflow worker that fails before its first node is, with a conversation id, most
 		// likely Dify 1.14 not finding the conversation; try a new one once, as after a 404.
 		if errors.As(err, &ae) && (ae.ConversationNotExists() || ae.FailedBeforeFirstNode()) && req.ConversationID != "" && !freshTried {

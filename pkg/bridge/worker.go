@@ -88,10 +88,20 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, b.o.Concurrency)
-	busy := map[convKey]bool{}
-	var mu sync.Mutex
-	done := make(chan struct{}, b.o.Concurrency)
+	d := newDispatcher(b)
+	b.sched.Store(d)
+	defer b.sched.Store(nil)
+	startWorker := func(id int64, key convKey, route int64) {
+		wg.Go(func() {
+			defer d.release(release{key: key, route: route})
+			full, err := b.o.Store.Event(workCtx, id)
+			if err != nil {
+				b.log.Error("read event", keyEventID, id, keyErr, err)
+				return
+			}
+			b.process(workCtx, full)
+		})
+	}
 
 	var retention <-chan time.Time
 	if b.o.RetentionIgnored > 0 {
@@ -106,8 +116,10 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	debounce := time.NewTimer(time.Hour)
 	defer debounce.Stop()
 	for {
-		if next := b.dispatch(ctx, workCtx, &wg, sem, &mu, busy, done); !next.IsZero() {
-			debounce.Reset(max(next.Sub(b.o.Now()), time.Millisecond))
+		if ctx.Err() == nil {
+			if next := d.pass(ctx, startWorker); !next.IsZero() {
+				debounce.Reset(max(next.Sub(b.o.Now()), time.Millisecond))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -124,7 +136,6 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 			b.bg.Wait()
 			return nil
 		case <-b.wake:
-		case <-done:
 		case <-ticker.C:
 			b.reclaimOrphans(ctx)
 		case <-debounce.C:
@@ -202,6 +213,9 @@ func (b *Bridge) reclaimOrphans(ctx context.Context) {
 		}
 	}
 	if n > 0 {
+		if d := b.sched.Load(); d != nil {
+			d.forceReset() // they are behind the dispatcher's cursors
+		}
 		b.kick()
 	}
 }
@@ -211,94 +225,6 @@ func (b *Bridge) kick() {
 	select {
 	case b.wake <- struct{}{}:
 	default:
-	}
-}
-
-// dispatch starts work for every conversation whose oldest open event is
-// ready and not already running, and reports the earliest time a debounced
-// conversation becomes ready (zero if none).
-func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem chan struct{}, mu *sync.Mutex,
-	busy map[convKey]bool, done chan struct{}) (next time.Time) {
-	if ctx.Err() != nil || len(sem) == cap(sem) {
-		// Every worker is busy: a finishing one wakes the dispatcher, so
-		// reading the queue now would only be thrown away.
-		return next
-	}
-	var after int64
-	for {
-		// Heads only (ids, conversation, state, debounce time), from an
-		// index: the payloads are read below for the events started.
-		evs, err := b.o.Store.OpenEventHeads(ctx, after, dispatchPage)
-		if err != nil {
-			if ctx.Err() == nil {
-				b.log.Error("read open events", "err", err)
-			}
-			return next
-		}
-		now := b.o.Now()
-		// A conversation is ready when the debounce window of its newest
-		// waiting message has closed: messages that keep arriving within the
-		// window of each other are answered together.
-		readyAt := map[convKey]time.Time{}
-		for i := range evs {
-			k := convKey{evs[i].AccountID, evs[i].ConversationID}
-			if nb := evs[i].NotBefore; nb.After(readyAt[k]) {
-				readyAt[k] = nb
-			}
-		}
-		seen := map[convKey]bool{}
-		for i := range evs {
-			e := evs[i]
-			after = e.ID
-			k := convKey{e.AccountID, e.ConversationID}
-			if seen[k] {
-				continue // an earlier event of this conversation goes first
-			}
-			seen[k] = true
-			mu.Lock()
-			isBusy := busy[k]
-			mu.Unlock()
-			if isBusy || e.Status == store.StatusWorking {
-				// Running here, or driven by another process (a replay):
-				// either way the conversation waits.
-				continue
-			}
-			if r := readyAt[k]; now.Before(r) {
-				if next.IsZero() || r.Before(next) {
-					next = r
-				}
-				continue
-			}
-			select {
-			case sem <- struct{}{}:
-			default:
-				return next // all workers busy; a finishing one wakes the dispatcher
-			}
-			mu.Lock()
-			busy[k] = true
-			mu.Unlock()
-			wg.Go(func() {
-				claimed := false
-				if full, err := b.o.Store.Event(workCtx, e.ID); err != nil {
-					b.log.Error("read event", "event_id", e.ID, "err", err)
-				} else {
-					claimed = b.process(workCtx, full)
-				}
-				mu.Lock()
-				delete(busy, k)
-				mu.Unlock()
-				<-sem
-				if claimed {
-					select {
-					case done <- struct{}{}:
-					default:
-					}
-				}
-			})
-		}
-		if len(evs) < dispatchPage {
-			return next
-		}
 	}
 }
 
@@ -366,6 +292,10 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 			}()
 		}
 		err = b.processMessage(ctx, &e)
+	}
+	if errors.Is(err, errDifyBusy) && ctx.Err() == nil {
+		b.requeueBusy(ctx, &e, err)
+		return true
 	}
 	if err != nil && ctx.Err() != nil {
 		// Interrupted by shutdown: leave it for the next start.
@@ -587,7 +517,7 @@ func errText(err error) string {
 // arrived after e and are still waiting, marks them as merged into e, and
 // joins their texts into e's query: one Dify call answers them together.
 func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Event, error) {
-	evs, err := b.o.Store.OpenEvents(ctx, e.ID, dispatchBatch)
+	evs, err := b.o.Store.ConversationOpenEvents(ctx, e.AccountID, e.ConversationID, e.ID, dispatchBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -644,6 +574,37 @@ func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Ev
 	}
 	e.Text = strings.Join(texts, "\n")
 	return merged, nil
+}
+
+// errDifyBusy: the route's Dify app is at its concurrency cap; the event
+// goes back in the queue (requeueBusy) and the dispatcher slows the route.
+var errDifyBusy = errors.New("dify is at its concurrency cap")
+
+// requeueBusy puts an event Dify refused for its concurrency cap back in
+// the queue, with the messages merged into it, so that they are asked again
+// together, in order, when the route has room; settle takes over when the
+// journal does not take the write.
+func (b *Bridge) requeueBusy(ctx context.Context, e *store.Event, cause error) {
+	ids := []int64{e.ID}
+	if v, ok := b.merged.Load(e.ID); ok {
+		ids = append(ids, v.([]int64)...)
+	}
+	err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		for _, id := range ids {
+			if err := tx.UpdateEvent(id, store.EventUpdate{Status: store.StatusAccepted}); err != nil {
+				return err
+			}
+		}
+		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "requeued",
+			Detail: fmt.Sprintf("route %d waits: its Dify app is at its concurrency cap", e.RouteID)})
+	})
+	if err != nil {
+		b.log.Error("requeue event", eventAttrs(e, keyErr, err)...)
+		b.settle(ctx, e, cause)
+		return
+	}
+	b.o.Metrics.requeued("dify_busy")
+	b.log.Info("event back in the queue: dify is at its concurrency cap", eventAttrs(e, keyStage, StageWorker)...)
 }
 
 // requeue puts a claimed event back in the queue after a local error, or

@@ -97,7 +97,9 @@ type Handoff struct {
 
 // Worker holds the [worker] table.
 type Worker struct {
-	// Concurrency is how many conversations are processed in parallel.
+	// Concurrency is how many conversations are processed in parallel: how
+	// many Dify answers may be awaited at once. Workers mostly wait, so it
+	// is sized for a burst of customers, not for the CPU.
 	Concurrency int `mapstructure:"concurrency"`
 	// Debounce joins customer messages of one conversation that arrive
 	// within this window into one Dify call; 0 answers each at once.
@@ -147,7 +149,7 @@ func Defaults() Config {
 			OpenOnAgentReply: true,
 		},
 		Worker: Worker{
-			Concurrency: 8,
+			Concurrency: 1024,
 			Debounce:    0,
 		},
 		Retention: Retention{

@@ -114,7 +114,14 @@ func newHTTPClient() *http.Client {
 		ResponseHeaderTimeout: 100 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   16,
+		// No cap on connections: bridge's workers (and a route's
+		// max_in_flight) bound the calls in flight, each of which holds its
+		// connection for the whole answer. Enough of them stay open between
+		// bursts that the next burst does not dial (and, over TLS, shake
+		// hands) again for most of its calls.
+		MaxConnsPerHost:     0,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
 	}}
 }
 

@@ -38,13 +38,16 @@ type Route struct {
 	AppMode       string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	// MaxInFlight caps the route's events in progress at once (0: no cap
+	// beyond worker.concurrency).
+	MaxInFlight int
 }
 
 // ErrDuplicateInbox is returned when an inbox already has a route.
 var ErrDuplicateInbox = errors.New("inbox already has a route")
 
 const routeCols = `id, name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode, keywords,
-	handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at`
+	handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight`
 
 func scanRoute(sc interface{ Scan(...any) error }) (Route, error) {
 	var r Route
@@ -54,7 +57,7 @@ func scanRoute(sc interface{ Scan(...any) error }) (Route, error) {
 	var created, updated int64
 	var enabled int
 	if err := sc.Scan(&r.ID, &r.Name, &r.InboxID, &r.DifyURL, &r.DifyKey, &r.DifyKeyEnv, &inputs, &r.Mode,
-		&keywords, &team, &labels, &enabled, &r.AppName, &r.AppMode, &created, &updated); err != nil {
+		&keywords, &team, &labels, &enabled, &r.AppName, &r.AppMode, &created, &updated, &r.MaxInFlight); err != nil {
 		return r, err
 	}
 	r.Enabled = enabled != 0
@@ -122,10 +125,10 @@ func (db *DB) AddRoute(ctx context.Context, r *Route) error {
 	return db.Write(ctx, func(tx *Tx) error {
 		now := ms(tx.Now())
 		res, err := tx.Exec(`INSERT INTO routes (name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode,
-			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Name, r.InboxID, r.DifyURL, r.DifyKey, r.DifyKeyEnv, string(inputs), r.Mode, kw, team, lb,
-			boolInt(r.Enabled), r.AppName, r.AppMode, now, now)
+			boolInt(r.Enabled), r.AppName, r.AppMode, now, now, max(r.MaxInFlight, 0))
 		if err != nil {
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: routes.inbox_id") {
 				return fmt.Errorf("inbox %d: %w", r.InboxID, ErrDuplicateInbox)
