@@ -117,8 +117,8 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 26 {
-		t.Errorf("len(Keys()) = %d, want 26: %v", len(keys), keys)
+	if len(keys) != 34 {
+		t.Errorf("len(Keys()) = %d, want 34: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
@@ -229,32 +229,40 @@ var envValues = map[string]struct {
 	env  string
 	want any
 }{
-	"listen":                      {"0.0.0.0:9090", "0.0.0.0:9090"},
-	"database":                    {"/var/lib/bridge/env.db", "/var/lib/bridge/env.db"},
-	"public_url":                  {"https://bridge.example.com", "https://bridge.example.com"},
-	"log_level":                   {"debug", "debug"},
-	"log_format":                  {"json", "json"},
-	"chatwoot.base_url":           {"https://chat.example.com", "https://chat.example.com"},
-	"chatwoot.api_token":          {"cw-api-token-from-env-A1", Secret("cw-api-token-from-env-A1")},
-	"chatwoot.user_token":         {"cw-user-token-from-env-B2", Secret("cw-user-token-from-env-B2")},
-	"chatwoot.webhook_token":      {"cw-hook-token-from-env-C3", Secret("cw-hook-token-from-env-C3")},
-	"chatwoot.webhook_secret":     {"cw-hook-secret-from-env-D4", Secret("cw-hook-secret-from-env-D4")},
-	"chatwoot.bot_statuses":       {"pending, open", []string{"pending", "open"}},
-	"chatwoot.account_id":         {"42", int64(42)},
-	"chatwoot.echo_wait":          {"750ms", 750 * time.Millisecond},
-	"dify.base_url":               {"https://dify.example.com/v1", "https://dify.example.com/v1"},
-	"dify.timeout":                {"3m", 3 * time.Minute},
-	"dify.idle_timeout":           {"10s", 10 * time.Second},
-	"dify.max_retries":            {"5", 5},
-	"handoff.keywords":            {"human,real agent", []string{"human", "real agent"}},
-	"handoff.ai_marker":           {"<<human>>", "<<human>>"},
-	"handoff.message":             {"One moment, please.", "One moment, please."},
-	"handoff.labels":              {"bot-handoff,vip", []string{"bot-handoff", "vip"}},
-	"handoff.team_id":             {"7", int64(7)},
-	"handoff.open_on_agent_reply": {"false", false},
-	"worker.concurrency":          {"16", 16},
-	"worker.debounce":             {"2s", 2 * time.Second},
-	"retention.ignored":           {"24h", 24 * time.Hour},
+	"listen":                       {"0.0.0.0:9090", "0.0.0.0:9090"},
+	"database":                     {"/var/lib/bridge/env.db", "/var/lib/bridge/env.db"},
+	"public_url":                   {"https://bridge.example.com", "https://bridge.example.com"},
+	"log_level":                    {"debug", "debug"},
+	"log_format":                   {"json", "json"},
+	"chatwoot.base_url":            {"https://chat.example.com", "https://chat.example.com"},
+	"chatwoot.api_token":           {"cw-api-token-from-env-A1", Secret("cw-api-token-from-env-A1")},
+	"chatwoot.user_token":          {"cw-user-token-from-env-B2", Secret("cw-user-token-from-env-B2")},
+	"chatwoot.webhook_token":       {"cw-hook-token-from-env-C3", Secret("cw-hook-token-from-env-C3")},
+	"chatwoot.webhook_secret":      {"cw-hook-secret-from-env-D4", Secret("cw-hook-secret-from-env-D4")},
+	"chatwoot.bot_statuses":        {"pending, open", []string{"pending", "open"}},
+	"chatwoot.account_id":          {"42", int64(42)},
+	"chatwoot.echo_wait":           {"750ms", 750 * time.Millisecond},
+	"dify.base_url":                {"https://dify.example.com/v1", "https://dify.example.com/v1"},
+	"dify.timeout":                 {"3m", 3 * time.Minute},
+	"dify.idle_timeout":            {"10s", 10 * time.Second},
+	"dify.max_retries":             {"5", 5},
+	"handoff.keywords":             {"human,real agent", []string{"human", "real agent"}},
+	"handoff.ai_marker":            {"<<human>>", "<<human>>"},
+	"handoff.message":              {"One moment, please.", "One moment, please."},
+	"handoff.labels":               {"bot-handoff,vip", []string{"bot-handoff", "vip"}},
+	"handoff.team_id":              {"7", int64(7)},
+	"handoff.open_on_agent_reply":  {"false", false},
+	"worker.concurrency":           {"16", 16},
+	"worker.debounce":              {"2s", 2 * time.Second},
+	"retention.ignored":            {"24h", 24 * time.Hour},
+	"attachments.transfer":         {"upload", "upload"},
+	"attachments.max_mb":           {"40", 40},
+	"attachments.download_timeout": {"2m", 2 * time.Minute},
+	"voice.transcription_wait":     {"20s", 20 * time.Second},
+	"voice.fallback":               {"handoff", "handoff"},
+	"voice.ask_message":            {"Please type.", "Please type."},
+	"answer.citations":             {"append", "append"},
+	"feedback.csat":                {"true", true},
 }
 
 func TestEnvOverridesEveryKey(t *testing.T) {
