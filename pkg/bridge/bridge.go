@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/fetch"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -67,6 +69,28 @@ type Options struct {
 	RetentionIgnored time.Duration
 	// Getenv reads route keys given as --dify-key-env (default os.Getenv).
 	Getenv func(string) string
+
+	// Transfer is how attachments reach Dify: auto (default), remote_url
+	// or upload; a route may override it.
+	Transfer string
+	// MaxFileBytes caps a file bridge downloads, either way (default 25 MB).
+	MaxFileBytes int64
+	// DownloadTimeout bounds one file's download (default 60s).
+	DownloadTimeout time.Duration
+	// VoiceWait is how long a voice note waits for Chatwoot's own
+	// transcription; 0 means Chatwoot does not transcribe.
+	VoiceWait time.Duration
+	// VoiceFallback is what a voice note nobody could transcribe gets: ask
+	// (VoiceAskMessage, default) or handoff; a route may override it.
+	VoiceFallback   string
+	VoiceAskMessage string
+	// Citations "append" adds an answer's knowledge sources to it.
+	Citations string
+	// CSATFeedback sends CSAT ratings to Dify as feedback.
+	CSATFeedback bool
+	// Resolve looks host names up for the download rules (nil: the
+	// system resolver).
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Bridge is the running core. New starts nothing; Run starts the workers.
@@ -87,6 +111,14 @@ type Bridge struct {
 	merged  sync.Map // event id → []int64 of the events merged into it
 	bg      sync.WaitGroup
 	ready   chanBool
+
+	paramsMu    sync.Mutex
+	params      map[string]cachedParams   // by Dify URL and route
+	difyFetch   map[string]*fetch.Fetcher // by Dify URL
+	fetchOnce   sync.Once
+	cwFetch     *fetch.Fetcher
+	cwFetchErr  error
+	transcripts transcriptWaiters
 }
 
 type chanBool struct {
@@ -132,7 +164,20 @@ func New(o Options) *Bridge {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1)}
+	if o.MaxFileBytes <= 0 {
+		o.MaxFileBytes = fetch.DefaultMaxBytes
+	}
+	if o.DownloadTimeout <= 0 {
+		o.DownloadTimeout = fetch.DefaultTimeout
+	}
+	if o.VoiceFallback == "" {
+		o.VoiceFallback = VoiceAsk
+	}
+	if o.VoiceAskMessage == "" {
+		o.VoiceAskMessage = "Sorry, I can't listen to voice messages here. Could you type your question?"
+	}
+	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1),
+		params: map[string]cachedParams{}, difyFetch: map[string]*fetch.Fetcher{}}
 }
 
 // WebhookPath is where bridge serves Chatwoot's webhooks; public_url plus

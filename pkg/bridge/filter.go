@@ -37,6 +37,11 @@ type Input struct {
 	// flight in this conversation (the echo can beat the POST's answer).
 	Posted      bool
 	BotStatuses []string
+	// Waiting is true when an open event waits on this message (a voice
+	// note whose transcription a message_updated brings).
+	Waiting bool
+	// CSATFeedback is true when CSAT ratings go to Dify (feedback.csat).
+	CSATFeedback bool
 }
 
 // Verdict is what to do with a webhook.
@@ -64,6 +69,11 @@ func Decide(in Input) Verdict {
 	// to the bot; the status inside a message_created never does.
 	back := in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
 		slices.Contains(in.BotStatuses, status) && newerThan(e.SnapshotAt(), in.Conv.StateAt)
+	if e.Name == "message_updated" {
+		if k := updateKind(in); k != "" {
+			return Verdict{Accept: true, Kind: k}
+		}
+	}
 	if e.Name != "message_created" {
 		return Verdict{Reason: ReasonNotMessageCreated, ReturnToBot: back}
 	}
@@ -106,6 +116,23 @@ func Decide(in Input) Verdict {
 		return Verdict{Reason: ReasonEmpty, ReturnToBot: back}
 	}
 	return Verdict{Accept: true, Kind: store.KindMessage, ReturnToBot: back}
+}
+
+// updateKind picks the message_updated events bridge acts on; every other
+// one stays not_message_created. The channel refused one of bridge's own
+// posts (content_attributes.external_error); Chatwoot transcribed a voice
+// note an event is waiting on; the customer rated the conversation.
+func updateKind(in Input) string {
+	e := in.Event
+	switch {
+	case in.Posted && e.ExternalError != "" && in.Route != nil && in.Route.Mode != store.ModeDraft:
+		return KindRefused
+	case in.Waiting && e.MessageType == "incoming" && e.Transcript() != "":
+		return KindTranscript
+	case in.CSATFeedback && e.CSAT != nil && e.ContentType == "input_csat" && in.Route != nil && in.Route.Enabled:
+		return KindFeedback
+	}
+	return ""
 }
 
 // statusAllowed: auto routes act in bot statuses only; a draft route is a

@@ -170,8 +170,13 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 				}
 			}
 		}
-		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses})
-		if verdict.Accept && ev.MessageID != 0 {
+		in := Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses}
+		waiting, err := b.updateInput(tx, ev, &in)
+		if err != nil {
+			return err
+		}
+		verdict = Decide(in)
+		if verdict.Accept && ev.MessageID != 0 && verdict.Kind != KindTranscript {
 			seen, err := tx.SeenMessage(ev.MessageID)
 			if err != nil {
 				return err
@@ -203,6 +208,9 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			detail = "ignored: " + verdict.Reason
 		}
 		if err := tx.AddHop(store.Hop{EventID: rec.ID, Stage: StageDecision, Outcome: rec.Status, Detail: detail + routeNote(route)}); err != nil {
+			return err
+		}
+		if err := applyUpdate(tx, ev, &rec, waiting); err != nil {
 			return err
 		}
 		// Keep bridge's record of routed conversations current: Chatwoot's
@@ -243,6 +251,9 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		b.log.Info("webhook accepted", eventAttrs(&rec, keyStage, StageDecision, "kind", rec.Kind, "message_id", rec.MessageID)...)
 		if verdict.Kind == store.KindTakeover {
 			b.stopRunning(ev.AccountID, ev.Conversation.ID)
+		}
+		if verdict.Kind == KindTranscript {
+			b.transcripts.wake(ev.MessageID)
 		}
 		b.kick()
 		return Ack{Status: "accepted", EventID: rec.ID}, nil

@@ -62,6 +62,20 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	if e.Attempts > 1 {
 		// A resumed event whose answer may already be out: settle that post
 		// with the content it had, instead of asking Dify for a new one.
+		if !draft {
+			p, err := b.loadPlan(ctx, e)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				return b.resumePlan(ctx, e, &route, p)
+			}
+			if _, ok, err := b.o.Store.Intent(ctx, e.ID, StepVoiceAsk); err != nil {
+				return err
+			} else if ok {
+				return b.askToType(ctx, e, "the request to type was being posted when bridge stopped")
+			}
+		}
 		step := StepAnswer
 		if draft {
 			step = StepDraft
@@ -85,6 +99,9 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	case e.HasStep(StepAnswer) || e.HasStep(StepDraft):
 		return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered",
 			Detail: "answer was already posted before a restart"})
+	case e.HasStep(StepVoiceAsk):
+		return b.finish(ctx, e, store.StatusAnswered, reasonAskedToType, "", store.Hop{Stage: StageDone, Outcome: "answered",
+			Detail: "the customer was asked to type before a restart"})
 	case handoffStarted(e):
 		code := handoffCode(e)
 		note := "AI requested handoff"
@@ -118,7 +135,20 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	}
 	defer stopTyping()
 
-	ans, err := b.ask(ctx, e, &route, &conv)
+	user := difyUser(e, &conv)
+	q, err := b.prepare(ctx, e, &route, user)
+	if err != nil {
+		stopTyping()
+		if draft {
+			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
+		}
+		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: "+errText(err))
+	}
+	if q.nothingElse {
+		stopTyping()
+		return b.voiceFallback(ctx, e, &route, q.voiceFailed, draft)
+	}
+	ans, err := b.ask(ctx, e, &route, &conv, q, user)
 	stopTyping()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -145,7 +175,7 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		}
 		return b.finish(ctx, e, store.StatusAnswered, "draft", "", store.Hop{Stage: StageDone, Outcome: "answered", Detail: "draft posted as a private note"})
 	}
-	if !marked && strings.TrimSpace(text) == "" {
+	if !marked && strings.TrimSpace(text) == "" && len(ans.Files) == 0 {
 		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: empty answer")
 	}
 	// The supersede gate: a human may have taken over, or Chatwoot may have
@@ -160,26 +190,22 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		}
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
 	}
-	if marked {
-		// Remember the handoff before the answer goes out, so a restart
-		// between the two still hands off.
-		if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: StepHandoffDue}); err != nil {
+	pl := b.planAnswer(&route, q.channel, text, ans, user)
+	if len(pl.Parts) > 0 || marked {
+		if err := b.savePlan(ctx, e, pl, marked); err != nil {
 			return err
 		}
 	}
-	if text != "" {
-		if err := b.post(ctx, e, StepAnswer, text, false); err != nil {
-			if !marked {
-				return b.handoff(ctx, e, &route, HandoffAIFailed, "answer could not be posted: "+errText(err))
-			}
+	if i, err := b.postPlan(ctx, e, &route, &pl); err != nil {
+		if marked {
 			return b.fail(ctx, e, err)
 		}
+		return b.afterPostFailure(ctx, e, &route, i, err)
 	}
 	if marked {
 		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
 	}
-	return b.finishWith(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"},
-		func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) })
+	return b.finishAnswered(ctx, e, &route, &pl)
 }
 
 // resumeAnswer finishes an event resumed with its answer in doubt.
@@ -236,7 +262,7 @@ func (b *Bridge) superseded(ctx context.Context, e *store.Event) string {
 
 // ask calls the route's Dify app with retries, reusing the mapped Dify
 // conversation and starting a new one once if Dify no longer knows it.
-func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation) (*dify.Answer, error) {
+func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation, q *question, user string) (*dify.Answer, error) {
 	client, err := b.difyFor(route)
 	if err != nil {
 		return nil, err
@@ -247,25 +273,20 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 	if conv.RouteID == route.ID {
 		difyConv = conv.DifyConversationID
 	}
-	contact := conv.ContactID
-	if contact == 0 {
-		contact = e.ContactID
-	}
 	ev, _ := chatwoot.ParseEvent(e.Payload) // it parsed when it was accepted; nil only for a hand-edited row
 	req := dify.ChatRequest{
-		Query:          e.Text,
+		Query:          q.query,
 		Inputs:         b.inputs(ev, route),
-		User:           fmt.Sprintf("chatwoot-%d-%d", e.AccountID, contact),
+		User:           user,
 		ConversationID: difyConv,
-		Files:          attachments(ev),
+		Files:          q.files,
 		AppMode:        route.AppMode,
 	}
 	if strings.TrimSpace(req.Query) == "" {
-		// Dify refuses an empty query; an attachment-only message still
-		// deserves an answer.
-		req.Query = "(the customer sent an attachment)"
+		// Dify refuses an empty query.
+		req.Query = "(the customer sent an empty message)"
 	}
-	freshTried := false
+	freshTried, uploaded := false, false
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		k := convKey{e.AccountID, e.ConversationID}
@@ -328,6 +349,17 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 			attempt--
 			continue
 		}
+		if len(q.remote) > 0 && !uploaded && b.transferFor(route) == TransferAuto && refusedRemote(err) {
+			// Dify could not fetch Chatwoot's URL (its SSRF proxy refuses
+			// private addresses since 1.15, or the URL needs a login):
+			// bring the files over by upload instead.
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "remote url refused",
+				Detail: errText(err) + "; uploading the file(s) instead (attachments.transfer auto)", Duration: d})
+			b.uploadInstead(ctx, e, client, q, user)
+			req.Query, req.Files, uploaded = q.query, q.files, true
+			attempt--
+			continue
+		}
 		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "error", Detail: "dify.timeout reached: " + errText(err), Duration: d})
 			return nil, fmt.Errorf("dify.timeout (%s) reached: %w", b.o.DifyTimeout, err)
@@ -384,21 +416,6 @@ func (b *Bridge) inputs(ev *chatwoot.Event, route *store.Route) map[string]any {
 			}
 			return m
 		})
-	}
-	return out
-}
-
-// attachments passes image attachments to Dify by URL; Dify ignores files
-// when the app has uploads off.
-func attachments(ev *chatwoot.Event) []dify.File {
-	if ev == nil || len(ev.Attachments) == 0 {
-		return nil
-	}
-	var out []dify.File
-	for _, a := range ev.Attachments {
-		if a.FileType == "image" && a.DataURL != "" {
-			out = append(out, dify.File{Type: "image", TransferMethod: "remote_url", URL: a.DataURL})
-		}
 	}
 	return out
 }
@@ -530,6 +547,11 @@ func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
 // the message. A post in doubt is resolved before anything is posted again
 // (resolveInDoubt), and it always carries the content it had the first time.
 func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string, private bool) error {
+	return b.postMsg(ctx, e, nil, step, content, private, nil)
+}
+
+// postMsg is post with the answer's files (fetched from the route's Dify).
+func (b *Bridge) postMsg(ctx context.Context, e *store.Event, route *store.Route, step, content string, private bool, files []planFile) error {
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
 		return err
@@ -561,8 +583,13 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 			inDoubt = false
 		}
 		start := time.Now()
-		m, err := b.o.Chatwoot.PostMessage(ctx, e.AccountID, e.ConversationID, chatwoot.NewMessage{Content: content, Private: private})
+		m, err := b.sendMessage(ctx, e, route, content, private, files)
 		d := time.Since(start)
+		if errors.Is(err, errNothingToPost) {
+			// The step is over: nothing of it can reach the customer.
+			return b.record(ctx, e.ID, &store.EventUpdate{AddStep: step}, store.Hop{Stage: StageChatwoot, Outcome: "skipped",
+				Detail: step + ": " + errText(err)})
+		}
 		b.o.Metrics.chatwoot("messages", statusOf(err), d)
 		if err == nil {
 			return b.recordPost(ctx, e, step, m.ID, store.Hop{Stage: StageChatwoot, Outcome: "ok",

@@ -245,6 +245,8 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	switch e.Kind {
 	case store.KindTakeover:
 		err = b.processTakeover(ctx, &e)
+	case KindRefused, KindTranscript, KindFeedback:
+		err = b.processUpdate(ctx, &e)
 	default:
 		if e.MergedInto != 0 {
 			// Merged into an earlier event before a restart: it shares that

@@ -70,6 +70,9 @@ type Conversation struct {
 	ContactID int64
 	Contact   Sender
 	Channel   string
+	// Type is additional_attributes.type, e.g. "instagram_direct_message"
+	// for an Instagram conversation of a Facebook page inbox.
+	Type string
 	// UpdatedAt is the conversation's updated_at when Chatwoot built the
 	// payload (zero if absent). Payloads are snapshots delivered out of
 	// order, so it says which of two statuses is the newer.
@@ -195,6 +198,7 @@ type wireConversation struct {
 	Status       string          `json:"status"`
 	Channel      string          `json:"channel"`
 	UpdatedAt    json.RawMessage `json:"updated_at"`
+	Attributes   json.RawMessage `json:"additional_attributes"`
 	ContactInbox *struct {
 		ContactID int64 `json:"contact_id"`
 	} `json:"contact_inbox"`
@@ -301,7 +305,7 @@ func ParseEvent(body []byte) (*Event, error) {
 		}
 		c := w.Conversation
 		e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel,
-			UpdatedAt: lenientTime(c.UpdatedAt)}
+			UpdatedAt: lenientTime(c.UpdatedAt), Type: attributeType(c.Attributes)}
 		if c.ContactInbox != nil {
 			e.Conversation.ContactID = c.ContactInbox.ContactID
 		}
@@ -400,6 +404,18 @@ func lenientTime(raw json.RawMessage) time.Time {
 	}
 	sec := int64(f)
 	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC()
+}
+
+// attributeType reads additional_attributes.type, "" when absent or odd.
+func attributeType(raw json.RawMessage) string {
+	var a struct {
+		Type any `json:"type"`
+	}
+	if json.Unmarshal(raw, &a) != nil {
+		return ""
+	}
+	t, _ := a.Type.(string)
+	return t
 }
 
 func toSender(s *wireSender) Sender {
