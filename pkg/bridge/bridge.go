@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -91,6 +92,9 @@ type Options struct {
 	// Resolve looks host names up for the download rules (nil: the
 	// system resolver).
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Dial connects downloads to an address the rules allowed (nil: a
+	// plain dialer); tests map names with it.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Bridge is the running core. New starts nothing; Run starts the workers.

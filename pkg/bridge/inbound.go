@@ -374,7 +374,7 @@ func (b *Bridge) upload(ctx context.Context, e *store.Event, client *dify.Client
 		return "", err
 	}
 	start := time.Now()
-	d, err := f.Open(ctx, a.DataURL)
+	d, err := f.Open(ctx, b.chatwootURL(a.DataURL))
 	if err != nil {
 		return "", fmt.Errorf("download from chatwoot: %w", err)
 	}
@@ -475,7 +475,7 @@ func (b *Bridge) chatwootFetcher() (*fetch.Fetcher, error) {
 			b.log.Warn("chatwoot.base_url's address is unknown; its storage redirects may reach public addresses only", keyErr, err)
 		}
 		b.cwFetch, b.cwFetchErr = fetch.New(fetch.Policy{Origin: base, AllowPrivate: private && err == nil,
-			MaxBytes: b.o.MaxFileBytes, Timeout: b.o.DownloadTimeout, Resolve: b.o.Resolve})
+			MaxBytes: b.o.MaxFileBytes, Timeout: b.o.DownloadTimeout, Resolve: b.o.Resolve, Dial: b.o.Dial})
 	})
 	return b.cwFetch, b.cwFetchErr
 }
@@ -495,7 +495,7 @@ func (b *Bridge) difyFetcher(route *store.Route) (*fetch.Fetcher, error) {
 	defer cancel()
 	private, err := fetch.HostPrivate(ctx, base, b.o.Resolve)
 	f, ferr := fetch.New(fetch.Policy{AllowPrivate: private && err == nil, MaxBytes: b.o.MaxFileBytes,
-		Timeout: b.o.DownloadTimeout, Resolve: b.o.Resolve})
+		Timeout: b.o.DownloadTimeout, Resolve: b.o.Resolve, Dial: b.o.Dial})
 	if ferr != nil {
 		return nil, ferr
 	}
@@ -503,6 +503,26 @@ func (b *Bridge) difyFetcher(route *store.Route) (*fetch.Fetcher, error) {
 	b.difyFetch[base] = f
 	b.paramsMu.Unlock()
 	return f, nil
+}
+
+// chatwootURL points an ActiveStorage URL at chatwoot.base_url. A data_url
+// is built under Chatwoot's FRONTEND_URL, often a public name while bridge
+// reaches Chatwoot by an internal one; the path is the same on both. Any
+// other URL is left as it is (and the download rules then refuse it unless
+// it is under chatwoot.base_url).
+func (b *Bridge) chatwootURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.HasPrefix(u.Path, "/rails/active_storage/") {
+		return raw
+	}
+	base, err := url.Parse(b.o.Chatwoot.BaseURL())
+	if err != nil || base.Host == "" {
+		return raw
+	}
+	u.Scheme, u.Host, u.User = base.Scheme, base.Host, nil
+	u.Path = strings.TrimRight(base.Path, "/") + u.Path
+	u.RawPath = ""
+	return u.String()
 }
 
 // transcriptWaiters wakes events waiting for a voice note's transcription.
@@ -636,7 +656,7 @@ func (b *Bridge) speechToText(ctx context.Context, e *store.Event, client *dify.
 		return "", err
 	}
 	start := time.Now()
-	d, err := f.Open(ctx, a.DataURL)
+	d, err := f.Open(ctx, b.chatwootURL(a.DataURL))
 	if err != nil {
 		return "", fmt.Errorf("download from chatwoot: %w", err)
 	}

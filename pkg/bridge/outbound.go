@@ -313,7 +313,7 @@ func (b *Bridge) sendMessage(ctx context.Context, e *store.Event, route *store.R
 		}
 	}()
 	for i, pf := range files {
-		u := resolveDifyURL(b.RouteURL(route), pf.URL)
+		u := asAttachment(resolveDifyURL(b.RouteURL(route), pf.URL))
 		d, err := f.Open(ctx, u)
 		if err != nil {
 			b.hop(ctx, e, store.Hop{Stage: StageAttachments, Outcome: "file left out",
@@ -366,6 +366,21 @@ func resolveDifyURL(base, raw string) string {
 	}
 	b.Path, b.RawPath = "", ""
 	return b.ResolveReference(u).String()
+}
+
+// asAttachment asks Dify's tool file endpoint for the file's name
+// (as_attachment=true adds Content-Disposition with it;
+// api/controllers/files/tool_files.py). The signature covers only the id,
+// timestamp and nonce, so the extra parameter keeps the URL valid.
+func asAttachment(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.Contains(u.Path, "/files/tools/") {
+		return raw
+	}
+	q := u.Query()
+	q.Set("as_attachment", "true")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // ---- splitting ----

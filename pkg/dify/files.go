@@ -39,7 +39,9 @@ var documentExtensions = map[string]bool{
 }
 
 // IsDocument reports whether Dify treats a file with this extension (no dot) as a document.
-func IsDocument(ext string) bool { return documentExtensions[strings.ToLower(strings.TrimPrefix(ext, "."))] }
+func IsDocument(ext string) bool {
+	return documentExtensions[strings.ToLower(strings.TrimPrefix(ext, "."))]
+}
 
 // UploadedFile is the answer to POST /files/upload (api/fields/file_fields.py).
 type UploadedFile struct {

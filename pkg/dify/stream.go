@@ -34,13 +34,13 @@ type Answer struct {
 	// files of message_end when no such event came.
 	Files []AnswerFile
 	// Citations are message_end.metadata.retriever_resources: the knowledge the answer used.
-	Citations []Citation
-	Paused         bool     // workflow_paused or human_input_required: the app wants a human
-	PauseReason    string
-	Usage          Usage
-	Events         int           // JSON events seen
-	Pings          int           // keep-alive events seen
-	FirstToken     time.Duration // from stream start to the first answer delta (0 if none)
+	Citations   []Citation
+	Paused      bool // workflow_paused or human_input_required: the app wants a human
+	PauseReason string
+	Usage       Usage
+	Events      int           // JSON events seen
+	Pings       int           // keep-alive events seen
+	FirstToken  time.Duration // from stream start to the first answer delta (0 if none)
 }
 
 // AnswerFile is a file the app produced for the customer. URL is where Dify serves it, signed

@@ -189,7 +189,7 @@ func (f *Fetcher) Open(ctx context.Context, rawURL string) (*Download, error) {
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
-		_ = resp.Body.Close()                                         // nothing more is read from it
+		_ = resp.Body.Close()                                        // nothing more is read from it
 		cancel()
 		return nil, &StatusError{URL: Redact(rawURL), Status: resp.StatusCode}
 	}
