@@ -54,13 +54,17 @@ type routeView struct {
 	Enabled       bool              `json:"enabled"`
 	AppName       string            `json:"app_name,omitempty"`
 	AppMode       string            `json:"app_mode,omitempty"`
+	Transfer      string            `json:"transfer,omitempty"`
+	Format        string            `json:"format,omitempty"`
+	VoiceFallback string            `json:"voice_fallback,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
 }
 
 func routeJSON(r *store.Route) routeView {
 	v := routeView{ID: r.ID, Name: r.Name, InboxID: r.InboxID, DifyURL: r.DifyURL, Key: maskedKey(r), KeyEnv: r.DifyKeyEnv,
 		Inputs: r.Inputs, Mode: r.Mode, Keywords: r.Keywords, HandoffTeam: r.HandoffTeam, HandoffLabels: r.HandoffLabels,
-		Enabled: r.Enabled, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt}
+		Enabled: r.Enabled, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt,
+		Transfer: r.Options.Transfer, Format: r.Options.Format, VoiceFallback: r.Options.VoiceFallback}
 	if v.Inputs == nil {
 		v.Inputs = map[string]string{}
 	}
@@ -155,6 +159,15 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			}
 			if r.HandoffLabels != nil {
 				fmt.Fprintf(w, "  labels:     %s\n", strings.Join(r.HandoffLabels, ", "))
+			}
+			if r.Options.Transfer != "" {
+				fmt.Fprintf(w, "  transfer:   %s\n", r.Options.Transfer)
+			}
+			if r.Options.Format != "" {
+				fmt.Fprintf(w, "  format:     %s\n", r.Options.Format)
+			}
+			if r.Options.VoiceFallback != "" {
+				fmt.Fprintf(w, "  voice:      %s\n", r.Options.VoiceFallback)
 			}
 			return nil
 		},

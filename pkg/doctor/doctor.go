@@ -829,23 +829,38 @@ func (e *MissingInputsError) Error() string {
 // the mode has a chat endpoint, and the route supplies every required input
 // (GET /parameters). base only names the server in errors. Errors are an
 // *AppModeError, a *MissingInputsError, or wrap the client's error (a
-// *dify.APIError when Dify answered).
-func VerifyApp(ctx context.Context, c *dify.Client, base string, inputs map[string]string) (*dify.AppInfo, error) {
+// *dify.APIError when Dify answered). The app's parameters come back too.
+func VerifyApp(ctx context.Context, c *dify.Client, base string, inputs map[string]string) (*dify.AppInfo, *dify.Parameters, error) {
 	info, err := c.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("verify dify key at %s: %w", base, err)
+		return nil, nil, fmt.Errorf("verify dify key at %s: %w", base, err)
 	}
 	if !dify.HasChatEndpoint(info.Mode) {
-		return nil, &AppModeError{Name: info.Name, Mode: info.Mode}
+		return nil, nil, &AppModeError{Name: info.Name, Mode: info.Mode}
 	}
 	params, err := c.Parameters(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read dify app parameters: %w", err)
+		return nil, nil, fmt.Errorf("read dify app parameters: %w", err)
 	}
 	if missing := MissingInputs(params, inputs); len(missing) > 0 {
-		return nil, &MissingInputsError{Name: info.Name, Missing: missing}
+		return nil, nil, &MissingInputsError{Name: info.Name, Missing: missing}
 	}
-	return info, nil
+	return info, params, nil
+}
+
+// FileSupport says what an app takes from customers besides text: the file
+// types its file upload feature accepts (anything else is named in the
+// query instead), and whether its speech to text can hear voice notes.
+func FileSupport(p *dify.Parameters) string {
+	files := "files: none (upload is off; attachments are named in the question)"
+	if types := p.FileUpload.AcceptedTypes(); len(types) > 0 {
+		files = "files: " + strings.Join(types, ", ")
+	}
+	voice := "speech to text: off"
+	if p.SpeechToText {
+		voice = "speech to text: on (it refuses WhatsApp's audio/ogg voice notes: 415)"
+	}
+	return files + "; " + voice
 }
 
 // MissingInputs lists, sorted, the required inputs of p that inputs lacks.
@@ -888,13 +903,13 @@ func (d *doctor) difyRoute(ctx context.Context, r *store.Route) Result {
 	pctx, cancel := d.probe(ctx)
 	defer cancel()
 	c := dify.NewClient(dify.Options{BaseURL: base, Key: key, HTTPClient: d.o.HTTPClient})
-	info, err := VerifyApp(pctx, c, base, r.Inputs)
+	info, params, err := VerifyApp(pctx, c, base, r.Inputs)
 	var modeErr *AppModeError
 	var inErr *MissingInputsError
 	var apiErr *dify.APIError
 	switch {
 	case err == nil:
-		return okResult(name, fmt.Sprintf("%q (%s) at %s, key %s", info.Name, info.Mode, base, masked))
+		return okResult(name, fmt.Sprintf("%q (%s) at %s, key %s; %s", info.Name, info.Mode, base, masked, FileSupport(params)))
 	case errors.As(err, &modeErr):
 		return failResult(name, fmt.Sprintf("%q is a %s app, which has no chat endpoint", modeErr.Name, modeErr.Mode),
 			"route the inbox to a Chatbot, Chatflow or Agent app: "+readd)
