@@ -25,6 +25,10 @@ func TestDemo(t *testing.T) {
 		`✓ reply: "Earlier you asked: \"Hi! Where is my order #1234?\""`,
 		"Stopped: handed to a human: customer asked for a human",
 		`✓ reply: "Answer to: Hello from WhatsApp: do you ship to Cairo? (delivered on WhatsApp)"`,
+		`+ image mug.jpg (image/jpeg)`,
+		`(I received: image \"mug.jpg\")`,
+		`WhatsApp customer: voice note voice.ogg (audio/ogg)`,
+		`✓ reply: "Answer to: Can I pay on delivery? (delivered on WhatsApp)"`,
 		"Dify kept one conversation",
 		"Demo passed.",
 	} {

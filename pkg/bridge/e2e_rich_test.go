@@ -93,7 +93,7 @@ func TestImageFromLoopbackChatwootIsUploaded(t *testing.T) {
 	if got := e.botReplies(conv); len(got) != 1 || !strings.Contains(got[0], `(I received: image "broken mug.png")`) {
 		t.Errorf("reply = %q", got)
 	}
-	if tr := e.trace(id); !strings.Contains(tr, "attachments uploaded") || !strings.Contains(tr, "passed by upload") {
+	if tr := e.trace(id); !strings.Contains(tr, "files uploaded") || !strings.Contains(tr, "passed by upload") {
 		t.Errorf("trace:\n%s", tr)
 	}
 }
@@ -174,7 +174,7 @@ func TestAttachmentsNobodyCanPassAreNamed(t *testing.T) {
 	if f := e.dify.Requests()[0].Files; len(f) != 0 {
 		t.Errorf("files = %+v", f)
 	}
-	if tr := e.trace(id); !strings.Contains(tr, "attachments 5 attachment(s)") || !strings.Contains(tr, "location: 52.52") {
+	if tr := e.trace(id); !strings.Contains(tr, "files 5 attachment(s)") || !strings.Contains(tr, "location: 52.52") {
 		t.Errorf("trace:\n%s", tr)
 	}
 }
@@ -272,7 +272,7 @@ func TestVoiceNoteWaitsForChatwootTranscription(t *testing.T) {
 		t.Errorf("dify was asked to listen: %+v", e.dify.Transcriptions())
 	}
 	tr := e.trace(id)
-	if !strings.Contains(tr, "attachments waiting") || !strings.Contains(tr, "chatwoot's transcription of message") {
+	if !strings.Contains(tr, "files waiting") || !strings.Contains(tr, "chatwoot's transcription of message") {
 		t.Errorf("trace:\n%s", tr)
 	}
 	// The message_updated that carried the transcription was accepted and

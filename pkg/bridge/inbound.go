@@ -19,7 +19,7 @@ import (
 )
 
 // StageAttachments is the trace stage of what the customer sent besides text.
-const StageAttachments = "attachments"
+const StageAttachments = "files"
 
 // Transfer modes of attachments (attachments.transfer, a route's --transfer).
 const (
