@@ -163,12 +163,14 @@ func withCitations(text string, cs []dify.Citation) string {
 	return strings.TrimRight(text, "\n") + "\n\nSources:\n" + strings.Join(lines, "\n")
 }
 
-func (b *Bridge) savePlan(ctx context.Context, e *store.Event, p plan, marked bool) error {
+// planWriter journals an answer's plan (and the handoff the answer asked
+// for), written with the first part's intent: before anything goes out.
+func planWriter(e *store.Event, p plan, marked bool) (func(*store.Tx) error, error) {
 	raw, err := json.Marshal(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+	return func(tx *store.Tx) error {
 		if marked {
 			// Remember the handoff before the answer goes out, so a
 			// restart between the two still hands off.
@@ -177,7 +179,7 @@ func (b *Bridge) savePlan(ctx context.Context, e *store.Event, p plan, marked bo
 			}
 		}
 		return tx.SavePlan(e.ID, raw)
-	})
+	}, nil
 }
 
 func (b *Bridge) loadPlan(ctx context.Context, e *store.Event) (*plan, error) {
@@ -193,17 +195,18 @@ func (b *Bridge) loadPlan(ctx context.Context, e *store.Event) (*plan, error) {
 }
 
 // postPlan posts the parts still to post, in order, each as its own
-// journaled step. It returns the index of the part that failed, with the
-// error.
-func (b *Bridge) postPlan(ctx context.Context, e *store.Event, route *store.Route, p *plan) (int, error) {
+// journaled step; save (nil when resuming) is journaled with the first. It
+// returns the index of the part that failed, with the error.
+func (b *Bridge) postPlan(ctx context.Context, e *store.Event, route *store.Route, p *plan, save func(*store.Tx) error) (int, error) {
 	if len(p.Parts) > 1 {
 		b.hop(ctx, e, store.Hop{Stage: StageChatwoot, Outcome: "split",
 			Detail: fmt.Sprintf("answer posted as %d messages to fit the channel", len(p.Parts))})
 	}
 	for i, part := range p.Parts {
-		if err := b.postMsg(ctx, e, route, part.Step, part.Content, false, part.Files); err != nil {
+		if err := b.postMsg(ctx, e, route, part.Step, part.Content, false, part.Files, save); err != nil {
 			return i, err
 		}
+		save = nil
 	}
 	return -1, nil
 }
@@ -260,7 +263,7 @@ func (b *Bridge) resumePlan(ctx context.Context, e *store.Event, route *store.Ro
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded",
 			Detail: why + "; what was not sent was kept as a private note"})
 	}
-	if i, err := b.postPlan(ctx, e, route, p); err != nil {
+	if i, err := b.postPlan(ctx, e, route, p, nil); err != nil {
 		return b.afterPostFailure(ctx, e, route, i, err)
 	}
 	if e.HasStep(StepHandoffDue) {

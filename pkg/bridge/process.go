@@ -191,12 +191,16 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
 	}
 	pl := b.planAnswer(&route, q.channel, text, ans, user)
-	if len(pl.Parts) > 0 || marked {
-		if err := b.savePlan(ctx, e, pl, marked); err != nil {
+	save, err := planWriter(e, pl, marked)
+	if err != nil {
+		return err
+	}
+	if len(pl.Parts) == 0 && marked {
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), save); err != nil {
 			return err
 		}
 	}
-	if i, err := b.postPlan(ctx, e, &route, &pl); err != nil {
+	if i, err := b.postPlan(ctx, e, &route, &pl, save); err != nil {
 		if marked {
 			return b.fail(ctx, e, err)
 		}
@@ -547,11 +551,14 @@ func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
 // the message. A post in doubt is resolved before anything is posted again
 // (resolveInDoubt), and it always carries the content it had the first time.
 func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string, private bool) error {
-	return b.postMsg(ctx, e, nil, step, content, private, nil)
+	return b.postMsg(ctx, e, nil, step, content, private, nil, nil)
 }
 
 // postMsg is post with the answer's files (fetched from the route's Dify).
-func (b *Bridge) postMsg(ctx context.Context, e *store.Event, route *store.Route, step, content string, private bool, files []planFile) error {
+// pre, when set, is written in the same commit as the intent (the answer's
+// plan, with the first part), so it costs no fsync of its own.
+func (b *Bridge) postMsg(ctx context.Context, e *store.Event, route *store.Route, step, content string, private bool,
+	files []planFile, pre func(*store.Tx) error) error {
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
 		return err
@@ -569,7 +576,14 @@ func (b *Bridge) postMsg(ctx context.Context, e *store.Event, route *store.Route
 	} else {
 		in = store.Intent{EventID: e.ID, Step: step, AccountID: e.AccountID, ConversationID: e.ConversationID,
 			Private: private, Content: content, Hash: store.ContentHash(content, private), At: b.o.Now()}
-		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.AddIntent(in) }); err != nil {
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			if pre != nil {
+				if err := pre(tx); err != nil {
+					return err
+				}
+			}
+			return tx.AddIntent(in)
+		}); err != nil {
 			return fmt.Errorf("record intent to post %s: %w", step, err)
 		}
 	}

@@ -129,6 +129,9 @@ type wireContentAttributes struct {
 // it does not expect yields nothing rather than a refused webhook.
 func contentAttributes(raw json.RawMessage) (externalError string, csat *CSATResponse) {
 	raw = bytes.TrimSpace(raw)
+	if !bytes.Contains(raw, []byte("external_error")) && !bytes.Contains(raw, []byte("submitted_values")) {
+		return "", nil // the usual {}: nothing to read
+	}
 	if len(raw) > 0 && raw[0] == '"' {
 		// Some writers store the hash as a JSON string.
 		var s string
@@ -408,6 +411,9 @@ func lenientTime(raw json.RawMessage) time.Time {
 
 // attributeType reads additional_attributes.type, "" when absent or odd.
 func attributeType(raw json.RawMessage) string {
+	if !bytes.Contains(raw, []byte(`"type"`)) {
+		return ""
+	}
 	var a struct {
 		Type any `json:"type"`
 	}

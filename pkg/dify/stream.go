@@ -275,9 +275,6 @@ type streamEvent struct {
 	Answer         *flexString     `json:"answer"`
 	URL            flexString      `json:"url"`
 	BelongsTo      flexString      `json:"belongs_to"`
-	ID             flexString      `json:"id"`
-	Type           flexString      `json:"type"`
-	Files          json.RawMessage `json:"files"`
 	Metadata       json.RawMessage `json:"metadata"`
 	Data           json.RawMessage `json:"data"`
 	// error events
@@ -409,7 +406,14 @@ func (s *assembler) handle(ev SSEEvent) (bool, error) {
 		if e.Answer != nil {
 			s.appendMsg(string(*e.Answer))
 		} else if e.URL != "" && e.BelongsTo != "user" {
-			s.a.Files = append(s.a.Files, AnswerFile{ID: string(e.ID), Type: string(e.Type), URL: string(e.URL)})
+			// Files are rare: their id and type are read only here, so text
+			// deltas cost nothing more.
+			var f struct {
+				ID   flexString `json:"id"`
+				Type flexString `json:"type"`
+			}
+			_ = json.Unmarshal(ev.Data, &f) // the event already decoded once; the URL is what matters
+			s.a.Files = append(s.a.Files, AnswerFile{ID: string(f.ID), Type: string(f.Type), URL: string(e.URL)})
 		}
 	case "message_replace":
 		if e.Answer != nil {
@@ -417,7 +421,12 @@ func (s *assembler) handle(ev SSEEvent) (bool, error) {
 		}
 	case "message_end":
 		s.takeUsage(e.Metadata)
-		s.takeEndFiles(e.Files)
+		var end struct {
+			Files json.RawMessage `json:"files"`
+		}
+		if len(s.a.Files) == 0 && json.Unmarshal(ev.Data, &end) == nil {
+			s.takeEndFiles(end.Files)
+		}
 		return true, nil
 	case "error":
 		return false, &APIError{Status: int(e.Status), Code: string(e.Code), Message: string(e.Message), InStream: true}
