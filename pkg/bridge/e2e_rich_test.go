@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/simulate"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -635,5 +638,97 @@ func TestRestartBetweenPartsPostsTheRest(t *testing.T) {
 	}
 	if tr := e.trace(id); !strings.Contains(tr, "worker resumed") {
 		t.Errorf("trace:\n%s (%s)", tr, ev.Steps)
+	}
+}
+
+func TestVoiceNoteAskingForAHumanHandsOff(t *testing.T) {
+	e, conv := whatsappEnv(t, envOptions{})
+	n := voiceNote
+	n.Transcript = "I want to talk to a real person please"
+	id := e.sends(conv, "", n).EventID
+	ev := e.waitFinal(id)
+	if ev.Status != store.StatusHandedOff || !strings.Contains(ev.Reason, "customer asked for a human (voice note)") {
+		t.Fatalf("event %s %q", ev.Status, ev.Reason)
+	}
+	if len(e.dify.Requests()) != 0 {
+		t.Error("dify was asked")
+	}
+}
+
+// TestAnswerFileOverTheLimitIsLeftOut: the text still goes; the trace says
+// which file was left out and why.
+func TestAnswerFileOverTheLimitIsLeftOut(t *testing.T) {
+	e := newEnv(t, envOptions{tune: func(o *Options) { o.MaxFileBytes = 1 << 20 }})
+	e.useApp(simulate.DifyApp{Mode: "chat", Respond: func(simulate.DifyCall) simulate.DifyResponse {
+		return simulate.DifyResponse{Text: "The manual is attached.", Files: []simulate.DifyOutFile{
+			{Type: "document", Name: "manual.pdf", ContentType: "application/pdf", Size: 3 << 20}}}
+	}})
+	conv := e.cw.NewConversation(1, simulate.Contact{ID: 5, Name: "Ann"}, "pending")
+	id := e.say(conv, "manual?").EventID
+	e.answered(id)
+	if got := e.botReplies(conv); len(got) != 1 || got[0] != "The manual is attached." {
+		t.Fatalf("replies %q", got)
+	}
+	for _, m := range e.cw.Messages(conv) {
+		if len(m.Attachments) > 0 {
+			t.Errorf("message %d carries %+v", m.ID, m.Attachments)
+		}
+	}
+	if tr := e.trace(id); !strings.Contains(tr, "files file left out") || !strings.Contains(tr, "file of 3.0 MB is over the 1.0 MB limit") {
+		t.Errorf("trace:\n%s", tr)
+	}
+}
+
+// TestStorageRedirectToPrivateOnlyWhenChatwootIsPrivate: Chatwoot's storage
+// on a private address is followed when Chatwoot itself is on one (the
+// simulators are on loopback), and refused when chatwoot.base_url is a
+// public name.
+func TestStorageRedirectToPrivateOnlyWhenChatwootIsPrivate(t *testing.T) {
+	for _, public := range []bool{false, true} {
+		t.Run(fmt.Sprintf("public chatwoot %v", public), func(t *testing.T) {
+			e := newEnv(t, envOptions{noRun: true, route: func(r *store.Route) { r.Options.Transfer = TransferUpload }, tune: func(o *Options) {
+				if !public {
+					return
+				}
+				// chatwoot.base_url is a public name (the test reaches it on
+				// loopback); its storage redirect points at 127.0.0.1.
+				o.Resolve = func(_ context.Context, host string) ([]netip.Addr, error) {
+					if host == "chatwoot.test" {
+						return []netip.Addr{netip.MustParseAddr("93.184.215.14")}, nil
+					}
+					return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+				}
+				o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if host, port, _ := net.SplitHostPort(addr); host == "chatwoot.test" {
+						addr = net.JoinHostPort("127.0.0.1", port)
+					}
+					return (&net.Dialer{}).DialContext(ctx, network, addr)
+				}
+			}})
+			e.useApp(imageApp)
+			storage := httptest.NewServer(e.cw.StorageHandler())
+			defer storage.Close()
+			e.cw.SetStorageURL(storage.URL, "")
+			if public {
+				u, _ := url.Parse(e.cwSrv.URL)
+				base := "http://chatwoot.test:" + u.Port()
+				e.core.o.Chatwoot = chatwoot.NewClient(chatwoot.Options{BaseURL: base, Token: testBotToken,
+					HTTPClient: &http.Client{Transport: &http.Transport{DialContext: e.core.o.Dial}}})
+				e.cw.SetFrontendURL(base)
+			}
+			rvRun(t, e)
+			conv := e.cw.NewConversation(1, simulate.Contact{ID: 5, Name: "Ann"}, "pending")
+			id := e.sends(conv, "photo", simulate.Attachment{FileType: "image", Name: "x.png", ContentType: "image/png", Size: 1000}).EventID
+			e.answered(id)
+			q := e.dify.Requests()[0].Query
+			files := e.dify.Requests()[0].Files
+			if public {
+				if len(files) != 0 || !strings.Contains(q, "127.0.0.1 has no public address") {
+					t.Errorf("query %q files %+v", q, files)
+				}
+			} else if len(files) != 1 || files[0].Method != "local_file" {
+				t.Errorf("query %q files %+v", q, files)
+			}
+		})
 	}
 }

@@ -57,6 +57,9 @@ type question struct {
 	// after files change.
 	texts []string
 	notes []string
+	// spoken are the voice notes' transcriptions, checked for handoff
+	// keywords like written text.
+	spoken []string
 }
 
 type remoteFile struct {
@@ -161,6 +164,7 @@ func (b *Bridge) prepare(ctx context.Context, e *store.Event, route *store.Route
 				text, how, why := b.transcribe(ctx, e, route, client, params, &p, a, user)
 				if text != "" {
 					q.texts = append(q.texts, text)
+					q.spoken = append(q.spoken, text)
 					summary = append(summary, "voice note transcribed by "+how)
 					usable = true
 					continue

@@ -140,6 +140,15 @@ func (b *Bridge) planAnswer(route *store.Route, channel, text string, ans *dify.
 	return plan{Parts: parts, DifyMessageID: ans.MessageID, DifyUser: user}
 }
 
+// filesNote tells agents that a private note lacks the app's files: notes
+// carry text only.
+func filesNote(ans *dify.Answer) string {
+	if len(ans.Files) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\n(the app also produced %d file(s), not attached to notes)", len(ans.Files))
+}
+
 func withCitations(text string, cs []dify.Citation) string {
 	var lines []string
 	seen := map[string]bool{}

@@ -148,6 +148,14 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		stopTyping()
 		return b.voiceFallback(ctx, e, &route, q.voiceFailed, draft)
 	}
+	if !draft {
+		// Said in a voice note, a request for a human counts as written.
+		if kw := MatchKeyword(strings.Join(q.spoken, "\n"), ho.Keywords); kw != "" {
+			stopTyping()
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "keyword", Detail: fmt.Sprintf("matched %q in a voice note", kw)})
+			return b.handoff(ctx, e, &route, HandoffCustomerAsked, fmt.Sprintf("customer asked for a human (voice note): %q", truncate(strings.Join(q.spoken, " "), 200)))
+		}
+	}
 	ans, err := b.ask(ctx, e, &route, &conv, q, user)
 	stopTyping()
 	if err != nil {
@@ -170,7 +178,7 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		if text == "" {
 			return b.fail(ctx, e, errors.New("ai failed: empty answer"))
 		}
-		if err := b.post(ctx, e, StepDraft, "AI draft: "+text, true); err != nil {
+		if err := b.post(ctx, e, StepDraft, "AI draft: "+text+filesNote(ans), true); err != nil {
 			return b.fail(ctx, e, err)
 		}
 		return b.finish(ctx, e, store.StatusAnswered, "draft", "", store.Hop{Stage: StageDone, Outcome: "answered", Detail: "draft posted as a private note"})
@@ -181,8 +189,8 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	// The supersede gate: a human may have taken over, or Chatwoot may have
 	// moved the conversation out of a bot status, while Dify was thinking.
 	if why := b.superseded(ctx, e); why != "" {
-		note := "AI draft, not sent: " + text
-		if text == "" {
+		note := "AI draft, not sent: " + text + filesNote(ans)
+		if text == "" && len(ans.Files) == 0 {
 			note = "AI draft, not sent: (the AI asked for a human)"
 		}
 		if err := b.post(ctx, e, StepSupersededNote, note, true); err != nil {
