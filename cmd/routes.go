@@ -57,6 +57,9 @@ type routeView struct {
 	MaxInFlight   int               `json:"max_in_flight"` // 0: no cap
 	AppName       string            `json:"app_name,omitempty"`
 	AppMode       string            `json:"app_mode,omitempty"`
+	Transfer      string            `json:"transfer,omitempty"`
+	Format        string            `json:"format,omitempty"`
+	VoiceFallback string            `json:"voice_fallback,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
 	// Lifecycle is set by routes show and routes update.
 	Lifecycle *lifecycle.Settings `json:"lifecycle,omitempty"`
@@ -65,7 +68,8 @@ type routeView struct {
 func routeJSON(r *store.Route) routeView {
 	v := routeView{ID: r.ID, Name: r.Name, InboxID: r.InboxID, DifyURL: r.DifyURL, Key: maskedKey(r), KeyEnv: r.DifyKeyEnv,
 		Inputs: r.Inputs, Mode: r.Mode, Keywords: r.Keywords, HandoffTeam: r.HandoffTeam, HandoffLabels: r.HandoffLabels,
-		Enabled: r.Enabled, MaxInFlight: r.MaxInFlight, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt}
+		Enabled: r.Enabled, MaxInFlight: r.MaxInFlight, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt,
+		Transfer: r.Options.Transfer, Format: r.Options.Format, VoiceFallback: r.Options.VoiceFallback}
 	if v.Inputs == nil {
 		v.Inputs = map[string]string{}
 	}
@@ -167,6 +171,15 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			}
 			if r.HandoffLabels != nil {
 				fmt.Fprintf(w, "  labels:     %s\n", strings.Join(r.HandoffLabels, ", "))
+			}
+			if r.Options.Transfer != "" {
+				fmt.Fprintf(w, "  transfer:   %s\n", r.Options.Transfer)
+			}
+			if r.Options.Format != "" {
+				fmt.Fprintf(w, "  format:     %s\n", r.Options.Format)
+			}
+			if r.Options.VoiceFallback != "" {
+				fmt.Fprintf(w, "  voice:      %s\n", r.Options.VoiceFallback)
 			}
 			printLifecycle(w, &s)
 			return nil

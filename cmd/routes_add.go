@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
+	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/doctor"
 	"github.com/bridge-dev/bridge/pkg/lifecycle"
@@ -29,6 +32,9 @@ type routesAddOptions struct {
 	maxInFlight   int
 	noVerify      bool
 	life          lifecycleFlags
+	transfer      string
+	format        string
+	voiceFallback string
 }
 
 func newRoutesAddCmd(a *app) *cobra.Command {
@@ -58,7 +64,15 @@ defaults for this route (--keywords "" turns keyword handoff off).
 once, for a Dify app whose own concurrency cap (APP_MAX_ACTIVE_REQUESTS)
 is lower than worker.concurrency. Without it, bridge learns the cap when
 Dify answers "too many requests": that message goes back in the queue and
-the route alone slows down.`,
+the route alone slows down.
+
+
+--transfer overrides attachments.transfer (auto, remote_url, upload);
+--voice-fallback overrides voice.fallback (ask, handoff); --format converts
+answers before posting: markdown (default: Chatwoot renders it for each
+channel), whatsapp (an API inbox bridged to WhatsApp, where Chatwoot passes
+text through unchanged) or plain. The verification also says which file
+types the app accepts and whether it has speech to text.`,
 		Example: `  bridge routes add --inbox 3 --dify-key app-xxxxxxxxxxxxxxxxxxxxxxxx
   bridge routes add --inbox 4 --dify-key-env DIFY_SALES_KEY --name sales \
       --inputs '{"customer":"{contact.name}"}' --keywords "human,manager" --handoff-team 2
@@ -83,6 +97,9 @@ the route alone slows down.`,
 	f.IntVar(&o.maxInFlight, "max-in-flight", 0, "most messages of this route in progress at once (0: no cap but worker.concurrency)")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not check the key against Dify")
 	o.life.register(f)
+	f.StringVar(&o.transfer, "transfer", "", "how attachments reach Dify: auto, remote_url or upload (default: attachments.transfer)")
+	f.StringVar(&o.format, "format", "", "answer format: markdown, whatsapp or plain (default: markdown)")
+	f.StringVar(&o.voiceFallback, "voice-fallback", "", "a voice note nobody could transcribe: ask or handoff (default: voice.fallback)")
 	_ = c.MarkFlagRequired("inbox") // the flag exists; the error is impossible
 	c.MarkFlagsMutuallyExclusive("dify-key", "dify-key-env")
 	return c
@@ -131,6 +148,16 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 	if c.Flags().Changed("handoff-labels") {
 		r.HandoffLabels = splitList(o.handoffLabels)
 	}
+	if o.transfer != "" && !slices.Contains(config.TransferModes, o.transfer) {
+		return usagef("--transfer upload", "bad --transfer %q: want auto, remote_url or upload", o.transfer)
+	}
+	if o.format != "" && !slices.Contains([]string{bridge.FormatMarkdown, bridge.FormatWhatsApp, bridge.FormatPlain}, o.format) {
+		return usagef("--format whatsapp", "bad --format %q: want markdown, whatsapp or plain", o.format)
+	}
+	if o.voiceFallback != "" && !slices.Contains(config.VoiceFallbacks, o.voiceFallback) {
+		return usagef("--voice-fallback handoff", "bad --voice-fallback %q: want ask or handoff", o.voiceFallback)
+	}
+	r.Options = store.RouteOptions{Transfer: o.transfer, Format: o.format, VoiceFallback: o.voiceFallback}
 	if o.url != "" && !strings.HasPrefix(o.url, "http://") && !strings.HasPrefix(o.url, "https://") {
 		return usagef("--dify-url https://api.dify.ai/v1", "bad --dify-url %q: want an http(s) URL", o.url)
 	}
@@ -146,16 +173,18 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 			return usagef("export "+o.keyEnv+"=app-... and run this again", "environment variable %s is not set: the route would have no Dify key", o.keyEnv)
 		}
 	}
+	support := ""
 	if !o.noVerify {
 		base := o.url
 		if base == "" {
 			base = cfg.Dify.BaseURL
 		}
-		info, err := verifyApp(ctx, base, key, r.Inputs)
+		info, params, err := verifyApp(ctx, base, key, r.Inputs)
 		if err != nil {
 			return &failedError{msg: err.Error() + "\n(use --no-verify to add the route anyway)"}
 		}
 		r.AppName, r.AppMode = info.Name, info.Mode
+		support = doctor.FileSupport(params)
 	}
 	db, err := a.openStore(ctx, createStore)
 	if err != nil {
@@ -183,11 +212,14 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 		return a.printJSON(routeJSON(r))
 	}
 	fmt.Fprintf(a.io.Out, "Added route %d: inbox %d → %s (%s, key %s)\n", r.ID, r.InboxID, describeApp(r), r.Mode, maskedKey(r))
+	if support != "" {
+		fmt.Fprintf(a.io.Out, "  The app takes %s.\n", support)
+	}
 	return nil
 }
 
 // verifyApp checks a Dify key and app (SPEC section 3, routes add).
-func verifyApp(ctx context.Context, base, key string, inputs map[string]string) (*dify.AppInfo, error) {
+func verifyApp(ctx context.Context, base, key string, inputs map[string]string) (*dify.AppInfo, *dify.Parameters, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	return doctor.VerifyApp(ctx, dify.NewClient(dify.Options{BaseURL: base, Key: key}), base, inputs)

@@ -179,7 +179,12 @@ func (b *Bridge) processAskAgain(ctx context.Context, e *store.Event) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	ans, err := b.ask(ctx, e, &route, &conv)
+	user := difyUser(e, &conv)
+	q, err := b.prepare(ctx, e, &route, user)
+	if err != nil {
+		return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
+	}
+	ans, err := b.ask(ctx, e, &route, &conv, q, user)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

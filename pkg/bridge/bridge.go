@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dashboard"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/fetch"
 	"github.com/bridge-dev/bridge/pkg/redact"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -100,6 +103,30 @@ type Options struct {
 	// JournalBudget bounds journaling a webhook once its body is in
 	// (default 3s, inside Chatwoot's 5s).
 	JournalBudget time.Duration
+	// Transfer is how attachments reach Dify: auto (default), remote_url
+	// or upload; a route may override it.
+	Transfer string
+	// MaxFileBytes caps a file bridge downloads, either way (default 25 MB).
+	MaxFileBytes int64
+	// DownloadTimeout bounds one file's download (default 60s).
+	DownloadTimeout time.Duration
+	// VoiceWait is how long a voice note waits for Chatwoot's own
+	// transcription; 0 means Chatwoot does not transcribe.
+	VoiceWait time.Duration
+	// VoiceFallback is what a voice note nobody could transcribe gets: ask
+	// (VoiceAskMessage, default) or handoff; a route may override it.
+	VoiceFallback   string
+	VoiceAskMessage string
+	// Citations "append" adds an answer's knowledge sources to it.
+	Citations string
+	// CSATFeedback sends CSAT ratings to Dify as feedback.
+	CSATFeedback bool
+	// Resolve looks host names up for the download rules (nil: the
+	// system resolver).
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Dial connects downloads to an address the rules allowed (nil: a
+	// plain dialer); tests map names with it.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // DefaultConcurrency is worker.concurrency's default: how many events may
@@ -137,6 +164,14 @@ type Bridge struct {
 	inDify      atomic.Int64 // workers waiting for a Dify answer
 	bg          sync.WaitGroup
 	state       workerState
+
+	paramsMu    sync.Mutex
+	params      map[string]cachedParams   // by Dify URL and route
+	difyFetch   map[string]*fetch.Fetcher // by Dify URL
+	fetchOnce   sync.Once
+	cwFetch     *fetch.Fetcher
+	cwFetchErr  error
+	transcripts transcriptWaiters
 
 	pingMu sync.Mutex
 	ping   *pingCall // the readiness write in flight, shared by concurrent probes
@@ -197,8 +232,21 @@ func New(o Options) *Bridge {
 	if o.IdleSweep <= 0 {
 		o.IdleSweep = 30 * time.Second
 	}
+
+	if o.MaxFileBytes <= 0 {
+		o.MaxFileBytes = fetch.DefaultMaxBytes
+	}
+	if o.DownloadTimeout <= 0 {
+		o.DownloadTimeout = fetch.DefaultTimeout
+	}
+	if o.VoiceFallback == "" {
+		o.VoiceFallback = VoiceAsk
+	}
+	if o.VoiceAskMessage == "" {
+		o.VoiceAskMessage = "Sorry, I can't listen to voice messages here. Could you type your question?"
+	}
 	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1),
-		rejects: newRejectLimiter(o.Now)}
+		rejects: newRejectLimiter(o.Now), params: map[string]cachedParams{}, difyFetch: map[string]*fetch.Fetcher{}}
 }
 
 // WebhookPath is where bridge serves Chatwoot's webhooks; public_url plus

@@ -41,6 +41,11 @@ type Input struct {
 	// on a give-back (or never), so a status change into a bot status does
 	// not (lifecycle return rule giveback or never).
 	NoStatusReturn bool
+	// Waiting is true when an open event waits on this message (a voice
+	// note whose transcription a message_updated brings).
+	Waiting bool
+	// CSATFeedback is true when CSAT ratings go to Dify (feedback.csat).
+	CSATFeedback bool
 }
 
 // Verdict is what to do with a webhook.
@@ -76,6 +81,11 @@ func Decide(in Input) Verdict {
 	reopen := in.NoStatusReturn && in.Conv.State == store.StateHuman && in.Route != nil && in.Route.Enabled &&
 		in.Route.Mode != store.ModeDraft && slices.Contains(in.BotStatuses, status) &&
 		!e.SnapshotAt().IsZero() && e.SnapshotAt().After(in.Conv.StateAt)
+	if e.Name == "message_updated" {
+		if k := updateKind(in); k != "" {
+			return Verdict{Accept: true, Kind: k}
+		}
+	}
 	if e.Name != "message_created" {
 		if reopen && e.Name == "conversation_status_changed" {
 			return Verdict{Accept: true, Kind: store.KindReopen}
@@ -124,6 +134,23 @@ func Decide(in Input) Verdict {
 		return Verdict{Reason: ReasonEmpty, ReturnToBot: back}
 	}
 	return Verdict{Accept: true, Kind: store.KindMessage, ReturnToBot: back}
+}
+
+// updateKind picks the message_updated events bridge acts on; every other
+// one stays not_message_created. The channel refused one of bridge's own
+// posts (content_attributes.external_error); Chatwoot transcribed a voice
+// note an event is waiting on; the customer rated the conversation.
+func updateKind(in Input) string {
+	e := in.Event
+	switch {
+	case in.Posted && e.ExternalError != "" && in.Route != nil && in.Route.Mode != store.ModeDraft:
+		return KindRefused
+	case in.Waiting && e.MessageType == "incoming" && e.Transcript() != "":
+		return KindTranscript
+	case in.CSATFeedback && e.CSAT != nil && e.ContentType == "input_csat" && in.Route != nil && in.Route.Enabled:
+		return KindFeedback
+	}
+	return ""
 }
 
 // statusAllowed: auto routes act in bot statuses only; a draft route is a

@@ -359,9 +359,14 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 				}
 			}
 		}
-		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses,
-			NoStatusReturn: !settings.ReturnsOnStatus()})
-		if verdict.Accept && ev.MessageID != 0 {
+		in := Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses,
+			NoStatusReturn: !settings.ReturnsOnStatus()}
+		waiting, err := b.updateInput(tx, ev, &in)
+		if err != nil {
+			return err
+		}
+		verdict = Decide(in)
+		if verdict.Accept && ev.MessageID != 0 && verdict.Kind != KindTranscript {
 			seen, err := tx.SeenMessage(ev.MessageID)
 			if err != nil {
 				return err
@@ -398,6 +403,9 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		if err := tx.AddHop(store.Hop{EventID: rec.ID, Stage: StageDecision, Outcome: rec.Status, Detail: detail + routeNote(route)}); err != nil {
 			return err
 		}
+		if err := applyUpdate(tx, ev, &rec, waiting); err != nil {
+			return err
+		}
 		// Keep bridge's record of routed conversations current: Chatwoot's
 		// status as of this snapshot, and who owns the conversation.
 		if route != nil && ev.Conversation.ID != 0 && ev.AccountID != 0 {
@@ -425,6 +433,9 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		b.log.Info("webhook accepted", eventAttrs(&rec, keyStage, StageDecision, "kind", rec.Kind, "message_id", rec.MessageID)...)
 		if verdict.Kind == store.KindTakeover {
 			b.stopRunning(ev.AccountID, ev.Conversation.ID)
+		}
+		if verdict.Kind == KindTranscript {
+			b.transcripts.wake(ev.MessageID)
 		}
 		b.kick()
 		return Ack{Status: "accepted", EventID: rec.ID}, nil

@@ -78,6 +78,20 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	if e.Attempts > 1 {
 		// A resumed event whose answer may already be out: settle that post
 		// with the content it had, instead of asking Dify for a new one.
+		if !draft {
+			p, err := b.loadPlan(ctx, e)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				return b.resumePlan(ctx, e, &route, p)
+			}
+			if _, ok, err := b.o.Store.Intent(ctx, e.ID, StepVoiceAsk); err != nil {
+				return err
+			} else if ok {
+				return b.askToType(ctx, e, "the request to type was being posted when bridge stopped")
+			}
+		}
 		step := StepAnswer
 		if draft {
 			step = StepDraft
@@ -101,6 +115,9 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	case e.HasStep(StepAnswer) || e.HasStep(StepDraft):
 		return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered",
 			Detail: "answer was already posted before a restart"})
+	case e.HasStep(StepVoiceAsk):
+		return b.finish(ctx, e, store.StatusAnswered, reasonAskedToType, "", store.Hop{Stage: StageDone, Outcome: "answered",
+			Detail: "the customer was asked to type before a restart"})
 	case handoffStarted(e):
 		code := handoffCode(e)
 		note := "AI requested handoff"
@@ -134,7 +151,28 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	}
 	defer stopTyping()
 
-	ans, err := b.ask(ctx, e, &route, &conv)
+	user := difyUser(e, &conv)
+	q, err := b.prepare(ctx, e, &route, user)
+	if err != nil {
+		stopTyping()
+		if draft {
+			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
+		}
+		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: "+errText(err))
+	}
+	if q.nothingElse {
+		stopTyping()
+		return b.voiceFallback(ctx, e, &route, q.voiceFailed, draft)
+	}
+	if !draft {
+		// Said in a voice note, a request for a human counts as written.
+		if kw := MatchKeyword(strings.Join(q.spoken, "\n"), ho.Keywords); kw != "" {
+			stopTyping()
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "keyword", Detail: fmt.Sprintf("matched %q in a voice note", kw)})
+			return b.handoff(ctx, e, &route, HandoffCustomerAsked, fmt.Sprintf("customer asked for a human (voice note): %q", truncate(strings.Join(q.spoken, " "), 200)))
+		}
+	}
+	ans, err := b.ask(ctx, e, &route, &conv, q, user)
 	stopTyping()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -159,19 +197,19 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		if text == "" {
 			return b.fail(ctx, e, errors.New("ai failed: empty answer"))
 		}
-		if err := b.post(ctx, e, StepDraft, "AI draft: "+text, true); err != nil {
+		if err := b.post(ctx, e, StepDraft, "AI draft: "+text+filesNote(ans), true); err != nil {
 			return b.fail(ctx, e, err)
 		}
 		return b.finish(ctx, e, store.StatusAnswered, "draft", "", store.Hop{Stage: StageDone, Outcome: "answered", Detail: "draft posted as a private note"})
 	}
-	if !marked && strings.TrimSpace(text) == "" {
+	if !marked && strings.TrimSpace(text) == "" && len(ans.Files) == 0 {
 		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: empty answer")
 	}
 	// The supersede gate: a human may have taken over, or Chatwoot may have
 	// moved the conversation out of a bot status, while Dify was thinking.
 	if why := b.superseded(ctx, e); why != "" {
-		note := "AI draft, not sent: " + text
-		if text == "" {
+		note := "AI draft, not sent: " + text + filesNote(ans)
+		if text == "" && len(ans.Files) == 0 {
 			note = "AI draft, not sent: (the AI asked for a human)"
 		}
 		if err := b.post(ctx, e, StepSupersededNote, note, true); err != nil {
@@ -179,30 +217,26 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		}
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
 	}
-	if marked {
-		// Remember the handoff (and the target the marker named) before the
-		// answer goes out, so a restart between the two still hands off.
-		due := StepHandoffDue
-		if t := markerTarget(ans.Text, ho.AIMarker); t != "" {
-			due += "," + stepHandoffTarget + t
-		}
-		if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: due}); err != nil {
+	pl := b.planAnswer(&route, q.channel, text, ans, user)
+	save, err := planWriter(e, pl, marked, markerTarget(ans.Text, ho.AIMarker))
+	if err != nil {
+		return err
+	}
+	if len(pl.Parts) == 0 && marked {
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), save); err != nil {
 			return err
 		}
 	}
-	if text != "" {
-		if err := b.post(ctx, e, StepAnswer, text, false); err != nil {
-			if !marked && !store.IsStorage(err) {
-				return b.handoff(ctx, e, &route, HandoffAIFailed, "answer could not be posted: "+errText(err))
-			}
+	if i, err := b.postPlan(ctx, e, &route, &pl, save); err != nil {
+		if marked {
 			return b.fail(ctx, e, err)
 		}
+		return b.afterPostFailure(ctx, e, &route, i, err)
 	}
 	if marked {
 		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
 	}
-	return b.finishWith(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"},
-		func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) })
+	return b.finishAnswered(ctx, e, &route, &pl)
 }
 
 // resumeAnswer finishes an event resumed with its answer in doubt.
@@ -259,7 +293,7 @@ func (b *Bridge) superseded(ctx context.Context, e *store.Event) string {
 
 // ask calls the route's Dify app with retries, reusing the mapped Dify
 // conversation and starting a new one once if Dify no longer knows it.
-func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation) (*dify.Answer, error) {
+func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation, q *question, user string) (*dify.Answer, error) {
 	client, err := b.difyFor(route)
 	if err != nil {
 		return nil, err
@@ -270,26 +304,21 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 	if conv.RouteID == route.ID {
 		difyConv = conv.DifyConversationID
 	}
-	contact := conv.ContactID
-	if contact == 0 {
-		contact = e.ContactID
-	}
 	ev, _ := chatwoot.ParseEvent(e.Payload) // it parsed when it was accepted; nil only for a hand-edited row
 	req := dify.ChatRequest{
-		Query:          e.Text,
+		Query:          q.query,
 		Inputs:         b.inputs(ev, route),
-		User:           fmt.Sprintf("chatwoot-%d-%d", e.AccountID, contact),
+		User:           user,
 		ConversationID: difyConv,
-		Files:          attachments(ev),
+		Files:          q.files,
 		AppMode:        route.AppMode,
 	}
 	b.episodeInputs(ctx, e, req.ConversationID == "", req.Inputs)
 	if strings.TrimSpace(req.Query) == "" {
-		// Dify refuses an empty query; an attachment-only message still
-		// deserves an answer.
-		req.Query = "(the customer sent an attachment)"
+		// Dify refuses an empty query.
+		req.Query = "(the customer sent an empty message)"
 	}
-	freshTried := false
+	freshTried, uploaded := false, false
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		k := convKey{e.AccountID, e.ConversationID}
@@ -361,6 +390,17 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 			attempt--
 			continue
 		}
+		if len(q.remote) > 0 && !uploaded && b.transferFor(route) == TransferAuto && refusedRemote(err) {
+			// Dify could not fetch Chatwoot's URL (its SSRF proxy refuses
+			// private addresses since 1.15, or the URL needs a login):
+			// bring the files over by upload instead.
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "remote url refused",
+				Detail: errText(err) + "; uploading the file(s) instead (attachments.transfer auto)", Duration: d})
+			b.uploadInstead(ctx, e, client, q, user)
+			req.Query, req.Files, uploaded = q.query, q.files, true
+			attempt--
+			continue
+		}
 		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "error", Detail: "dify.timeout reached: " + errText(err), Duration: d})
 			return nil, fmt.Errorf("dify.timeout (%s) reached: %w", b.o.DifyTimeout, err)
@@ -417,21 +457,6 @@ func (b *Bridge) inputs(ev *chatwoot.Event, route *store.Route) map[string]any {
 			}
 			return m
 		})
-	}
-	return out
-}
-
-// attachments passes image attachments to Dify by URL; Dify ignores files
-// when the app has uploads off.
-func attachments(ev *chatwoot.Event) []dify.File {
-	if ev == nil || len(ev.Attachments) == 0 {
-		return nil
-	}
-	var out []dify.File
-	for _, a := range ev.Attachments {
-		if a.FileType == "image" && a.DataURL != "" {
-			out = append(out, dify.File{Type: "image", TransferMethod: "remote_url", URL: a.DataURL})
-		}
 	}
 	return out
 }
@@ -639,6 +664,14 @@ func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
 // the message. A post in doubt is resolved before anything is posted again
 // (resolveInDoubt), and it always carries the content it had the first time.
 func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string, private bool) error {
+	return b.postMsg(ctx, e, nil, step, content, private, nil, nil)
+}
+
+// postMsg is post with the answer's files (fetched from the route's Dify).
+// pre, when set, is written in the same commit as the intent (the answer's
+// plan, with the first part), so it costs no fsync of its own.
+func (b *Bridge) postMsg(ctx context.Context, e *store.Event, route *store.Route, step, content string, private bool,
+	files []planFile, pre func(*store.Tx) error) error {
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
 		return err
@@ -656,7 +689,14 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 	} else {
 		in = store.Intent{EventID: e.ID, Step: step, AccountID: e.AccountID, ConversationID: e.ConversationID,
 			Private: private, Content: content, Hash: store.ContentHash(content, private), At: b.o.Now()}
-		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.AddIntent(in) }); err != nil {
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			if pre != nil {
+				if err := pre(tx); err != nil {
+					return err
+				}
+			}
+			return tx.AddIntent(in)
+		}); err != nil {
 			return fmt.Errorf("record intent to post %s: %w", step, err)
 		}
 	}
@@ -670,8 +710,13 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 			inDoubt = false
 		}
 		start := time.Now()
-		m, err := b.o.Chatwoot.PostMessage(ctx, e.AccountID, e.ConversationID, chatwoot.NewMessage{Content: content, Private: private})
+		m, err := b.sendMessage(ctx, e, route, content, private, files)
 		d := time.Since(start)
+		if errors.Is(err, errNothingToPost) {
+			// The step is over: nothing of it can reach the customer.
+			return b.record(ctx, e.ID, &store.EventUpdate{AddStep: step}, store.Hop{Stage: StageChatwoot, Outcome: "skipped",
+				Detail: step + ": " + errText(err)})
+		}
 		b.o.Metrics.chatwoot("messages", statusOf(err), d)
 		if err == nil {
 			return b.recordPost(ctx, e, step, m.ID, store.Hop{Stage: StageChatwoot, Outcome: "ok",

@@ -292,7 +292,16 @@ func (b *Bridge) DryRun(ctx context.Context, ev *chatwoot.Event) (Verdict, *stor
 			return Verdict{}, nil, err
 		}
 	}
-	v := Decide(Input{Event: ev, Route: route, Conv: conv, BotStatuses: b.o.BotStatuses})
+	in := Input{Event: ev, Route: route, Conv: conv, BotStatuses: b.o.BotStatuses, CSATFeedback: b.o.CSATFeedback}
+	if ev.Name == "message_updated" && ev.MessageID != 0 {
+		// A refusal counts for bridge's own posts only.
+		posted, err := b.o.Store.IsPosted(ctx, ev.MessageID)
+		if err != nil {
+			return Verdict{}, nil, err
+		}
+		in.Posted = posted
+	}
+	v := Decide(in)
 	if v.Accept && ev.MessageID != 0 {
 		evs, err := b.o.Store.ListEvents(ctx, store.EventFilter{ConversationID: ev.Conversation.ID, Limit: 1000})
 		if err != nil {

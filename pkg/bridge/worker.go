@@ -260,6 +260,8 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 		err = b.processReopen(ctx, &e)
 	case KindAskAgain:
 		err = b.processAskAgain(ctx, &e)
+	case KindRefused, KindTranscript, KindFeedback:
+		err = b.processUpdate(ctx, &e)
 	default:
 		if e.MergedInto != 0 {
 			// Merged into an earlier event before a restart: it shares that

@@ -65,6 +65,11 @@ type ChatwootOptions struct {
 	KeepPendingOnBotFailure bool
 	// Now replaces time.Now for timestamps and signatures.
 	Now func() time.Time
+	// TranscribeAfter, when set, transcribes customers' audio attachments
+	// that have Speech this long after they arrive and delivers
+	// message_updated, as Chatwoot's own audio transcription does (an
+	// enterprise feature); 0 never transcribes.
+	TranscribeAfter time.Duration
 }
 
 // DefaultEchoDelay is the bound of the random delay of background
@@ -101,6 +106,8 @@ type Message struct {
 	// public outgoing or template message that the inbox's channel sent.
 	// External channels skip messages that carry a source_id.
 	Delivered bool
+	// Attachments are the message's files and other attachments.
+	Attachments []SentFile
 }
 
 // Call is one REST request the fake Chatwoot received.
@@ -199,6 +206,7 @@ type cwMsg struct {
 	sendID      string // the provider id the pending send will write
 	sendStatus  string // the status it will write
 	sendError   string // the external_error it will write
+	atts        []*cwAttachment
 }
 
 var messageTypes = [...]string{"incoming", "outgoing", "activity", "template"}
@@ -237,6 +245,12 @@ type Chatwoot struct {
 	holding     bool       // HoldEchoes: background deliveries wait in held
 	held        []Delivery // not sent yet, oldest event first
 	deliverySeq uint64
+
+	frontend       string // FRONTEND_URL: where data_url point
+	storage        string // the storage service blob redirects go to ("" = the fake)
+	storageTarget  string // a fixed redirect target, for tests of where downloads go
+	files          map[string]*cwAttachment
+	nextAttachment int64
 }
 
 // NewChatwoot returns a fake Chatwoot with one account.
@@ -425,11 +439,15 @@ func (m *cwMsg) export() Message {
 	if m.echoID != nil {
 		echo = stringify(m.echoID)
 	}
+	var files []SentFile
+	for _, a := range m.atts {
+		files = append(files, a.export())
+	}
 	return Message{
 		ID: m.id, ConversationID: m.conv, Content: m.content, MessageType: messageTypes[m.mtype],
 		Private: m.private, SenderType: m.senderKind, SenderID: m.senderID, SourceID: src,
 		ContentType: m.contentType, ContentAttributes: maps.Clone(m.attrs), EchoID: echo, CreatedAt: m.created,
-		Status: m.status, Delivered: m.delivered,
+		Status: m.status, Delivered: m.delivered, Attachments: files,
 	}
 }
 
@@ -696,7 +714,20 @@ func resolve(method, path string) (route, bool) {
 
 // ServeHTTP implements http.Handler.
 func (c *Chatwoot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 40<<20))
+	if strings.HasPrefix(r.URL.Path, "/rails/active_storage/") {
+		c.serveBlob(w, r)
+		return
+	}
+	var (
+		body []byte
+		err  error
+	)
+	if isMultipart(r) {
+		// Files stream to the handler, which keeps only their digests.
+		body = []byte("(multipart/form-data)")
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, 40<<20))
+	}
 	tok := c.tokenKind(r)
 	recorded := body
 	if len(recorded) > maxCallBody {
@@ -733,16 +764,7 @@ func (c *Chatwoot) serve(w http.ResponseWriter, r *http.Request, tok string, bod
 		return errNotFound
 	}
 	c.mu.Lock()
-	var fault ChatwootFault
-	hasFault := false
-	if q := c.faults[rt.op]; len(q) > 0 {
-		fault, hasFault = q[0], true
-		if len(q) == 1 {
-			delete(c.faults, rt.op)
-		} else {
-			c.faults[rt.op] = q[1:]
-		}
-	}
+	fault, hasFault := c.takeFaultLocked(rt.op)
 	c.mu.Unlock()
 	if hasFault {
 		if !sleep(r.Context(), fault.Delay) {
@@ -778,6 +800,24 @@ func (c *Chatwoot) serve(w http.ResponseWriter, r *http.Request, tok string, bod
 		return errNotFound
 	}
 	return rt.handle(c, r, rt, tok, body)
+}
+
+// takeFaultLocked takes the next scripted fault of an operation.
+func (c *Chatwoot) takeFaultLocked(op string) (ChatwootFault, bool) {
+	q := c.faults[op]
+	if len(q) == 0 {
+		return ChatwootFault{}, false
+	}
+	if len(q) == 1 {
+		delete(c.faults, op)
+	} else {
+		c.faults[op] = q[1:]
+	}
+	return q[0], true
+}
+
+func isMultipart(r *http.Request) bool {
+	return strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "multipart/form-data")
 }
 
 func (c *Chatwoot) getVersion(_ *http.Request, _ route, _ string, _ []byte) reply {
@@ -1018,7 +1058,52 @@ func stringify(v any) string {
 
 func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byte) reply {
 	var in postMessageBody
-	if len(body) > 0 {
+	var files []Attachment
+	var digests []string
+	if isMultipart(r) {
+		// Messages::MessageBuilder#process_attachments: each attachments[]
+		// part becomes an attachment whose file_type follows its type.
+		mr, err := r.MultipartReader()
+		if err != nil {
+			return cwError(http.StatusBadRequest, "Invalid request body")
+		}
+		for {
+			part, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return cwError(http.StatusBadRequest, "Invalid request body")
+			}
+			if part.FileName() == "" {
+				v, _ := io.ReadAll(io.LimitReader(part, 1<<20)) // a field is small
+				val := string(v)
+				switch part.FormName() {
+				case "content":
+					in.Content = &val
+				case "message_type":
+					in.MessageType = val
+				case "private":
+					in.Private = val
+				case "content_type":
+					in.ContentType = val
+				}
+				continue
+			}
+			if part.FormName() != "attachments[]" {
+				continue
+			}
+			a, sum, err := c.readPostedFile(part.FileName(), part.Header.Get("Content-Type"), part)
+			if err != nil {
+				return cwError(http.StatusBadRequest, "Invalid request body")
+			}
+			files, digests = append(files, a), append(digests, sum)
+		}
+		if len(files) > 15 {
+			// Message#validate_attachments_limit; messages#create answers 422.
+			return cwError(http.StatusUnprocessableEntity, "Validation failed: Attachments exceeded maximum allowed")
+		}
+	} else if len(body) > 0 {
 		if err := json.Unmarshal(body, &in); err != nil {
 			return cwError(http.StatusBadRequest, "Invalid request body")
 		}
@@ -1091,6 +1176,10 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 		m.senderKind, m.senderID = "user", c.opts.UserID
 	}
 	c.addMessageLocked(conv, m)
+	for i, f := range files {
+		a := c.newAttachmentLocked(m, f)
+		a.posted, a.sha = true, digests[i]
+	}
 	resp := c.restMessageLocked(conv, m, true)
 	var echo []byte
 	if !c.opts.NoEcho && mtype != 2 {
@@ -1133,6 +1222,11 @@ func (c *Chatwoot) sendOnChannelLocked(conv *cwConv, m *cwMsg) bool {
 	}
 	if tr.windowError != "" && !c.canReplyLocked(conv) {
 		m.sendPending, m.sendStatus, m.sendError = true, "failed", tr.windowError
+		return true
+	}
+	if limit, refusal := lengthLimit(conv.inbox.channel); limit > 0 && len([]rune(m.content)) > limit {
+		// The provider refuses the text; the send job stores its error.
+		m.sendPending, m.sendStatus, m.sendError = true, "failed", refusal
 		return true
 	}
 	m.delivered = true

@@ -36,6 +36,7 @@ type Route struct {
 	Enabled       bool
 	AppName       string
 	AppMode       string
+	Options       RouteOptions
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	// MaxInFlight caps the route's events in progress at once (0: no cap
@@ -47,7 +48,7 @@ type Route struct {
 var ErrDuplicateInbox = errors.New("inbox already has a route")
 
 const routeCols = `id, name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode, keywords,
-	handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight`
+	handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight, options`
 
 func scanRoute(sc interface{ Scan(...any) error }) (Route, error) {
 	var r Route
@@ -56,8 +57,13 @@ func scanRoute(sc interface{ Scan(...any) error }) (Route, error) {
 	var team sql.NullInt64
 	var created, updated int64
 	var enabled int
+	var options string
 	if err := sc.Scan(&r.ID, &r.Name, &r.InboxID, &r.DifyURL, &r.DifyKey, &r.DifyKeyEnv, &inputs, &r.Mode,
-		&keywords, &team, &labels, &enabled, &r.AppName, &r.AppMode, &created, &updated, &r.MaxInFlight); err != nil {
+		&keywords, &team, &labels, &enabled, &r.AppName, &r.AppMode, &created, &updated, &r.MaxInFlight, &options); err != nil {
+		return r, err
+	}
+	var err error
+	if r.Options, err = parseRouteOptions(r.ID, options); err != nil {
 		return r, err
 	}
 	r.Enabled = enabled != 0
@@ -122,13 +128,17 @@ func (db *DB) AddRoute(ctx context.Context, r *Route) error {
 	if r.HandoffTeam != nil {
 		team = *r.HandoffTeam
 	}
+	options, err := r.Options.json()
+	if err != nil {
+		return err
+	}
 	return db.Write(ctx, func(tx *Tx) error {
 		now := ms(tx.Now())
 		res, err := tx.Exec(`INSERT INTO routes (name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode,
-			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight, options)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Name, r.InboxID, r.DifyURL, r.DifyKey, r.DifyKeyEnv, string(inputs), r.Mode, kw, team, lb,
-			boolInt(r.Enabled), r.AppName, r.AppMode, now, now, max(r.MaxInFlight, 0))
+			boolInt(r.Enabled), r.AppName, r.AppMode, now, now, max(r.MaxInFlight, 0), options)
 		if err != nil {
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: routes.inbox_id") {
 				return fmt.Errorf("inbox %d: %w", r.InboxID, ErrDuplicateInbox)
