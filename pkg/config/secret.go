@@ -33,10 +33,6 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(redact.MaskTail(st
 // request header or compared with a received credential.
 func (s Secret) Reveal() string { return string(s) }
 
-// minVisibleLen is the shortest value whose last 4 characters may be shown:
-// below it, the tail would give away too large a part of the value.
-const minVisibleLen = 12
-
 // Mask masks a plain string such as a Dify app key. A key with the "app-"
 // prefix keeps it: "app-…x7Qz". Anything else is masked like a Secret.
 func Mask(s string) string { return redact.Mask(s) }
