@@ -64,8 +64,11 @@ func TestBenchFailsWhenAnAnswerIsLost(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("bench --json output is not a report: %v\n%s", err, out.String())
 	}
-	if rep.Correctness.OK || rep.Correctness.Lost != 1 || rep.Correctness.Duplicated != 0 {
-		t.Errorf("correctness = %+v, want exactly one lost", rep.Correctness)
+	// The refused answer hands its conversation to a human, so that message
+	// and any later one of the same conversation already queued go
+	// unanswered by the bot; nothing may be doubled or misplaced.
+	if rep.Correctness.OK || rep.Correctness.Lost < 1 || rep.Correctness.Duplicated != 0 || rep.Correctness.Misplaced != 0 {
+		t.Errorf("correctness = %+v, want some lost, none doubled", rep.Correctness)
 	}
 }
 
