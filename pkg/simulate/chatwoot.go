@@ -1180,7 +1180,9 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 		a := c.newAttachmentLocked(m, f)
 		a.posted, a.sha = true, digests[i]
 	}
-	resp := c.restMessageLocked(conv, m, true)
+	// Rendered under the lock: the channel's send job writes into the
+	// message (its attributes) in the background.
+	resp := jsonReply(http.StatusOK, c.restMessageLocked(conv, m, true))
 	var echo []byte
 	if !c.opts.NoEcho && mtype != 2 {
 		// The snapshot: conversation status and all as they are now.
@@ -1195,7 +1197,7 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 	if sends {
 		c.finishSendLater(conv.id, m, !c.opts.NoEcho)
 	}
-	return jsonReply(http.StatusOK, resp)
+	return resp
 }
 
 // sendOnChannelLocked is SendReplyJob deciding the fate of a new message:
