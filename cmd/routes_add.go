@@ -148,16 +148,10 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 	if c.Flags().Changed("handoff-labels") {
 		r.HandoffLabels = splitList(o.handoffLabels)
 	}
-	if o.transfer != "" && !slices.Contains(config.TransferModes, o.transfer) {
-		return usagef("--transfer upload", "bad --transfer %q: want auto, remote_url or upload", o.transfer)
-	}
-	if o.format != "" && !slices.Contains([]string{bridge.FormatMarkdown, bridge.FormatWhatsApp, bridge.FormatPlain}, o.format) {
-		return usagef("--format whatsapp", "bad --format %q: want markdown, whatsapp or plain", o.format)
-	}
-	if o.voiceFallback != "" && !slices.Contains(config.VoiceFallbacks, o.voiceFallback) {
-		return usagef("--voice-fallback handoff", "bad --voice-fallback %q: want ask or handoff", o.voiceFallback)
-	}
 	r.Options = store.RouteOptions{Transfer: o.transfer, Format: o.format, VoiceFallback: o.voiceFallback}
+	if err := checkRouteOptions(r.Options); err != nil {
+		return err
+	}
 	if o.url != "" && !strings.HasPrefix(o.url, "http://") && !strings.HasPrefix(o.url, "https://") {
 		return usagef("--dify-url https://api.dify.ai/v1", "bad --dify-url %q: want an http(s) URL", o.url)
 	}
@@ -230,4 +224,18 @@ func describeApp(r *store.Route) string {
 		return fmt.Sprintf("%q (%s)", r.AppName, r.AppMode)
 	}
 	return "Dify app (not verified)"
+}
+
+// checkRouteOptions refuses message options a route cannot have.
+func checkRouteOptions(o store.RouteOptions) error {
+	if o.Transfer != "" && !slices.Contains(config.TransferModes, o.Transfer) {
+		return usagef("--transfer upload", "bad --transfer %q: want auto, remote_url or upload", o.Transfer)
+	}
+	if o.Format != "" && !slices.Contains([]string{bridge.FormatMarkdown, bridge.FormatWhatsApp, bridge.FormatPlain}, o.Format) {
+		return usagef("--format whatsapp", "bad --format %q: want markdown, whatsapp or plain", o.Format)
+	}
+	if o.VoiceFallback != "" && !slices.Contains(config.VoiceFallbacks, o.VoiceFallback) {
+		return usagef("--voice-fallback handoff", "bad --voice-fallback %q: want ask or handoff", o.VoiceFallback)
+	}
+	return nil
 }

@@ -131,12 +131,16 @@ func (l *lifecycleFlags) anyChanged(c *cobra.Command) bool {
 
 func newRoutesUpdateCmd(a *app) *cobra.Command {
 	l := &lifecycleFlags{}
+	var maxInFlight int
+	var opts store.RouteOptions
 	c := &cobra.Command{
-		Use:   "update ID [lifecycle flags]",
-		Short: "Change a route's conversation lifecycle",
-		Long: `Change how a route's conversations change hands (see "Conversation lifecycle"
-in the README); flags not given keep their value. bridge routes show ID shows
-the result.
+		Use:   "update ID [flags]",
+		Short: "Change a route's settings in place (lifecycle, in-flight cap, message options)",
+		Long: `Change a route's settings in place, keeping its id, queue and history: how
+its conversations change hands (see "Conversation lifecycle" in the README),
+--max-in-flight, --transfer, --format and --voice-fallback (as for routes
+add; "" gives an option back to the global setting). Flags not given keep
+their value. bridge routes show ID shows the result.
 
 --return: when the bot takes a handed-off conversation back
   pending   when Chatwoot puts it back in a bot status (an agent sets it
@@ -165,14 +169,20 @@ without it the hours are unknown and handoffs say nothing about them);
 route uses --week and --timezone. Out of hours a handoff tells the customer
 when people are back (--closed-message, {next_open}) instead of promising
 one now.`,
-		Example: `  bridge routes update 1 --return idle --idle-after 30m
+		Example: `  bridge routes update 1 --max-in-flight 20 --format whatsapp
+  bridge routes update 1 --return idle --idle-after 30m
   bridge routes update 1 --handoff-table handoff.toml --memory-after-handoff summary
   bridge routes update 1 --hours route --week "mon-fri 09:00-17:00" --timezone Europe/Paris --ask-email
   bridge routes update 1 --hours chatwoot --note-summary`,
 		Args: exactArgs(1, "bridge routes update 1 --return giveback"),
 		RunE: func(c *cobra.Command, args []string) error {
-			if !l.anyChanged(c) {
-				return usagef("bridge routes update 1 --return giveback", "nothing to change: give at least one lifecycle flag")
+			settings := c.Flags().Changed("max-in-flight") || c.Flags().Changed("transfer") ||
+				c.Flags().Changed("format") || c.Flags().Changed("voice-fallback")
+			if !l.anyChanged(c) && !settings {
+				return usagef("bridge routes update 1 --return giveback", "nothing to change: give at least one flag")
+			}
+			if maxInFlight < 0 {
+				return usagef("--max-in-flight 20", "--max-in-flight must be 0 (no cap) or more")
 			}
 			var r store.Route
 			var s lifecycle.Settings
@@ -183,6 +193,30 @@ one now.`,
 				}
 				if s, err = bridge.SettingsOf(ctx, db, id); err != nil {
 					return err
+				}
+				if settings {
+					f := c.Flags()
+					if f.Changed("max-in-flight") {
+						r.MaxInFlight = maxInFlight
+					}
+					if f.Changed("transfer") {
+						r.Options.Transfer = opts.Transfer
+					}
+					if f.Changed("format") {
+						r.Options.Format = opts.Format
+					}
+					if f.Changed("voice-fallback") {
+						r.Options.VoiceFallback = opts.VoiceFallback
+					}
+					if err := checkRouteOptions(r.Options); err != nil {
+						return err
+					}
+					if err := db.SetRouteSettings(ctx, id, r.MaxInFlight, r.Options); err != nil {
+						return err
+					}
+				}
+				if !l.anyChanged(c) {
+					return nil
 				}
 				if err := l.apply(c, &s); err != nil {
 					return err
@@ -203,6 +237,10 @@ one now.`,
 		},
 	}
 	l.register(c.Flags())
+	c.Flags().IntVar(&maxInFlight, "max-in-flight", 0, "most messages of this route in progress at once (0: no cap but worker.concurrency)")
+	c.Flags().StringVar(&opts.Transfer, "transfer", "", "how attachments reach Dify: auto, remote_url or upload (\"\": attachments.transfer)")
+	c.Flags().StringVar(&opts.Format, "format", "", "answer format: markdown, whatsapp or plain (\"\": markdown)")
+	c.Flags().StringVar(&opts.VoiceFallback, "voice-fallback", "", "a voice note nobody could transcribe: ask or handoff (\"\": voice.fallback)")
 	return c
 }
 

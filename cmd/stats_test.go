@@ -106,6 +106,11 @@ func TestStatsAndLifecycleGolden(t *testing.T) {
 	w.mustRun(2, "routes", "update", "1", "--return", "sometimes")
 	w.mustRun(2, "routes", "update", "1")
 	w.mustRun(1, "routes", "update", "7", "--return", "never")
+	// The in-flight cap and message options change in place: same id.
+	w.mustRun(0, "routes", "update", "2", "--max-in-flight", "3", "--format", "plain", "--transfer", "upload")
+	w.mustRun(0, "routes", "show", "2")
+	w.mustRun(2, "routes", "update", "2", "--format", "html")
+	w.mustRun(2, "routes", "update", "2", "--max-in-flight", "-1")
 	checkGolden(t, "lifecycle", w.tr.String())
 
 	res := w.mustRunJSON(0, "stats")
