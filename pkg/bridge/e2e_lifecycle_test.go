@@ -280,9 +280,8 @@ func TestLifecycleMemory(t *testing.T) {
 // idle time; one where an agent is still writing does not.
 func TestLifecycleIdleReturn(t *testing.T) {
 	clk := &fakeClock{}
-	e := newEnv(t, envOptions{tune: func(o *Options) { o.Now = clk.Now; o.IdleSweep = 5 * time.Millisecond },
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, tune: func(o *Options) { o.Now = clk.Now; o.IdleSweep = 5 * time.Millisecond },
 		cwOpts: func(o *simulate.ChatwootOptions) { o.Now = clk.Now }})
-	e.db.Now = clk.Now
 	e.setLifecycle(lifecycle.Settings{Return: lifecycle.ReturnIdle, IdleAfter: lifecycle.Duration(30 * time.Minute)})
 	left := e.cw.NewConversation(1, simulate.Contact{Name: "Hal"}, "pending")
 	busy := e.cw.NewConversation(1, simulate.Contact{Name: "Ivy"}, "pending")
@@ -313,8 +312,7 @@ func TestLifecycleOutOfHours(t *testing.T) {
 	saturdayNight := time.Date(2026, 3, 7, 3, 0, 0, 0, paris)
 	t.Run("ChatwootHours", func(t *testing.T) {
 		clk := &fakeClock{at: saturdayNight}
-		e := newEnv(t, envOptions{tune: func(o *Options) { o.Now = clk.Now }, cwOpts: func(o *simulate.ChatwootOptions) { o.Now = clk.Now }})
-		e.db.Now = clk.Now
+		e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, tune: func(o *Options) { o.Now = clk.Now }, cwOpts: func(o *simulate.ChatwootOptions) { o.Now = clk.Now }})
 		e.cw.SetWorkingHours(1, simulate.WorkingHours{Enabled: true, Timezone: "Europe/Paris"})
 		e.setLifecycle(lifecycle.Settings{Hours: lifecycle.Hours{Source: "chatwoot", AskEmail: true}})
 		conv := e.cw.NewConversation(1, simulate.Contact{Name: "Jo"}, "pending")
@@ -342,8 +340,7 @@ func TestLifecycleOutOfHours(t *testing.T) {
 	})
 	t.Run("RouteHours", func(t *testing.T) {
 		clk := &fakeClock{at: saturdayNight}
-		e := newEnv(t, envOptions{tune: func(o *Options) { o.Now = clk.Now }, cwOpts: func(o *simulate.ChatwootOptions) { o.Now = clk.Now }})
-		e.db.Now = clk.Now
+		e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, tune: func(o *Options) { o.Now = clk.Now }, cwOpts: func(o *simulate.ChatwootOptions) { o.Now = clk.Now }})
 		e.setLifecycle(lifecycle.Settings{Hours: lifecycle.Hours{Source: "route", Week: "sat 08:00-12:00", Timezone: "Europe/Paris",
 			Closed: "Closed now; back {next_open}."}})
 		conv := e.cw.NewConversation(1, simulate.Contact{Name: "Lu"}, "pending")

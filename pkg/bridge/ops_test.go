@@ -189,9 +189,8 @@ func TestRetention(t *testing.T) {
 	const retention = 168 * time.Hour
 	t0 := time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)
 	clk := &clock{now: t0}
-	e := newEnv(t, envOptions{noRun: true, cwOpts: func(o *simulate.ChatwootOptions) { o.EchoSync = true },
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, noRun: true, cwOpts: func(o *simulate.ChatwootOptions) { o.EchoSync = true },
 		tune: func(o *Options) { o.Now = clk.Now; o.RetentionIgnored = retention }})
-	e.db.Now = clk.Now
 	hook := e.srv.URL + "/webhooks/chatwoot"
 
 	// Day 0: an answer, a handoff, a message in an unrouted inbox, a junk
@@ -273,8 +272,7 @@ func TestRetention(t *testing.T) {
 // TestRetentionOff: with retention.ignored 0 nothing is deleted.
 func TestRetentionOff(t *testing.T) {
 	clk := &clock{now: time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)}
-	e := newEnv(t, envOptions{noRun: true, tune: func(o *Options) { o.Now = clk.Now }})
-	e.db.Now = clk.Now
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, noRun: true, tune: func(o *Options) { o.Now = clk.Now }})
 	stop := runCore(t, e)
 	e.say(e.cw.NewConversation(2, simulate.Contact{ID: 2, Name: "B"}, "pending"), "hi")
 	stop()
