@@ -142,7 +142,7 @@ func TestLifecycleHandoffTable(t *testing.T) {
 		`bridge_stats_handoffs{reason="customer_asked",route="1"}`: 1,
 		`bridge_stats_handoffs{reason="ai_requested",route="1"}`:   1,
 		`bridge_stats_conversations{outcome="handled",route="1"}`:  2,
-		`bridge_stats_answers{route="1"}`:                          0, // both turns ended handed off, not answered
+		`bridge_stats_answers{route="1"}`:                          1, // the answer the marker's handoff followed was posted
 	} {
 		if got, ok := samples[k]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
