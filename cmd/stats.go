@@ -30,7 +30,7 @@ func newStatsCmd(a *app) *cobra.Command {
 		Long: `Outcomes per route over a window, computed from the journal:
 
   conversations handled     with at least one customer message bridge acted on
-  answers                   answers posted
+  answers                   answers posted, also those a handoff followed
   resolved without a human  resolves while the bot held the conversation
   handed off                by bridge, by reason
   taken over                an agent replied while the bot held it

@@ -11,10 +11,12 @@ import (
 )
 
 // seedOutcomes writes a journal with known times around testEpoch: route 1
-// "support" answered three turns (1 s, 2 s and 9 s; 120 tokens each), handed
-// off two conversations (one given back), saw one resolve by the bot that
-// the customer reopened an hour later; route 2 "email" had an agent take
-// over; one handoff of route 1 lies eight days back.
+// "support" answered three turns (1 s, 2 s and 9 s; 120 tokens each; a
+// fourth message was answered together with the third), posted an answer
+// in 0.5 s that the AI followed with its handoff marker, handed off two
+// conversations (one given back), saw one resolve by the bot that the
+// customer reopened an hour later; route 2 "email" had an agent take over;
+// one handoff of route 1 lies eight days back.
 func seedOutcomes(t *testing.T, path string) {
 	t.Helper()
 	db, err := store.Open(t.Context(), path)
@@ -34,9 +36,23 @@ func seedOutcomes(t *testing.T, path string) {
 	}
 	at := func(d time.Duration) int64 { return testEpoch.Add(d).UnixMilli() }
 	err = db.Write(ctx, func(tx *store.Tx) error {
+		// ev journals a finished message; an answer (lat > 0) is posted
+		// lat after the webhook, as Chatwoot message 1000+id.
 		ev := func(id, route, conv int64, status string, rec, lat time.Duration) error {
-			_, err := tx.Exec(`INSERT INTO events (id, received_at, event, kind, account_id, inbox_id, conversation_id, route_id, status, text, updated_at, finished_at)
-				VALUES (?, ?, 'message_created', 'message', 1, ?, ?, ?, ?, 'question', ?, ?)`, id, at(rec), route, conv, route, status, at(rec+lat), at(rec+lat))
+			posted := int64(0)
+			if lat > 0 {
+				posted = 1000 + id
+				if _, err := tx.Exec(`INSERT INTO posted (message_id, event_id, step, at) VALUES (?, ?, 'answer', ?)`, posted, id, at(rec+lat)); err != nil {
+					return err
+				}
+			}
+			// The handoff after an answer ends the event a while later.
+			fin := rec + lat
+			if status == store.StatusHandedOff {
+				fin += 10 * time.Second
+			}
+			_, err := tx.Exec(`INSERT INTO events (id, received_at, event, kind, account_id, inbox_id, conversation_id, route_id, status, text, updated_at, finished_at, posted_message_id)
+				VALUES (?, ?, 'message_created', 'message', 1, ?, ?, ?, ?, 'question', ?, ?, ?)`, id, at(rec), route, conv, route, status, at(fin), at(fin), posted)
 			return err
 		}
 		for i, lat := range []time.Duration{time.Second, 2 * time.Second, 9 * time.Second} {
@@ -52,6 +68,13 @@ func seedOutcomes(t *testing.T, path string) {
 			return err
 		}
 		if err := ev(5, 2, 50, store.StatusAnswered, 6*time.Minute, 3*time.Second); err != nil {
+			return err
+		}
+		if err := ev(6, 1, 43, store.StatusHandedOff, 7*time.Minute-time.Second, 500*time.Millisecond); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO events (id, received_at, event, kind, account_id, inbox_id, conversation_id, route_id, status, text, updated_at, finished_at, merged_into)
+			VALUES (7, ?, 'message_created', 'message', 1, 1, 41, 1, 'answered', 'and another', ?, ?, 3)`, at(2*time.Minute), at(2*time.Minute+9*time.Second), at(2*time.Minute+9*time.Second)); err != nil {
 			return err
 		}
 		if err := tx.TouchConversation(1, 42, 1, 7, "open", testEpoch, true); err != nil {
@@ -119,9 +142,9 @@ func TestStatsAndLifecycleGolden(t *testing.T) {
 		t.Fatalf("stats --json: %v\n%s", err, res.Out)
 	}
 	s := st[0]
-	if s.RouteID != 1 || s.Name != "support" || s.Handled != 2 || s.Answered != 3 || s.Tokens != 360 || s.HandedOff != 2 ||
+	if s.RouteID != 1 || s.Name != "support" || s.Handled != 3 || s.Answered != 4 || s.Tokens != 360 || s.HandedOff != 2 ||
 		s.Handoffs["customer_asked"] != 1 || s.Returned != 1 || s.ResolvedByBot != 1 || s.Reopened24h != 1 ||
-		s.LatencyP50 != 2 || s.LatencyP95 != 9 {
+		s.LatencyP50 != 1 || s.LatencyP95 != 9 {
 		t.Errorf("route 1: %+v", s)
 	}
 	if st[1].Takeovers != 1 || st[1].HandedOff != 0 {

@@ -164,6 +164,9 @@ type Bridge struct {
 	inDify      atomic.Int64 // workers waiting for a Dify answer
 	bg          sync.WaitGroup
 	state       workerState
+	// ownSwept is the last ownership entry retention looked at; only Run's
+	// goroutine uses it.
+	ownSwept int64
 
 	paramsMu    sync.Mutex
 	params      map[string]cachedParams   // by Dify URL and route

@@ -142,7 +142,7 @@ func TestLifecycleHandoffTable(t *testing.T) {
 		`bridge_stats_handoffs{reason="customer_asked",route="1"}`: 1,
 		`bridge_stats_handoffs{reason="ai_requested",route="1"}`:   1,
 		`bridge_stats_conversations{outcome="handled",route="1"}`:  2,
-		`bridge_stats_answers{route="1"}`:                          0, // both turns ended handed off, not answered
+		`bridge_stats_answers{route="1"}`:                          1, // the answer the marker's handoff followed was posted
 	} {
 		if got, ok := samples[k]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
@@ -371,4 +371,48 @@ func TestLifecycleOutOfHours(t *testing.T) {
 			t.Fatalf("the trace does not say the hours are unknown: %+v", tr)
 		}
 	})
+}
+
+// TestOutOfHoursDecisionSurvivesRestart: bridge tells the customer at 3
+// a.m. that people are back at 08:00, then stops before its note; it
+// starts again at 09:00, when people are there. The resumed handoff keeps
+// the first decision: the note says what the customer was told, and the
+// journal that the handoff came out of hours.
+func TestOutOfHoursDecisionSurvivesRestart(t *testing.T) {
+	paris, _ := time.LoadLocation("Europe/Paris")
+	clk := &fakeClock{at: time.Date(2026, 3, 7, 3, 0, 0, 0, paris)} // a Saturday
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, noRun: true,
+		tune:   func(o *Options) { o.Now = clk.Now; o.ShutdownGrace = 20 * time.Millisecond },
+		cwOpts: func(o *simulate.ChatwootOptions) { o.Now = clk.Now }})
+	e.setLifecycle(lifecycle.Settings{Hours: lifecycle.Hours{Source: "route", Week: "sat 08:00-12:00", Timezone: "Europe/Paris"}})
+	// The handoff message goes through; opening the conversation hangs
+	// until bridge is stopped.
+	e.cw.Fail("toggle_status", simulate.ChatwootFault{Delay: 5 * time.Second})
+	stop := rvRun(t, e)
+	conv := e.cw.NewConversation(1, simulate.Contact{Name: "Lu"}, "pending")
+	id := e.say(conv, "a human please").EventID
+	e.wait("handoff message posted", func() bool { ev := e.event(id); return ev.HasStep(StepHandoffMessage) })
+	stop()
+	if ev := e.event(id); ev.Finished() || ev.HasStep(StepHandoffNote) {
+		t.Fatalf("the handoff went on before the stop: %s %q", ev.Status, ev.Steps)
+	}
+	clk.advance(6 * time.Hour)
+	rvRun(t, e)
+	if ev := e.waitFinal(id); ev.Status != store.StatusHandedOff {
+		t.Fatalf("after the restart: %s %q", ev.Status, ev.LastError)
+	}
+	told := e.botReplies(conv)
+	if len(told) != 1 || !strings.Contains(told[0], "today at 08:00 (Europe/Paris)") {
+		t.Fatalf("customer was told %q", told)
+	}
+	notes := e.notes(conv)
+	if len(notes) != 1 || !strings.Contains(notes[0], "Out of hours: the customer was told that the team is back today at 08:00 (Europe/Paris).") {
+		t.Errorf("the resumed note does not say what the customer was told: %q", notes)
+	}
+	if o := e.ownership(conv); len(o) != 1 || !strings.HasSuffix(o[0].Detail, "; out of hours") {
+		t.Errorf("ownership %+v", o)
+	}
+	if n := strings.Count(e.trace(id), "out of hours"); n != 1 {
+		t.Errorf("the trace has %d out-of-hours hops, want the first decision only:\n%s", n, e.trace(id))
+	}
 }

@@ -34,6 +34,12 @@ const (
 	StepHandoffPriority = "handoff_priority"
 	// stepHandoffTarget prefixes the named target an AI marker carried.
 	stepHandoffTarget = "handoff_target_"
+	// stepHandoffHours prefixes whether people were there when the handoff
+	// began: none (the route names no hours), unknown, open, or
+	// closed:NEXT. A resumed handoff words its message and note by it, so
+	// the agent reads what the customer was told even if the hours have
+	// changed, or cannot be read, since.
+	stepHandoffHours = "handoff_hours_"
 )
 
 // SummaryInput is the Dify input that carries the summary of the previous
@@ -147,6 +153,76 @@ func (b *Bridge) hoursFor(ctx context.Context, account int64, route *store.Route
 		h.next = sched.Describe(now, next)
 	}
 	return h
+}
+
+// handoffHours is whether people are there for the event's handoff: the
+// decision its first attempt journaled, or one taken (and journaled) now.
+func (b *Bridge) handoffHours(ctx context.Context, e, cur *store.Event, route *store.Route, s *lifecycle.Settings) (hoursNow, error) {
+	if h, ok := decidedHours(cur); ok {
+		if h.known && !h.open && s.Hours.Source == "chatwoot" && s.Hours.Closed == "" && !cur.HasStep(StepHandoffMessage) {
+			// The message still to be posted is worded from Chatwoot's
+			// out-of-office text, which the step does not keep.
+			if c, err := b.inboxHours(ctx, e.AccountID, route.InboxID); err == nil {
+				h.away = c.h.OutOfOfficeMessage
+			}
+		}
+		return h, nil
+	}
+	h := b.hoursFor(ctx, e.AccountID, route, s)
+	step := stepHandoffHours + "none"
+	var hops []store.Hop
+	switch {
+	case s.Hours.Source == "":
+	case !h.known:
+		step = stepHandoffHours + "unknown"
+		hops = append(hops, store.Hop{Stage: StageHandoff, Outcome: "hours unknown", Detail: h.why + "; handing off as if people were there"})
+	case h.open:
+		step = stepHandoffHours + "open"
+	default:
+		// Steps are a comma-separated list.
+		step = stepHandoffHours + "closed:" + strings.ReplaceAll(h.next, ",", " ")
+		hops = append(hops, store.Hop{Stage: StageHandoff, Outcome: "out of hours", Detail: "next opening " + orDefault(h.next, "unknown")})
+	}
+	// No fsync of its own: the message or note this decision words is
+	// journaled durably before it is posted, and that commit covers it.
+	err := b.o.Store.WriteNoSync(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := tx.UpdateEvent(e.ID, store.EventUpdate{AddStep: step}); err != nil {
+			return err
+		}
+		for _, hp := range hops {
+			hp.EventID = e.ID
+			if err := tx.AddHop(hp); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return h, fmt.Errorf("journal the opening hours of event %d's handoff: %w", e.ID, err)
+	}
+	for _, hp := range hops {
+		b.logHop("hop", e, hp)
+	}
+	return h, nil
+}
+
+// decidedHours reads the hours decision a handoff journaled.
+func decidedHours(e *store.Event) (hoursNow, bool) {
+	for st := range strings.SplitSeq(e.Steps, ",") {
+		v, ok := strings.CutPrefix(st, stepHandoffHours)
+		if !ok {
+			continue
+		}
+		switch v {
+		case "none", "unknown":
+			return hoursNow{why: "as journaled when the handoff began"}, true
+		case "open":
+			return hoursNow{known: true, open: true}, true
+		}
+		next, _ := strings.CutPrefix(v, "closed:")
+		return hoursNow{known: true, next: next}, true
+	}
+	return hoursNow{}, false
 }
 
 // inboxHours reads (and caches) an inbox's working hours from Chatwoot.

@@ -527,11 +527,11 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		return err
 	}
 	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: detail})
-	hours := b.hoursFor(ctx, e.AccountID, route, &s)
-	closed := hours.known && !hours.open
-	if s.Hours.Source != "" && !hours.known {
-		b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "hours unknown", Detail: hours.why + "; handing off as if people were there"})
+	hours, err := b.handoffHours(ctx, e, &cur, route, &s)
+	if err != nil {
+		return err
 	}
+	closed := hours.known && !hours.open
 	msg := ho.Message
 	if closed {
 		tmpl := s.Hours.Closed
@@ -539,7 +539,6 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 			tmpl = strings.TrimSpace(hours.away) + " We are back {next_open}."
 		}
 		msg = lifecycle.ClosedMessage(tmpl, hours.next, s.Hours.AskEmail)
-		b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "out of hours", Detail: "next opening " + orDefault(hours.next, "unknown")})
 	}
 	// Each step is tried on its own: whatever Chatwoot accepts gets a human
 	// looking. The status goes open before the note, so a conversation

@@ -267,7 +267,8 @@ func keptSteps(steps string, plan ReplayPlan) []string {
 		if st == "" {
 			continue
 		}
-		if len(plan.forget) > 0 && (slices.Contains(plan.forget, st) || strings.HasPrefix(st, stepHandoffReason)) {
+		if len(plan.forget) > 0 && (slices.Contains(plan.forget, st) || strings.HasPrefix(st, stepHandoffReason) ||
+			strings.HasPrefix(st, stepHandoffHours)) {
 			continue
 		}
 		keep = append(keep, st)

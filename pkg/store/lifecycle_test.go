@@ -121,9 +121,21 @@ func TestStats(t *testing.T) {
 	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) int64 { return t0.Add(d).UnixMilli() }
 	err := db.Write(ctx, func(tx *Tx) error {
+		// ev journals a finished message; one that finished later than it
+		// came posted its answer, as Chatwoot message 100+id, at fin.
 		ev := func(id, route, conv int64, status string, rec, fin time.Duration) error {
-			_, err := tx.Exec(`INSERT INTO events (id, received_at, event, kind, account_id, conversation_id, route_id, status, updated_at, finished_at)
-				VALUES (?, ?, 'message_created', 'message', 1, ?, ?, ?, ?, ?)`, id, at(rec), conv, route, status, at(fin), at(fin))
+			posted := int64(0)
+			if fin > rec {
+				posted = 100 + id
+				if err := tx.RecordPosted(posted, id, "answer"); err != nil {
+					return err
+				}
+				if _, err := tx.Exec("UPDATE posted SET at = ? WHERE message_id = ?", at(fin), posted); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(`INSERT INTO events (id, received_at, event, kind, account_id, conversation_id, route_id, status, updated_at, finished_at, posted_message_id)
+				VALUES (?, ?, 'message_created', 'message', 1, ?, ?, ?, ?, ?, ?)`, id, at(rec), conv, route, status, at(fin), at(fin), posted)
 			return err
 		}
 		// Route 1: conversations 10 and 11; four answers of 1, 2, 3 and 10 s.
@@ -137,6 +149,14 @@ func TestStats(t *testing.T) {
 			}
 		}
 		if err := ev(5, 1, 11, StatusHandedOff, 5*time.Minute, 5*time.Minute); err != nil {
+			return err
+		}
+		// An answer the AI followed with its handoff marker: posted after
+		// 5 s, handed off a while later.
+		if err := ev(8, 1, 12, StatusHandedOff, 6*time.Minute-5*time.Second, 6*time.Minute); err != nil {
+			return err
+		}
+		if _, err := tx.Exec("UPDATE events SET finished_at = ? WHERE id = 8", at(6*time.Minute+time.Minute)); err != nil {
 			return err
 		}
 		// Route 2: one conversation, before the window too.
@@ -176,7 +196,7 @@ func TestStats(t *testing.T) {
 		t.Fatalf("routes %+v", got)
 	}
 	r1, r2 := got[0], got[1]
-	if r1.Handled != 2 || r1.Answered != 4 || r1.Tokens != 400 || r1.LatencyP50 != 2 || r1.LatencyP95 != 10 {
+	if r1.Handled != 3 || r1.Answered != 5 || r1.Tokens != 400 || r1.LatencyP50 != 3 || r1.LatencyP95 != 10 {
 		t.Errorf("route 1 turns: %+v", r1)
 	}
 	if r1.HandedOff() != 3 || r1.Handoffs["customer_asked"] != 2 || r1.Handoffs["ai_failed"] != 1 ||

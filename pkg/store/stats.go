@@ -21,9 +21,12 @@ const (
 		SELECT DISTINCT route_id, account_id, conversation_id FROM events
 		WHERE kind = 'message' AND received_at >= ? AND received_at < ? AND route_id <> 0 %s) handled
 		GROUP BY route_id`
-	statsAnsweredSQL = `SELECT route_id, received_at, finished_at FROM events
-		WHERE kind = 'message' AND status = 'answered' AND finished_at > 0
-		AND received_at >= ? AND received_at < ? AND route_id <> 0 %s`
+	// An answer is a posted one, whatever became of the event after: an
+	// answer the AI followed with its handoff marker counts, a message
+	// answered together with an earlier one (merged) does not count twice.
+	statsAnsweredSQL = `SELECT e.route_id, e.received_at, p.at FROM events e JOIN posted p ON p.message_id = e.posted_message_id
+		WHERE e.kind = 'message' AND e.posted_message_id <> 0
+		AND e.received_at >= ? AND e.received_at < ? AND e.route_id <> 0 %s`
 	statsTokensSQL = `SELECT e.route_id, h.detail FROM hops h JOIN events e ON e.id = h.event_id
 		WHERE h.stage = 'dify' AND h.outcome = 'answer' AND e.received_at >= ? AND e.received_at < ? AND e.route_id <> 0 %s`
 	statsOwnershipSQL = `SELECT route_id, kind, owner, cause, COUNT(*) FROM ownership
@@ -94,9 +97,9 @@ func (db *DB) Stats(ctx context.Context, since, until time.Time, route int64) ([
 		filter, rfilter = "AND route_id = ?", "AND r.route_id = ?"
 		args = append(args, route)
 	}
-	tokensFilter := ""
+	efilter := ""
 	if route != 0 {
-		tokensFilter = "AND e.route_id = ?"
+		efilter = "AND e.route_id = ?"
 	}
 	scan := func(q string, qargs []any, fn func(scan func(...any) error) error) error {
 		rows, err := db.query(ctx, q, qargs...)
@@ -122,19 +125,19 @@ func (db *DB) Stats(ctx context.Context, since, until time.Time, route int64) ([
 	}); err != nil {
 		return nil, err
 	}
-	if err := scan(fmt.Sprintf(statsAnsweredSQL, filter), args, func(sc func(...any) error) error {
-		var id, rec, fin int64
-		if err := sc(&id, &rec, &fin); err != nil {
+	if err := scan(fmt.Sprintf(statsAnsweredSQL, efilter), args, func(sc func(...any) error) error {
+		var id, rec, posted int64
+		if err := sc(&id, &rec, &posted); err != nil {
 			return err
 		}
 		s := get(id)
 		s.Answered++
-		s.latencies = append(s.latencies, float64(fin-rec)/1000)
+		s.latencies = append(s.latencies, float64(posted-rec)/1000)
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	if err := scan(fmt.Sprintf(statsTokensSQL, tokensFilter), args, func(sc func(...any) error) error {
+	if err := scan(fmt.Sprintf(statsTokensSQL, efilter), args, func(sc func(...any) error) error {
 		var id int64
 		var detail string
 		if err := sc(&id, &detail); err != nil {
