@@ -66,6 +66,7 @@ type Options struct {
 	Conversations int           // conversations the messages are spread over
 	InProcess     bool          // run serve inside this process instead of as a child
 	CPUProfile    string        // write a CPU profile of the load to this file (implies InProcess)
+	Profile       string        // write heap and goroutine profiles at the peak into this directory (implies InProcess)
 	Prefill       string        // fill the journal with finished events up to this size first
 	DrainTimeout  time.Duration // give up waiting for answers after this long without progress
 	Keep          bool          // keep the bench database
@@ -120,7 +121,7 @@ func (o *Options) Validate() error {
 			return optionErr("bridge bench --prefill 1GiB", "--prefill: %v", err)
 		}
 	}
-	if o.CPUProfile != "" {
+	if o.CPUProfile != "" || o.Profile != "" {
 		o.InProcess = true
 	}
 	return nil
@@ -249,6 +250,24 @@ type Memory struct {
 	LoadRSSMiB  float64 `json:"load_rss_mib"`  // highest sample during the load
 	LoadHeapMiB float64 `json:"load_heap_mib"` // highest sample during the load
 	PeakRSSMiB  float64 `json:"peak_rss_mib"`  // the kernel's high-water mark
+	// Waiting is serve's memory when the most Dify calls were in flight:
+	// what each call waiting on Dify costs.
+	Waiting *Waiting `json:"waiting,omitempty"`
+	// Simulators says whether the figures include the simulators (serve
+	// in process): then they are not serve's own.
+	Simulators bool `json:"includes_simulators,omitempty"`
+}
+
+// Waiting is a sample of serve's memory taken when the most Dify calls were
+// in flight at once.
+type Waiting struct {
+	DifyCalls  int64   `json:"dify_calls"` // chat-messages calls in the simulated Dify
+	RSSMiB     float64 `json:"rss_mib"`
+	HeapMiB    float64 `json:"heap_inuse_mib"`  // Go heap spans in use
+	StackMiB   float64 `json:"stack_inuse_mib"` // goroutine stacks
+	Goroutines int64   `json:"goroutines"`
+	// PerCallKiB is RSS above idle divided by the calls in flight.
+	PerCallKiB float64 `json:"per_call_kib"`
 }
 
 type Backlog struct {
@@ -447,7 +466,12 @@ type bench struct {
 	loadRSS     float64
 	loadHeap    float64
 	walMax      int64
+	idleRSS     float64
+	waiting     *Waiting
+	profileErr  error
 	firstSendNS atomic.Int64
+
+	difyCalls atomic.Int64 // chat-messages calls in the simulated Dify now
 }
 
 // Env is what a run needs from its caller.
@@ -470,7 +494,7 @@ type Server interface {
 // Run runs one bench and returns its report. A report whose Correctness
 // is not OK is not an error: the caller decides what that means.
 func Run(ctx context.Context, o *Options, env Env) (*Report, error) {
-	if o.CPUProfile != "" {
+	if o.CPUProfile != "" || o.Profile != "" {
 		o.InProcess = true
 	}
 	if env.Log == nil {
@@ -478,6 +502,11 @@ func Run(ctx context.Context, o *Options, env Env) (*Report, error) {
 	}
 	if o.InProcess && env.StartInProcess == nil {
 		return nil, errors.New("bench: no way to start serve in process")
+	}
+	if o.Profile != "" {
+		// Sampling every 512 KiB (the default) sees too little of the
+		// few-KiB buffers each waiting call holds.
+		runtime.MemProfileRate = 4 << 10
 	}
 	dir, err := os.MkdirTemp("", "bridge-bench-")
 	if err != nil {
@@ -564,7 +593,9 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.Memory.IdleRSSMiB, rep.Memory.IdleHeapMiB = MiB(b.rss()), MiB(idle["go_memstats_heap_inuse_bytes"])
+	b.idleRSS = b.rss()
+	rep.Memory.IdleRSSMiB, rep.Memory.IdleHeapMiB = MiB(b.idleRSS), MiB(idle["go_memstats_heap_inuse_bytes"])
+	rep.Memory.Simulators = o.InProcess
 
 	if o.Fault == FaultRefusePost {
 		b.cw.Fail("messages", simulate.ChatwootFault{Status: http.StatusUnprocessableEntity})
@@ -667,8 +698,13 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	b.memMu.Lock()
 	rep.Memory.LoadRSSMiB, rep.Memory.LoadHeapMiB = MiB(b.loadRSS), MiB(b.loadHeap)
+	rep.Memory.Waiting = b.waiting
 	rep.Journal.WALBytes = max(b.walMax, fileSize(dbPath+"-wal"))
+	profileErr := b.profileErr
 	b.memMu.Unlock()
+	if profileErr != nil {
+		return nil, profileErr
+	}
 	rep.Memory.PeakRSSMiB = MiB(b.peakRSS())
 	if c := rep.Customers; c != nil {
 		b.customerFigures(c)
@@ -1114,7 +1150,9 @@ const clockTicks = 100
 func (b *bench) rss() float64     { return procStatus(b.srv.pid(), "VmRSS") }
 func (b *bench) peakRSS() float64 { return procStatus(b.srv.pid(), "VmHWM") }
 
-// sampleMemory records the highest RSS and heap while the load runs.
+// sampleMemory records the highest RSS and heap while the load runs, and
+// serve's memory when the most Dify calls were in flight (with profiles
+// then, for --profile).
 func (b *bench) sampleMemory(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -1124,17 +1162,73 @@ func (b *bench) sampleMemory(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		calls := b.difyCalls.Load()
 		rss := b.rss()
-		var heap float64
-		if m, err := b.scrape(ctx); err == nil {
-			heap = m["go_memstats_heap_inuse_bytes"]
+		m, err := b.scrape(ctx)
+		if err != nil {
+			m = map[string]float64{}
 		}
+		heap := m["go_memstats_heap_inuse_bytes"]
 		wal := fileSize(filepath.Join(b.dir, "bridge.db-wal"))
 		b.memMu.Lock()
 		b.loadRSS, b.loadHeap = max(b.loadRSS, rss), max(b.loadHeap, heap)
 		b.walMax = max(b.walMax, wal)
+		w := b.waiting
+		// The most calls in flight, and of the samples with that many the
+		// highest RSS: calls still arriving have not all allocated yet.
+		better := calls > 0 && err == nil && (w == nil || calls > w.DifyCalls || calls == w.DifyCalls && MiB(rss) > w.RSSMiB)
+		if better {
+			b.waiting = &Waiting{DifyCalls: calls, RSSMiB: MiB(rss), HeapMiB: MiB(heap),
+				StackMiB: MiB(m["go_memstats_stack_inuse_bytes"]), Goroutines: int64(m["go_goroutines"]),
+				PerCallKiB: round3((rss - b.idleRSS) / 1024 / float64(calls))}
+		}
 		b.memMu.Unlock()
+		if better && b.o.Profile != "" {
+			if err := writeProfiles(b.o.Profile); err != nil {
+				b.memMu.Lock()
+				b.profileErr = err
+				b.memMu.Unlock()
+				return
+			}
+		}
 	}
+}
+
+// writeProfiles writes this process's heap and goroutine profiles, and its
+// runtime.MemStats, into dir (serve runs in process for --profile).
+func writeProfiles(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	for _, p := range []struct {
+		file, profile string
+		debug         int
+	}{{"heap.pprof", "heap", 0}, {"goroutine.pprof", "goroutine", 0}, {"goroutine.txt", "goroutine", 1}} {
+		f, err := os.Create(filepath.Join(dir, p.file))
+		if err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+		err = pprof.Lookup(p.profile).WriteTo(f, p.debug)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", p.profile, err)
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	data, err := json.MarshalIndent(struct {
+		HeapInuse, HeapIdle, HeapReleased, StackInuse, Sys, NumGC uint64
+		Goroutines                                                int
+	}{ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.StackInuse, ms.Sys, uint64(ms.NumGC), runtime.NumGoroutine()}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "memstats.json"), append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	return nil
 }
 
 // ---- simulators, instrumented ----
@@ -1167,7 +1261,9 @@ func (b *bench) difyHandler() http.Handler {
 		}
 		_ = json.Unmarshal(body, &q) // a malformed body is the simulator's to refuse
 		start := time.Now()
+		b.difyCalls.Add(1)
 		b.dify.ServeHTTP(w, r)
+		b.difyCalls.Add(-1)
 		if m := b.recs.lookup(seqOf(q.Query)); m != nil {
 			m.dify.Add(int64(time.Since(start)))
 		}
