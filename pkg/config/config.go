@@ -34,6 +34,12 @@ type Config struct {
 	Worker    Worker    `mapstructure:"worker"`
 	Retention Retention `mapstructure:"retention"`
 	Dashboard Dashboard `mapstructure:"dashboard"`
+
+	// MemoryLimit is a soft limit on the memory Go manages (heap, goroutine
+	// stacks, the runtime's own), such as "96MiB"; "" leaves it to
+	// GOMEMLIMIT, or none. Near it the garbage collector runs more often
+	// instead of letting the heap grow to twice what is live.
+	MemoryLimit string `mapstructure:"memory_limit"`
 }
 
 // Chatwoot holds the [chatwoot] table.
