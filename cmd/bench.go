@@ -59,6 +59,7 @@ was lost or answered twice.`,
   bridge bench --backlog 100000
   bridge bench --customers 100 --dify-latency 6s
   bridge bench --customers 1000 --dify-latency 6s --profile prof
+  bridge bench --customers 1000 --dify-latency 6s --memory-limit 96MiB
   bridge bench --flood 3000 --customers 10
   bridge bench --prefill 1GiB --duration 2s`,
 		Args: cobra.NoArgs,
@@ -87,6 +88,7 @@ was lost or answered twice.`,
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the load to this file (implies --in-process)")
 	f.StringVar(&o.Profile, "profile", "", "write heap and goroutine profiles, taken when the most Dify calls wait, into this directory (implies --in-process)")
 	f.StringVar(&o.Prefill, "prefill", "", "fill the journal with finished events up to this size before start (e.g. 1GiB)")
+	f.StringVar(&o.MemoryLimit, "memory-limit", "", "serve's memory_limit, e.g. 96MiB (default: none)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 60*time.Second, "give up waiting for answers after this long without progress")
 	f.BoolVar(&o.Keep, "keep", false, "keep the bench database and print its path")
 	return c

@@ -68,6 +68,7 @@ type Options struct {
 	CPUProfile    string        // write a CPU profile of the load to this file (implies InProcess)
 	Profile       string        // write heap and goroutine profiles at the peak into this directory (implies InProcess)
 	Prefill       string        // fill the journal with finished events up to this size first
+	MemoryLimit   string        // serve's memory_limit ("": none)
 	DrainTimeout  time.Duration // give up waiting for answers after this long without progress
 	Keep          bool          // keep the bench database
 
@@ -116,6 +117,18 @@ func (o *Options) Validate() error {
 	case o.DrainTimeout <= 0:
 		return optionErr("bridge bench --drain-timeout 60s", "--drain-timeout must be positive")
 	}
+	if o.MemoryLimit != "" {
+		c := config.Defaults()
+		c.MemoryLimit = o.MemoryLimit
+		if err := c.Validate(); err != nil {
+			return optionErr("bridge bench --memory-limit 96MiB --customers 1000 --dify-latency 6s", "--memory-limit: %v", err)
+		}
+		if o.InProcess || o.CPUProfile != "" || o.Profile != "" {
+			// The limit is the whole process's: with the simulators in it,
+			// it would not be serve's.
+			return optionErr("bridge bench --memory-limit 96MiB --customers 1000 --dify-latency 6s", "--memory-limit applies to serve as a child process; it cannot be used with --in-process, --cpuprofile or --profile")
+		}
+	}
 	if o.Prefill != "" {
 		if _, err := ParseSize(o.Prefill); err != nil {
 			return optionErr("bridge bench --prefill 1GiB", "--prefill: %v", err)
@@ -129,25 +142,7 @@ func (o *Options) Validate() error {
 
 // ParseSize reads sizes such as 512MiB, 1GiB, 1GB or 4096 (bytes); K, M and
 // G are powers of 1024 with or without the "iB".
-func ParseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-		{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q: want e.g. 512MiB or 1GiB", s)
-	}
-	return int64(n * float64(mult)), nil
-}
+func ParseSize(s string) (int64, error) { return config.ParseSize(s) }
 
 // ---- report ----
 
@@ -186,6 +181,7 @@ type RunConfig struct {
 	Workers       int     `json:"workers"`
 	Conversations int     `json:"conversations"`
 	Serve         string  `json:"serve"` // "child process" | "in process"
+	MemoryLimit   string  `json:"memory_limit,omitempty"`
 	Fault         string  `json:"fault,omitempty"`
 }
 
@@ -506,6 +502,7 @@ func Run(ctx context.Context, o *Options, env Env) (*Report, error) {
 	if o.Profile != "" {
 		// Sampling every 512 KiB (the default) sees too little of the
 		// few-KiB buffers each waiting call holds.
+		defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
 		runtime.MemProfileRate = 4 << 10
 	}
 	dir, err := os.MkdirTemp("", "bridge-bench-")
@@ -529,7 +526,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		Config: RunConfig{Duration: o.Duration.String(), Concurrency: o.Concurrency, Rate: o.Rate,
 			DifyLatency: o.DifyLatency.String(), Backlog: o.Backlog, Customers: o.Customers, Flood: o.Flood,
 			Workers: o.Workers, Conversations: o.Conversations,
-			Serve: "child process", Fault: o.Fault},
+			Serve: "child process", Fault: o.Fault, MemoryLimit: o.MemoryLimit},
 	}
 	if o.InProcess {
 		rep.Config.Serve = "in process"
@@ -566,7 +563,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.Startup.JournalBytes = fileSize(dbPath)
 
 	env := benchEnv{db: dbPath, chatwoot: cwSrv.URL, botToken: botToken, secret: secret,
-		dify: difySrv.URL + "/v1", workers: o.Workers}
+		dify: difySrv.URL + "/v1", workers: o.Workers, memoryLimit: o.MemoryLimit}
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	defer stopSrv()
 	var err error
@@ -751,6 +748,9 @@ func benchCommand(o *Options) string {
 	if o.Prefill != "" {
 		args = append(args, "--prefill", o.Prefill)
 	}
+	if o.MemoryLimit != "" {
+		args = append(args, "--memory-limit", o.MemoryLimit)
+	}
 	if o.InProcess {
 		args = append(args, "--in-process")
 	}
@@ -856,6 +856,7 @@ func journalSettings(ctx context.Context, path string) (mode, sync string, err e
 type benchEnv struct {
 	db, chatwoot, botToken, secret, dify string
 	workers                              int
+	memoryLimit                          string
 }
 
 // benchServer is a running serve, child or in process.
@@ -924,6 +925,7 @@ func startChild(ctx context.Context, bin, dir string, e benchEnv) (*childServer,
 		"BRIDGE_DIFY_TIMEOUT=10m",
 		"BRIDGE_DIFY_IDLE_TIMEOUT=10m",
 		"BRIDGE_WORKER_CONCURRENCY="+strconv.Itoa(e.workers),
+		"BRIDGE_MEMORY_LIMIT="+e.memoryLimit,
 	)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
