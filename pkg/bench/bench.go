@@ -247,7 +247,8 @@ type Memory struct {
 	LoadHeapMiB float64 `json:"load_heap_mib"` // highest sample during the load
 	PeakRSSMiB  float64 `json:"peak_rss_mib"`  // the kernel's high-water mark
 	// Waiting is serve's memory when the most Dify calls were in flight:
-	// what each call waiting on Dify costs.
+	// what each call waiting on Dify costs (with --backlog or
+	// --dify-latency, when calls wait).
 	Waiting *Waiting `json:"waiting,omitempty"`
 	// Simulators says whether the figures include the simulators (serve
 	// in process): then they are not serve's own.
@@ -695,7 +696,11 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	b.memMu.Lock()
 	rep.Memory.LoadRSSMiB, rep.Memory.LoadHeapMiB = MiB(b.loadRSS), MiB(b.loadHeap)
-	rep.Memory.Waiting = b.waiting
+	if o.Backlog > 0 || o.DifyLatency > 0 {
+		// Only then do calls wait on Dify long enough for the sample to
+		// be what they cost.
+		rep.Memory.Waiting = b.waiting
+	}
 	rep.Journal.WALBytes = max(b.walMax, fileSize(dbPath+"-wal"))
 	profileErr := b.profileErr
 	b.memMu.Unlock()
