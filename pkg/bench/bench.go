@@ -459,16 +459,20 @@ type bench struct {
 	answered   atomic.Int64 // messages answered at least once
 	lastAnswer atomic.Int64 // unix ns
 
-	memMu       sync.Mutex
-	loadRSS     float64
-	loadHeap    float64
-	walMax      int64
-	idleRSS     float64
-	waiting     *Waiting
-	profileErr  error
-	firstSendNS atomic.Int64
+	memMu    sync.Mutex
+	loadRSS  float64
+	loadHeap float64
+	walMax   int64
+	idleRSS  float64
+	waiting  *Waiting
+	// waitingEnded is how many Dify calls had ended when waiting was
+	// sampled with its number of calls first.
+	waitingEnded int64
+	profileErr   error
+	firstSendNS  atomic.Int64
 
 	difyCalls atomic.Int64 // chat-messages calls in the simulated Dify now
+	difyEnded atomic.Int64 // chat-messages calls the simulated Dify has answered
 }
 
 // Env is what a run needs from its caller.
@@ -1169,58 +1173,89 @@ func (b *bench) sampleMemory(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		calls := b.difyCalls.Load()
+		calls, ended := b.difyCalls.Load(), b.difyEnded.Load()
 		rss := b.rss()
-		m, err := b.scrape(ctx)
-		if err != nil {
-			m = map[string]float64{}
-		}
-		heap := m["go_memstats_heap_inuse_bytes"]
-		wal := fileSize(filepath.Join(b.dir, "bridge.db-wal"))
 		b.memMu.Lock()
-		b.loadRSS, b.loadHeap = max(b.loadRSS, rss), max(b.loadHeap, heap)
-		b.walMax = max(b.walMax, wal)
-		w := b.waiting
-		// The most calls in flight, and of the samples with that many the
-		// highest RSS: calls still arriving have not all allocated yet.
-		better := calls > 0 && err == nil && (w == nil || calls > w.DifyCalls || calls == w.DifyCalls && MiB(rss) > w.RSSMiB)
-		if better {
-			b.waiting = &Waiting{DifyCalls: calls, RSSMiB: MiB(rss), HeapMiB: MiB(heap),
-				StackMiB: MiB(m["go_memstats_stack_inuse_bytes"]), Goroutines: int64(m["go_goroutines"]),
-				PerCallKiB: round3((rss - b.idleRSS) / 1024 / float64(calls))}
-		}
+		w, wEnded := b.waiting, b.waitingEnded
 		b.memMu.Unlock()
-		if better && b.o.Profile != "" {
-			if err := writeProfiles(b.o.Profile); err != nil {
+		// The most calls in flight, and of the samples with that many the
+		// highest RSS while they are the same calls (none has ended since):
+		// calls just started have not all allocated yet.
+		candidate := calls > 0 && (w == nil || calls > w.DifyCalls ||
+			calls == w.DifyCalls && ended == wEnded && MiB(rss) > w.RSSMiB)
+		var staged string
+		if candidate && b.o.Profile != "" {
+			var err error
+			if staged, err = writeProfiles(b.o.Profile); err != nil {
 				b.memMu.Lock()
 				b.profileErr = err
 				b.memMu.Unlock()
 				return
 			}
 		}
+		m, err := b.scrape(ctx)
+		if err != nil {
+			m = map[string]float64{}
+		}
+		heap := m["go_memstats_heap_inuse_bytes"]
+		wal := fileSize(filepath.Join(b.dir, "bridge.db-wal"))
+		// Taken while the same calls were all still waiting?
+		still := b.difyEnded.Load() == ended && b.difyCalls.Load() == calls
+		b.memMu.Lock()
+		b.loadRSS, b.loadHeap = max(b.loadRSS, rss), max(b.loadHeap, heap)
+		b.walMax = max(b.walMax, wal)
+		if candidate && still && err == nil {
+			b.waitingEnded = ended
+			b.waiting = &Waiting{DifyCalls: calls, RSSMiB: MiB(rss), HeapMiB: MiB(heap),
+				StackMiB: MiB(m["go_memstats_stack_inuse_bytes"]), Goroutines: int64(m["go_goroutines"]),
+				PerCallKiB: round3((rss - b.idleRSS) / 1024 / float64(calls))}
+			if staged != "" {
+				b.profileErr = commitProfiles(staged, b.o.Profile)
+			}
+		} else if staged != "" {
+			_ = os.RemoveAll(staged) // taken after some calls ended: not kept
+		}
+		failed := b.profileErr != nil
+		b.memMu.Unlock()
+		if failed {
+			return
+		}
 	}
 }
 
+// profileFiles are what --profile writes.
+var profileFiles = []string{"heap.pprof", "goroutine.pprof", "goroutine.txt", "memstats.json"}
+
 // writeProfiles writes this process's heap and goroutine profiles, and its
-// runtime.MemStats, into dir (serve runs in process for --profile).
-func writeProfiles(dir string) error {
+// runtime.MemStats, into a new directory inside dir (serve runs in process
+// for --profile) and returns it; commitProfiles moves them into dir.
+func writeProfiles(dir string) (_ string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("profile: %w", err)
+		return "", fmt.Errorf("profile: %w", err)
 	}
+	staged, err := os.MkdirTemp(dir, ".sample-")
+	if err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(staged) // the write error is the one worth reporting
+		}
+	}()
 	for _, p := range []struct {
 		file, profile string
 		debug         int
 	}{{"heap.pprof", "heap", 0}, {"goroutine.pprof", "goroutine", 0}, {"goroutine.txt", "goroutine", 1}} {
-		f, err := os.Create(filepath.Join(dir, p.file))
+		f, err := os.Create(filepath.Join(staged, p.file))
 		if err != nil {
-			return fmt.Errorf("profile: %w", err)
+			return "", fmt.Errorf("profile: %w", err)
 		}
 		err = pprof.Lookup(p.profile).WriteTo(f, p.debug)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("profile %s: %w", p.profile, err)
+			return "", fmt.Errorf("profile %s: %w", p.profile, err)
 		}
 	}
 	var ms runtime.MemStats
@@ -1230,10 +1265,21 @@ func writeProfiles(dir string) error {
 		Goroutines                                                int
 	}{ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.StackInuse, ms.Sys, uint64(ms.NumGC), runtime.NumGoroutine()}, "", "  ")
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "memstats.json"), append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("profile: %w", err)
+	if err := os.WriteFile(filepath.Join(staged, "memstats.json"), append(data, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	return staged, nil
+}
+
+// commitProfiles moves the profiles written into staged into dir.
+func commitProfiles(staged, dir string) error {
+	defer os.RemoveAll(staged)
+	for _, f := range profileFiles {
+		if err := os.Rename(filepath.Join(staged, f), filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
 	}
 	return nil
 }
@@ -1271,6 +1317,7 @@ func (b *bench) difyHandler() http.Handler {
 		b.difyCalls.Add(1)
 		b.dify.ServeHTTP(w, r)
 		b.difyCalls.Add(-1)
+		b.difyEnded.Add(1)
 		if m := b.recs.lookup(seqOf(q.Query)); m != nil {
 			m.dify.Add(int64(time.Since(start)))
 		}
