@@ -43,15 +43,23 @@ on one route (as fast as acks come back, over --conversations), then the N
 customers write on a second route: their time to answer shows whether they
 wait behind the flood.
 
+Memory: RSS and Go heap idle and under load, and a sample taken when the
+most Dify calls were in flight (heap, goroutine stacks, goroutines, and RSS
+above idle per call waiting on Dify). --profile DIR writes heap and
+goroutine profiles and runtime.MemStats at that moment.
+
 serve runs as a child process (this binary), so memory figures are its own;
 --in-process runs it inside this process instead (memory then includes the
-simulators). Exits 1 when a message was lost or answered twice.`,
+simulators; --cpuprofile and --profile imply it). Exits 1 when a message
+was lost or answered twice.`,
 		Example: `  bridge bench
   bridge bench --duration 10s --concurrency 64 --json
   bridge bench --rate 1000 --duration 10s
   bridge bench --dify-latency 2s --concurrency 32 --workers 64
   bridge bench --backlog 100000
   bridge bench --customers 100 --dify-latency 6s
+  bridge bench --customers 1000 --dify-latency 6s --profile prof
+  bridge bench --customers 1000 --dify-latency 6s --memory-limit 96MiB
   bridge bench --flood 3000 --customers 10
   bridge bench --prefill 1GiB --duration 2s`,
 		Args: cobra.NoArgs,
@@ -78,7 +86,9 @@ simulators). Exits 1 when a message was lost or answered twice.`,
 	f.IntVar(&o.Conversations, "conversations", 1000, "conversations the messages are spread over")
 	f.BoolVar(&o.InProcess, "in-process", false, "run serve inside this process instead of as a child")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the load to this file (implies --in-process)")
+	f.StringVar(&o.Profile, "profile", "", "write heap and goroutine profiles, taken when the most Dify calls wait, into this directory (implies --in-process)")
 	f.StringVar(&o.Prefill, "prefill", "", "fill the journal with finished events up to this size before start (e.g. 1GiB)")
+	f.StringVar(&o.MemoryLimit, "memory-limit", "", "serve's memory_limit, e.g. 96MiB (default: none)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 60*time.Second, "give up waiting for answers after this long without progress")
 	f.BoolVar(&o.Keep, "keep", false, "keep the bench database and print its path")
 	return c
@@ -149,8 +159,16 @@ func printBench(a *app, r *bench.Report) {
 	}
 	fmt.Fprintln(out)
 	m := r.Memory
-	fmt.Fprintf(out, "  memory       idle %.1f MiB RSS (heap %.1f); under load %.1f MiB RSS (heap %.1f); peak %.1f MiB\n",
+	fmt.Fprintf(out, "  memory       idle %.1f MiB RSS (heap %.1f); under load %.1f MiB RSS (heap %.1f); peak %.1f MiB",
 		m.IdleRSSMiB, m.IdleHeapMiB, m.LoadRSSMiB, m.LoadHeapMiB, m.PeakRSSMiB)
+	if m.Simulators {
+		fmt.Fprint(out, st.dim.Render(" (serve in process: the simulators included)"))
+	}
+	fmt.Fprintln(out)
+	if w := m.Waiting; w != nil {
+		fmt.Fprintf(out, "  waiting      %d Dify calls at once: %.1f MiB RSS (heap %.1f, stacks %.1f, %d goroutines); %.1f KiB per call above idle\n",
+			w.DifyCalls, w.RSSMiB, w.HeapMiB, w.StackMiB, w.Goroutines, w.PerCallKiB)
+	}
 	if c := r.Customers; c != nil {
 		if c.FloodMessages > 0 {
 			fmt.Fprintf(out, "  flood        %d messages on route 1 sent in %.1f s (%.0f queued when the customers wrote); its last answer %.1f s after its first webhook\n",

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,9 +81,44 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--prefill", "lots"},
 		{"bench", "--duration", "0s"},
 		{"bench", "--flood", "100"},
+		{"bench", "--memory-limit", "lots"},
+		{"bench", "--memory-limit", "96MiB", "--in-process"},
 	} {
 		if r := runCLI(t, args...); r.Code != ExitUsage || !strings.Contains(r.Err, "Try:") {
 			t.Errorf("%v: exit %d, stderr %q; want usage error", args, r.Code, r.Err)
 		}
+	}
+}
+
+// TestBenchProfile: --profile writes heap and goroutine profiles and the
+// runtime's memory figures, taken while the calls wait on Dify, and runs
+// serve in process (the report says its memory includes the simulators).
+func TestBenchProfile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "prof")
+	r := runCLI(t, "bench", "--backlog", "30", "--concurrency", "4", "--workers", "4", "--conversations", "5",
+		"--profile", dir, "--json")
+	if r.Code != ExitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Out, r.Err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.Out), &rep); err != nil {
+		t.Fatalf("bench --json output is not a report: %v\n%s", err, r.Out)
+	}
+	if rep.Config.Serve != "in process" || !rep.Memory.Simulators || rep.Memory.Waiting == nil || rep.Memory.Waiting.DifyCalls != 4 {
+		t.Errorf("serve %q, simulators included %v, waiting %+v", rep.Config.Serve, rep.Memory.Simulators, rep.Memory.Waiting)
+	}
+	for _, f := range []string{"heap.pprof", "goroutine.pprof"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	g, err := os.ReadFile(filepath.Join(dir, "goroutine.txt"))
+	if err != nil || !strings.Contains(string(g), "dify.(*Client).Chat") {
+		t.Errorf("goroutine profile taken while no call waited on Dify (%v):\n%.2000s", err, g)
+	}
+	var ms struct{ HeapInuse, StackInuse, Goroutines int64 }
+	if data, err := os.ReadFile(filepath.Join(dir, "memstats.json")); err != nil || json.Unmarshal(data, &ms) != nil ||
+		ms.HeapInuse <= 0 || ms.StackInuse <= 0 || ms.Goroutines <= 0 {
+		t.Errorf("memstats.json: %+v, %v", ms, err)
 	}
 }

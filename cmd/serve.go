@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -222,12 +224,18 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 		return err
 	}
 	log := a.log()
+	if n := cfg.MemoryLimitBytes(); n > 0 {
+		// Process-wide, so here rather than in startServer, which tests
+		// and the bench also run inside other processes.
+		debug.SetMemoryLimit(n)
+	}
 	s, err := startServer(ctx, cfg, log, serveTuning{red: a.red})
 	if err != nil {
 		return err
 	}
 	log.Info("bridge serving", "listen", s.Addr(), "database", absPath(cfg.Database),
-		"webhook", "http://"+s.Addr()+"/webhooks/chatwoot", "chatwoot", cfg.Chatwoot.BaseURL)
+		"webhook", "http://"+s.Addr()+"/webhooks/chatwoot", "chatwoot", cfg.Chatwoot.BaseURL,
+		"memory_limit", memoryLimitText(debug.SetMemoryLimit(-1)))
 	if w := cfg.FilePermissionsWarning(); w != "" {
 		log.Warn("config file holding secrets is readable by group or others", "detail", w)
 	}
@@ -240,4 +248,12 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 		log.Info("stopped")
 	}
 	return err
+}
+
+// memoryLimitText is the soft memory limit in force, for the log.
+func memoryLimitText(n int64) string {
+	if n == math.MaxInt64 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0fMiB", float64(n)/(1<<20))
 }

@@ -66,7 +66,9 @@ type Options struct {
 	Conversations int           // conversations the messages are spread over
 	InProcess     bool          // run serve inside this process instead of as a child
 	CPUProfile    string        // write a CPU profile of the load to this file (implies InProcess)
+	Profile       string        // write heap and goroutine profiles at the peak into this directory (implies InProcess)
 	Prefill       string        // fill the journal with finished events up to this size first
+	MemoryLimit   string        // serve's memory_limit ("": none)
 	DrainTimeout  time.Duration // give up waiting for answers after this long without progress
 	Keep          bool          // keep the bench database
 
@@ -115,12 +117,24 @@ func (o *Options) Validate() error {
 	case o.DrainTimeout <= 0:
 		return optionErr("bridge bench --drain-timeout 60s", "--drain-timeout must be positive")
 	}
+	if o.MemoryLimit != "" {
+		c := config.Defaults()
+		c.MemoryLimit = o.MemoryLimit
+		if err := c.Validate(); err != nil {
+			return optionErr("bridge bench --memory-limit 96MiB --customers 1000 --dify-latency 6s", "--memory-limit: %v", err)
+		}
+		if o.InProcess || o.CPUProfile != "" || o.Profile != "" {
+			// The limit is the whole process's: with the simulators in it,
+			// it would not be serve's.
+			return optionErr("bridge bench --memory-limit 96MiB --customers 1000 --dify-latency 6s", "--memory-limit applies to serve as a child process; it cannot be used with --in-process, --cpuprofile or --profile")
+		}
+	}
 	if o.Prefill != "" {
 		if _, err := ParseSize(o.Prefill); err != nil {
 			return optionErr("bridge bench --prefill 1GiB", "--prefill: %v", err)
 		}
 	}
-	if o.CPUProfile != "" {
+	if o.CPUProfile != "" || o.Profile != "" {
 		o.InProcess = true
 	}
 	return nil
@@ -128,25 +142,7 @@ func (o *Options) Validate() error {
 
 // ParseSize reads sizes such as 512MiB, 1GiB, 1GB or 4096 (bytes); K, M and
 // G are powers of 1024 with or without the "iB".
-func ParseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-		{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q: want e.g. 512MiB or 1GiB", s)
-	}
-	return int64(n * float64(mult)), nil
-}
+func ParseSize(s string) (int64, error) { return config.ParseSize(s) }
 
 // ---- report ----
 
@@ -185,6 +181,7 @@ type RunConfig struct {
 	Workers       int     `json:"workers"`
 	Conversations int     `json:"conversations"`
 	Serve         string  `json:"serve"` // "child process" | "in process"
+	MemoryLimit   string  `json:"memory_limit,omitempty"`
 	Fault         string  `json:"fault,omitempty"`
 }
 
@@ -249,6 +246,25 @@ type Memory struct {
 	LoadRSSMiB  float64 `json:"load_rss_mib"`  // highest sample during the load
 	LoadHeapMiB float64 `json:"load_heap_mib"` // highest sample during the load
 	PeakRSSMiB  float64 `json:"peak_rss_mib"`  // the kernel's high-water mark
+	// Waiting is serve's memory when the most Dify calls were in flight:
+	// what each call waiting on Dify costs (with --backlog or
+	// --dify-latency, when calls wait).
+	Waiting *Waiting `json:"waiting,omitempty"`
+	// Simulators says whether the figures include the simulators (serve
+	// in process): then they are not serve's own.
+	Simulators bool `json:"includes_simulators,omitempty"`
+}
+
+// Waiting is a sample of serve's memory taken when the most Dify calls were
+// in flight at once.
+type Waiting struct {
+	DifyCalls  int64   `json:"dify_calls"` // chat-messages calls in the simulated Dify
+	RSSMiB     float64 `json:"rss_mib"`
+	HeapMiB    float64 `json:"heap_inuse_mib"`  // Go heap spans in use
+	StackMiB   float64 `json:"stack_inuse_mib"` // goroutine stacks
+	Goroutines int64   `json:"goroutines"`
+	// PerCallKiB is RSS above idle divided by the calls in flight.
+	PerCallKiB float64 `json:"per_call_kib"`
 }
 
 type Backlog struct {
@@ -443,11 +459,20 @@ type bench struct {
 	answered   atomic.Int64 // messages answered at least once
 	lastAnswer atomic.Int64 // unix ns
 
-	memMu       sync.Mutex
-	loadRSS     float64
-	loadHeap    float64
-	walMax      int64
-	firstSendNS atomic.Int64
+	memMu    sync.Mutex
+	loadRSS  float64
+	loadHeap float64
+	walMax   int64
+	idleRSS  float64
+	waiting  *Waiting
+	// waitingEnded is how many Dify calls had ended when waiting was
+	// sampled with its number of calls first.
+	waitingEnded int64
+	profileErr   error
+	firstSendNS  atomic.Int64
+
+	difyCalls atomic.Int64 // chat-messages calls in the simulated Dify now
+	difyEnded atomic.Int64 // chat-messages calls the simulated Dify has answered
 }
 
 // Env is what a run needs from its caller.
@@ -470,7 +495,7 @@ type Server interface {
 // Run runs one bench and returns its report. A report whose Correctness
 // is not OK is not an error: the caller decides what that means.
 func Run(ctx context.Context, o *Options, env Env) (*Report, error) {
-	if o.CPUProfile != "" {
+	if o.CPUProfile != "" || o.Profile != "" {
 		o.InProcess = true
 	}
 	if env.Log == nil {
@@ -478,6 +503,12 @@ func Run(ctx context.Context, o *Options, env Env) (*Report, error) {
 	}
 	if o.InProcess && env.StartInProcess == nil {
 		return nil, errors.New("bench: no way to start serve in process")
+	}
+	if o.Profile != "" {
+		// Sampling every 512 KiB (the default) sees too little of the
+		// few-KiB buffers each waiting call holds.
+		defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+		runtime.MemProfileRate = 4 << 10
 	}
 	dir, err := os.MkdirTemp("", "bridge-bench-")
 	if err != nil {
@@ -500,7 +531,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		Config: RunConfig{Duration: o.Duration.String(), Concurrency: o.Concurrency, Rate: o.Rate,
 			DifyLatency: o.DifyLatency.String(), Backlog: o.Backlog, Customers: o.Customers, Flood: o.Flood,
 			Workers: o.Workers, Conversations: o.Conversations,
-			Serve: "child process", Fault: o.Fault},
+			Serve: "child process", Fault: o.Fault, MemoryLimit: o.MemoryLimit},
 	}
 	if o.InProcess {
 		rep.Config.Serve = "in process"
@@ -537,7 +568,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.Startup.JournalBytes = fileSize(dbPath)
 
 	env := benchEnv{db: dbPath, chatwoot: cwSrv.URL, botToken: botToken, secret: secret,
-		dify: difySrv.URL + "/v1", workers: o.Workers}
+		dify: difySrv.URL + "/v1", workers: o.Workers, memoryLimit: o.MemoryLimit}
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	defer stopSrv()
 	var err error
@@ -564,7 +595,9 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.Memory.IdleRSSMiB, rep.Memory.IdleHeapMiB = MiB(b.rss()), MiB(idle["go_memstats_heap_inuse_bytes"])
+	b.idleRSS = b.rss()
+	rep.Memory.IdleRSSMiB, rep.Memory.IdleHeapMiB = MiB(b.idleRSS), MiB(idle["go_memstats_heap_inuse_bytes"])
+	rep.Memory.Simulators = o.InProcess
 
 	if o.Fault == FaultRefusePost {
 		b.cw.Fail("messages", simulate.ChatwootFault{Status: http.StatusUnprocessableEntity})
@@ -667,8 +700,17 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	b.memMu.Lock()
 	rep.Memory.LoadRSSMiB, rep.Memory.LoadHeapMiB = MiB(b.loadRSS), MiB(b.loadHeap)
+	if o.Backlog > 0 || o.DifyLatency > 0 {
+		// Only then do calls wait on Dify long enough for the sample to
+		// be what they cost.
+		rep.Memory.Waiting = b.waiting
+	}
 	rep.Journal.WALBytes = max(b.walMax, fileSize(dbPath+"-wal"))
+	profileErr := b.profileErr
 	b.memMu.Unlock()
+	if profileErr != nil {
+		return nil, profileErr
+	}
 	rep.Memory.PeakRSSMiB = MiB(b.peakRSS())
 	if c := rep.Customers; c != nil {
 		b.customerFigures(c)
@@ -714,6 +756,9 @@ func benchCommand(o *Options) string {
 	}
 	if o.Prefill != "" {
 		args = append(args, "--prefill", o.Prefill)
+	}
+	if o.MemoryLimit != "" {
+		args = append(args, "--memory-limit", o.MemoryLimit)
 	}
 	if o.InProcess {
 		args = append(args, "--in-process")
@@ -820,6 +865,7 @@ func journalSettings(ctx context.Context, path string) (mode, sync string, err e
 type benchEnv struct {
 	db, chatwoot, botToken, secret, dify string
 	workers                              int
+	memoryLimit                          string
 }
 
 // benchServer is a running serve, child or in process.
@@ -888,6 +934,7 @@ func startChild(ctx context.Context, bin, dir string, e benchEnv) (*childServer,
 		"BRIDGE_DIFY_TIMEOUT=10m",
 		"BRIDGE_DIFY_IDLE_TIMEOUT=10m",
 		"BRIDGE_WORKER_CONCURRENCY="+strconv.Itoa(e.workers),
+		"BRIDGE_MEMORY_LIMIT="+e.memoryLimit,
 	)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -1114,7 +1161,9 @@ const clockTicks = 100
 func (b *bench) rss() float64     { return procStatus(b.srv.pid(), "VmRSS") }
 func (b *bench) peakRSS() float64 { return procStatus(b.srv.pid(), "VmHWM") }
 
-// sampleMemory records the highest RSS and heap while the load runs.
+// sampleMemory records the highest RSS and heap while the load runs, and
+// serve's memory when the most Dify calls were in flight (with profiles
+// then, for --profile).
 func (b *bench) sampleMemory(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -1124,17 +1173,115 @@ func (b *bench) sampleMemory(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		calls, ended := b.difyCalls.Load(), b.difyEnded.Load()
 		rss := b.rss()
-		var heap float64
-		if m, err := b.scrape(ctx); err == nil {
-			heap = m["go_memstats_heap_inuse_bytes"]
+		b.memMu.Lock()
+		w, wEnded := b.waiting, b.waitingEnded
+		b.memMu.Unlock()
+		// The most calls in flight, and of the samples with that many the
+		// highest RSS while they are the same calls (none has ended since):
+		// calls just started have not all allocated yet.
+		candidate := calls > 0 && (w == nil || calls > w.DifyCalls ||
+			calls == w.DifyCalls && ended == wEnded && MiB(rss) > w.RSSMiB)
+		var staged string
+		if candidate && b.o.Profile != "" {
+			var err error
+			if staged, err = writeProfiles(b.o.Profile); err != nil {
+				b.memMu.Lock()
+				b.profileErr = err
+				b.memMu.Unlock()
+				return
+			}
 		}
+		m, err := b.scrape(ctx)
+		if err != nil {
+			m = map[string]float64{}
+		}
+		heap := m["go_memstats_heap_inuse_bytes"]
 		wal := fileSize(filepath.Join(b.dir, "bridge.db-wal"))
+		// Taken while the same calls were all still waiting?
+		still := b.difyEnded.Load() == ended && b.difyCalls.Load() == calls
 		b.memMu.Lock()
 		b.loadRSS, b.loadHeap = max(b.loadRSS, rss), max(b.loadHeap, heap)
 		b.walMax = max(b.walMax, wal)
+		if candidate && still && err == nil {
+			b.waitingEnded = ended
+			b.waiting = &Waiting{DifyCalls: calls, RSSMiB: MiB(rss), HeapMiB: MiB(heap),
+				StackMiB: MiB(m["go_memstats_stack_inuse_bytes"]), Goroutines: int64(m["go_goroutines"]),
+				PerCallKiB: round3((rss - b.idleRSS) / 1024 / float64(calls))}
+			if staged != "" {
+				b.profileErr = commitProfiles(staged, b.o.Profile)
+			}
+		} else if staged != "" {
+			_ = os.RemoveAll(staged) // taken after some calls ended: not kept
+		}
+		failed := b.profileErr != nil
 		b.memMu.Unlock()
+		if failed {
+			return
+		}
 	}
+}
+
+// profileFiles are what --profile writes.
+var profileFiles = []string{"heap.pprof", "goroutine.pprof", "goroutine.txt", "memstats.json"}
+
+// writeProfiles writes this process's heap and goroutine profiles, and its
+// runtime.MemStats, into a new directory inside dir (serve runs in process
+// for --profile) and returns it; commitProfiles moves them into dir.
+func writeProfiles(dir string) (_ string, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	staged, err := os.MkdirTemp(dir, ".sample-")
+	if err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(staged) // the write error is the one worth reporting
+		}
+	}()
+	for _, p := range []struct {
+		file, profile string
+		debug         int
+	}{{"heap.pprof", "heap", 0}, {"goroutine.pprof", "goroutine", 0}, {"goroutine.txt", "goroutine", 1}} {
+		f, err := os.Create(filepath.Join(staged, p.file))
+		if err != nil {
+			return "", fmt.Errorf("profile: %w", err)
+		}
+		err = pprof.Lookup(p.profile).WriteTo(f, p.debug)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("profile %s: %w", p.profile, err)
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	data, err := json.MarshalIndent(struct {
+		HeapInuse, HeapIdle, HeapReleased, StackInuse, Sys, NumGC uint64
+		Goroutines                                                int
+	}{ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.StackInuse, ms.Sys, uint64(ms.NumGC), runtime.NumGoroutine()}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(staged, "memstats.json"), append(data, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	return staged, nil
+}
+
+// commitProfiles moves the profiles written into staged into dir.
+func commitProfiles(staged, dir string) error {
+	defer os.RemoveAll(staged)
+	for _, f := range profileFiles {
+		if err := os.Rename(filepath.Join(staged, f), filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+	}
+	return nil
 }
 
 // ---- simulators, instrumented ----
@@ -1167,7 +1314,10 @@ func (b *bench) difyHandler() http.Handler {
 		}
 		_ = json.Unmarshal(body, &q) // a malformed body is the simulator's to refuse
 		start := time.Now()
+		b.difyCalls.Add(1)
 		b.dify.ServeHTTP(w, r)
+		b.difyCalls.Add(-1)
+		b.difyEnded.Add(1)
 		if m := b.recs.lookup(seqOf(q.Query)); m != nil {
 			m.dify.Add(int64(time.Since(start)))
 		}

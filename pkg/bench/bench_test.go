@@ -115,6 +115,12 @@ func TestBacklogChild(t *testing.T) {
 	if rep.Memory.IdleRSSMiB <= 0 || rep.Backlog.RSSMiB <= 0 {
 		t.Errorf("memory of the child not measured: %+v, %+v", rep.Memory, rep.Backlog)
 	}
+	// While Dify is paused every worker waits on it; the sample then is the
+	// child's own.
+	if w := rep.Memory.Waiting; w == nil || w.DifyCalls != int64(o.Workers) || w.StackMiB <= 0 || w.HeapMiB <= 0 ||
+		w.Goroutines < int64(o.Workers) || w.PerCallKiB <= 0 || rep.Memory.Simulators {
+		t.Errorf("memory while calls wait on Dify = %+v (includes simulators: %v)", w, rep.Memory.Simulators)
+	}
 	if rep.Durability.JournalMode != "wal" || rep.Durability.Synchronous != "FULL" {
 		t.Errorf("durability = %+v, want wal and FULL", rep.Durability)
 	}
@@ -214,6 +220,9 @@ func TestValidate(t *testing.T) {
 		{"--customers", func(o *Options) { o.Customers = -1 }},
 		{"--flood", func(o *Options) { o.Flood = 10 }},
 		{"--customers", func(o *Options) { o.Customers, o.Backlog = 10, 10 }},
+		{"--memory-limit", func(o *Options) { o.MemoryLimit = "lots" }},
+		{"--memory-limit", func(o *Options) { o.MemoryLimit = "8MiB" }},
+		{"--memory-limit", func(o *Options) { o.MemoryLimit, o.Profile = "96MiB", "prof" }},
 	} {
 		o := ok
 		tc.set(&o)
@@ -229,6 +238,16 @@ func TestValidate(t *testing.T) {
 	o.CPUProfile = "cpu.out"
 	if err := o.Validate(); err != nil || !o.InProcess {
 		t.Errorf("--cpuprofile does not imply in process: %v, %v", err, o.InProcess)
+	}
+	o = ok
+	o.Profile = "prof"
+	if err := o.Validate(); err != nil || !o.InProcess {
+		t.Errorf("--profile does not imply in process: %v, %v", err, o.InProcess)
+	}
+	o = ok
+	o.MemoryLimit = "96MiB"
+	if err := o.Validate(); err != nil || o.InProcess {
+		t.Errorf("--memory-limit with serve as a child: %v, in process %v", err, o.InProcess)
 	}
 }
 

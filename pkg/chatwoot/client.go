@@ -100,6 +100,12 @@ func NewClient(o Options) *Client {
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: 15 * time.Second,
+			// Each connection keeps its buffers for life; when a thousand
+			// answers go out at once, so do a thousand connections. A
+			// request or a response larger than them goes through in a
+			// few pieces.
+			WriteBufferSize: 1 << 10,
+			ReadBufferSize:  2 << 10,
 		}}
 	}
 	t := o.Timeout

@@ -39,6 +39,11 @@ type Config struct {
 	Voice       Voice       `mapstructure:"voice"`
 	Answer      Answer      `mapstructure:"answer"`
 	Feedback    Feedback    `mapstructure:"feedback"`
+	// MemoryLimit is a soft limit on the memory Go manages (heap, goroutine
+	// stacks, the runtime's own), such as "96MiB"; "" leaves it to
+	// GOMEMLIMIT, or none. Near it the garbage collector runs more often
+	// instead of letting the heap grow to twice what is live.
+	MemoryLimit string `mapstructure:"memory_limit"`
 }
 
 // Attachment transfer modes (attachments.transfer, and a route's

@@ -117,8 +117,8 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 36 {
-		t.Errorf("len(Keys()) = %d, want 36: %v", len(keys), keys)
+	if len(keys) != 37 {
+		t.Errorf("len(Keys()) = %d, want 37: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
@@ -234,6 +234,7 @@ var envValues = map[string]struct {
 	"public_url":                     {"https://bridge.example.com", "https://bridge.example.com"},
 	"log_level":                      {"debug", "debug"},
 	"log_format":                     {"json", "json"},
+	"memory_limit":                   {"96MiB", "96MiB"},
 	"chatwoot.base_url":              {"https://chat.example.com", "https://chat.example.com"},
 	"chatwoot.api_token":             {"cw-api-token-from-env-A1", Secret("cw-api-token-from-env-A1")},
 	"chatwoot.user_token":            {"cw-user-token-from-env-B2", Secret("cw-user-token-from-env-B2")},

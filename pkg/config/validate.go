@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -47,6 +48,15 @@ func (c *Config) Validate() error {
 	}
 	if !slices.Contains(logFormats, c.LogFormat) {
 		return bad("log_format", c.LogFormat, "invalid log format", "want text or json")
+	}
+	if c.MemoryLimit != "" {
+		n, err := ParseSize(c.MemoryLimit)
+		if err != nil {
+			return bad("memory_limit", c.MemoryLimit, "invalid size", `e.g. "96MiB" or "1GiB"; "" for none`)
+		}
+		if n < minMemoryLimit {
+			return bad("memory_limit", c.MemoryLimit, "below 32MiB", `bridge idles at about 20MiB; e.g. "96MiB"`)
+		}
 	}
 
 	if c.Chatwoot.BaseURL == "" {
@@ -260,4 +270,36 @@ func secretsInFile(c *Config) []string {
 		}
 	}
 	return keys
+}
+
+// minMemoryLimit is the lowest memory_limit taken: below it the garbage
+// collector would run all the time.
+const minMemoryLimit = 32 << 20
+
+// ParseSize reads sizes such as 512MiB, 1GiB, 1GB or 4096 (bytes); K, M and
+// G are powers of 1024 with or without the "iB".
+func ParseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+		{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n < 0 || n*float64(mult) > math.MaxInt64/2 {
+		return 0, fmt.Errorf("bad size %q: want e.g. 512MiB or 1GiB", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+// MemoryLimitBytes is memory_limit in bytes, 0 when unset.
+func (c *Config) MemoryLimitBytes() int64 {
+	n, _ := ParseSize(c.MemoryLimit) // validated
+	return n
 }

@@ -35,6 +35,8 @@ func TestValidate(t *testing.T) {
 		{"log_level", func(c *Config) { c.LogLevel = "verbose" }, "log_level", "verbose"},
 		{"log_level case", func(c *Config) { c.LogLevel = "INFO" }, "log_level", "INFO"},
 		{"log_format", func(c *Config) { c.LogFormat = "yaml" }, "log_format", "yaml"},
+		{"memory_limit not a size", func(c *Config) { c.MemoryLimit = "lots" }, "memory_limit", "lots"},
+		{"memory_limit too low", func(c *Config) { c.MemoryLimit = "8MiB" }, "memory_limit", "8MiB"},
 		{"chatwoot.base_url empty", func(c *Config) { c.Chatwoot.BaseURL = "" }, "chatwoot.base_url", ""},
 		{"chatwoot.base_url no scheme", func(c *Config) { c.Chatwoot.BaseURL = "localhost:3000" }, "chatwoot.base_url", "localhost:3000"},
 		{"chatwoot.base_url no host", func(c *Config) { c.Chatwoot.BaseURL = "http://" }, "chatwoot.base_url", "http://"},
@@ -92,6 +94,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"debounce and retention zero", func(c *Config) { c.Worker.Debounce, c.Retention.Ignored = 0, 0 }},
 		{"account and team", func(c *Config) { c.Chatwoot.AccountID, c.Handoff.TeamID = 1, 2 }},
 		{"dashboard key", func(c *Config) { c.Dashboard.Key = "3f9a_B-c.~0123456789abcdef" }},
+		{"memory limit", func(c *Config) { c.MemoryLimit = "96MiB" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,3 +128,16 @@ func TestErrorFormat(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestMemoryLimitBytes(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "96MiB": 96 << 20, "1GiB": 1 << 30, "64M": 64 << 20, "100000000": 100000000} {
+		c := Defaults()
+		c.MemoryLimit = in
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q: %v", in, err)
+		}
+		if got := c.MemoryLimitBytes(); got != want {
+			t.Errorf("MemoryLimitBytes(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

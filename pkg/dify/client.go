@@ -122,6 +122,13 @@ func newHTTPClient() *http.Client {
 		MaxConnsPerHost:     0,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
+		// Each connection keeps its buffers for life, and a thousand calls
+		// may wait on Dify at once. It writes one small request per answer
+		// (a larger one goes out in a few pieces) and reads the stream a
+		// few events at a time (longer header lines are assembled): 1 and 2
+		// KiB instead of 4 and 4 keep 5 MiB less for a thousand calls.
+		WriteBufferSize: 1 << 10,
+		ReadBufferSize:  2 << 10,
 	}}
 }
 

@@ -325,6 +325,42 @@ func TestChatContextCanceled(t *testing.T) {
 	}
 }
 
+// TestChatIdleClosesTheStream: silence on a real HTTP stream, read on the caller's goroutine,
+// ends the call with ErrIdle and closes the connection, which Dify sees.
+func TestChatIdleClosesTheStream(t *testing.T) {
+	gone := make(chan struct{})
+	f := &fakeDify{t: t, handlers: map[string]http.HandlerFunc{"POST /v1/chat-messages": streamThen(sse("ping"), func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		close(gone)
+	})}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	c := NewClient(Options{BaseURL: srv.URL + "/v1", Key: testKey, IdleTimeout: 50 * time.Millisecond})
+	a, err := c.Chat(t.Context(), ChatRequest{Query: "q", User: "u"}, nil)
+	if !errors.Is(err, ErrIdle) || a == nil || a.Pings != 1 {
+		t.Fatalf("answer %+v, error %v; want ErrIdle after one ping", a, err)
+	}
+	<-gone // the server's request context ends only when the connection is closed
+}
+
+// TestChatLongLines: a header line and an event much longer than the connection's and the
+// stream reader's buffers are read whole.
+func TestChatLongLines(t *testing.T) {
+	long := strings.Repeat("é", 4<<10)
+	frames := sse(`{"event":"message","task_id":"t","answer":"`+long+`"}`, `{"event":"message_end","task_id":"t"}`)
+	_, c := newFake(t, map[string]http.HandlerFunc{"POST /v1/chat-messages": func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Trace", strings.Repeat("x", 6<<10))
+		streamThen(frames, nil)(w, r)
+	}})
+	a, err := c.Chat(t.Context(), ChatRequest{Query: strings.Repeat("q", 3<<10), User: "u"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Text != long {
+		t.Fatalf("answer of %d bytes, want %d", len(a.Text), len(long))
+	}
+}
+
 func TestChatUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL

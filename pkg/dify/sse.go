@@ -12,10 +12,11 @@ import (
 const DefaultMaxLine = 4 << 20
 
 // sseBuffer is the read buffer of an SSEReader. Lines longer than it are
-// assembled in the reader's line buffer, so it bounds no line; it is small
+// assembled in the reader's line buffer, so it bounds no line. It is small
 // because bridge may hold a thousand streams open at once, each waiting for
-// Dify, and the bytes of one stream arrive a network packet at a time anyway.
-const sseBuffer = 4 << 10
+// Dify: an HTTP body is already read through its connection's buffer, so a
+// small one here costs a few more calls into it per event, not system calls.
+const sseBuffer = 512
 
 // SSEEvent is one dispatched server-sent event.
 type SSEEvent struct {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -121,11 +122,12 @@ func ReadStream(ctx context.Context, body io.Reader, idle time.Duration, onStart
 //
 // On error the returned Answer, when not nil, holds what was assembled so far, for diagnostics.
 //
-// body is read on a separate goroutine so that silence can be timed; it reads one event at a
-// time and has ended when ReadStreamWith returns, except in one case: on idle timeout or
-// cancellation a Read may be blocked, so body is closed if it is an io.Closer, and otherwise
-// the goroutine ends only when that Read returns, which is why the caller must close the
-// underlying connection. The caller owns body and should close it in any case.
+// An io.Closer body (an HTTP response body) is read on the calling goroutine: silence and
+// cancellation close it, which ends a blocked Read. A thousand streams waiting on Dify then hold
+// no goroutine of their own beyond the connection's. Any other body is read on a separate
+// goroutine, one event at a time, so that silence can still be timed; that goroutine ends when
+// its Read returns, which is why the caller must then close the underlying connection. The
+// caller owns body and should close it in any case.
 func ReadStreamWith(ctx context.Context, body io.Reader, opts StreamOptions) (*Answer, error) {
 	now := opts.Now
 	if now == nil {
@@ -133,56 +135,157 @@ func ReadStreamWith(ctx context.Context, body io.Reader, opts StreamOptions) (*A
 	}
 	st := &assembler{start: now(), now: now, onStart: opts.OnStart, newAgent: opts.AppMode == ModeAgent}
 
-	fr := startFrames(body, opts.MaxLine)
-	defer fr.stop()
-
-	var (
-		idleC     <-chan time.Time
-		resetIdle = func() {}
-	)
-	if opts.Idle > 0 {
-		t := time.NewTimer(opts.Idle)
-		defer t.Stop()
-		idleC = t.C
-		resetIdle = func() { t.Reset(opts.Idle) }
+	var src eventSource
+	if c, ok := body.(io.Closer); ok {
+		src = newClosingSource(ctx, body, c, opts)
+	} else {
+		src = newGoroutineSource(ctx, body, opts)
 	}
+	defer src.close()
 
 	for {
-		fr.request()
-		var f frame
-		select {
-		case f = <-fr.frames:
-		case <-idleC:
-			fr.abort(body)
+		ev, why, err := src.next()
+		switch why {
+		case cutIdle:
 			if st.workflowSucceeded {
 				return st.answer(), nil
 			}
 			return st.answer(), fmt.Errorf("%w after %s (%s)", ErrIdle, opts.Idle, st.progress())
-		case <-ctx.Done():
-			fr.abort(body)
+		case cutCtx:
 			return st.answer(), ctx.Err()
 		}
-		resetIdle()
-		if f.err != nil {
+		if err != nil {
 			if ctx.Err() != nil {
 				return st.answer(), ctx.Err()
 			}
-			if f.err == io.EOF && st.workflowSucceeded {
+			if err == io.EOF && st.workflowSucceeded {
 				return st.answer(), nil
 			}
-			if f.err == io.EOF || errors.Is(f.err, io.ErrUnexpectedEOF) {
+			if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
 				return st.answer(), fmt.Errorf("%w (%s)", ErrTruncated, st.progress())
 			}
-			if errors.Is(f.err, ErrLineTooLong) {
-				return st.answer(), f.err
+			if errors.Is(err, ErrLineTooLong) {
+				return st.answer(), err
 			}
 			// A connection broken mid-answer is a truncation too; keep the cause for the log.
-			return st.answer(), fmt.Errorf("%w (%s): %w", ErrTruncated, st.progress(), f.err)
+			return st.answer(), fmt.Errorf("%w (%s): %w", ErrTruncated, st.progress(), err)
 		}
-		done, err := st.handle(f.ev)
+		done, err := st.handle(ev)
 		if done || err != nil {
 			return st.answer(), err
 		}
+	}
+}
+
+// cut says why an eventSource stopped reading before the stream said anything more.
+type cut uint8
+
+const (
+	cutNone cut = iota
+	cutIdle     // opts.Idle of silence
+	cutCtx      // the context ended
+)
+
+// eventSource yields a stream's events, timing silence and watching the context.
+type eventSource interface {
+	next() (SSEEvent, cut, error)
+	close()
+}
+
+// closingSource reads on the caller's goroutine and closes the body to end a blocked Read on
+// silence or cancellation.
+type closingSource struct {
+	ctx     context.Context
+	sr      *SSEReader
+	idle    time.Duration
+	timer   *time.Timer // nil without an idle bound
+	idled   atomic.Bool
+	stopCtx func() bool
+}
+
+func newClosingSource(ctx context.Context, body io.Reader, c io.Closer, opts StreamOptions) *closingSource {
+	s := &closingSource{ctx: ctx, sr: NewSSEReader(body, opts.MaxLine), idle: opts.Idle}
+	// The close error changes nothing: the Read it ends reports the cut.
+	s.stopCtx = context.AfterFunc(ctx, func() { _ = c.Close() })
+	if opts.Idle > 0 {
+		s.timer = time.AfterFunc(opts.Idle, func() {
+			s.idled.Store(true)
+			_ = c.Close()
+		})
+	}
+	return s
+}
+
+func (s *closingSource) next() (SSEEvent, cut, error) {
+	ev, err := s.sr.Next()
+	if err != nil {
+		// The Read failed because the body was closed under it, or failed on its own just as
+		// the deadline came: either way the cut is the reason to report.
+		switch {
+		case s.ctx.Err() != nil:
+			return SSEEvent{}, cutCtx, nil
+		case s.idled.Load():
+			return SSEEvent{}, cutIdle, nil
+		}
+		return SSEEvent{}, cutNone, err
+	}
+	if s.timer != nil {
+		// After the timer fired the body is closed and the next Read reports the silence; an
+		// event already buffered still counts.
+		s.timer.Reset(s.idle)
+	}
+	return ev, cutNone, nil
+}
+
+func (s *closingSource) close() {
+	s.stopCtx()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
+// goroutineSource reads on a goroutine of its own, for a body that cannot be closed to end a
+// blocked Read.
+type goroutineSource struct {
+	ctx   context.Context
+	fr    *frameReader
+	idle  time.Duration
+	timer *time.Timer // nil without an idle bound
+}
+
+func newGoroutineSource(ctx context.Context, body io.Reader, opts StreamOptions) *goroutineSource {
+	s := &goroutineSource{ctx: ctx, fr: startFrames(body, opts.MaxLine), idle: opts.Idle}
+	if opts.Idle > 0 {
+		s.timer = time.NewTimer(opts.Idle)
+	}
+	return s
+}
+
+func (s *goroutineSource) next() (SSEEvent, cut, error) {
+	var idleC <-chan time.Time
+	if s.timer != nil {
+		idleC = s.timer.C
+	}
+	s.fr.request()
+	select {
+	case f := <-s.fr.frames:
+		if s.timer != nil {
+			s.timer.Reset(s.idle)
+		}
+		return f.ev, cutNone, f.err
+	case <-idleC:
+		s.fr.abort()
+		return SSEEvent{}, cutIdle, nil
+	case <-s.ctx.Done():
+		s.fr.abort()
+		return SSEEvent{}, cutCtx, nil
+	}
+}
+
+func (s *goroutineSource) close() {
+	s.fr.stop()
+	if s.timer != nil {
+		s.timer.Stop()
 	}
 }
 
@@ -240,17 +343,11 @@ func (fr *frameReader) request() {
 	}
 }
 
-// abort stops reading while a Read may be blocked on a silent connection. It closes body, if it
-// can be closed, so that the Read returns and the goroutine can be waited for; otherwise the
-// goroutine is left to end with the Read.
-func (fr *frameReader) abort(body io.Reader) {
+// abort stops reading while a Read may be blocked on a silent connection. The body cannot be
+// closed (goroutineSource is for those that cannot), so the goroutine is left to end with the
+// Read.
+func (fr *frameReader) abort() {
 	close(fr.quit)
-	c, ok := body.(io.Closer)
-	if !ok {
-		return
-	}
-	_ = c.Close() // the stream is abandoned; a close error changes nothing for the caller
-	<-fr.exited
 }
 
 // stop ends the goroutine after a frame was taken, when it is waiting for the next request or

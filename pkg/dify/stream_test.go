@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -230,28 +231,69 @@ func TestReadStreamRules(t *testing.T) {
 		{name: "LineTooLong", in: sse(msg(strings.Repeat("a", 5<<20)), end), wantErr: ErrLineTooLong},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := ReadStreamWith(t.Context(), iotest.HalfReader(strings.NewReader(tc.in)), StreamOptions{AppMode: tc.mode})
-			if tc.check != nil {
-				tc.check(t, a, err)
-				return
+		// A closable body is read on the caller's goroutine, any other on a goroutine of its
+		// own: both must read the same.
+		for _, closable := range []bool{false, true} {
+			name := tc.name
+			var body io.Reader = iotest.HalfReader(strings.NewReader(tc.in))
+			if closable {
+				name, body = name+"/Closable", io.NopCloser(body)
 			}
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("error = %v, want %v", err, tc.wantErr)
+			t.Run(name, func(t *testing.T) {
+				a, err := ReadStreamWith(t.Context(), body, StreamOptions{AppMode: tc.mode})
+				if tc.check != nil {
+					tc.check(t, a, err)
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ReadStream: %v", err)
-			}
-			if a.Text != tc.text || !reflect.DeepEqual(fileURLs(a.Files), tc.files) {
-				t.Errorf("Text %q Files %v, want %q %q", a.Text, a.Files, tc.text, tc.files)
-			}
-			if a.Paused != (tc.paused != "") || a.PauseReason != tc.paused {
-				t.Errorf("Paused %v %q, want %q", a.Paused, a.PauseReason, tc.paused)
-			}
-		})
+				if tc.wantErr != nil {
+					if !errors.Is(err, tc.wantErr) {
+						t.Fatalf("error = %v, want %v", err, tc.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("ReadStream: %v", err)
+				}
+				if a.Text != tc.text || !reflect.DeepEqual(fileURLs(a.Files), tc.files) {
+					t.Errorf("Text %q Files %v, want %q %q", a.Text, a.Files, tc.text, tc.files)
+				}
+				if a.Paused != (tc.paused != "") || a.PauseReason != tc.paused {
+					t.Errorf("Paused %v %q, want %q", a.Paused, a.PauseReason, tc.paused)
+				}
+			})
+		}
+	}
+}
+
+// stackReader records the stack of the goroutine that reads it.
+type stackReader struct {
+	io.Reader
+	stacks []string
+}
+
+func (r *stackReader) Read(p []byte) (int, error) {
+	buf := make([]byte, 16<<10)
+	r.stacks = append(r.stacks, string(buf[:runtime.Stack(buf, false)]))
+	return r.Reader.Read(p)
+}
+
+func (r *stackReader) Close() error { return nil }
+
+// TestReadStreamClosableInPlace: an HTTP body (an io.Closer) is read on the caller's
+// goroutine, so a stream waiting on Dify costs no goroutine of its own.
+func TestReadStreamClosableInPlace(t *testing.T) {
+	r := &stackReader{Reader: strings.NewReader(sse(`{"event":"message","answer":"a"}`, "ping", `{"event":"message_end"}`))}
+	a, err := ReadStreamWith(t.Context(), r, StreamOptions{Idle: time.Minute})
+	if err != nil || a.Text != "a" {
+		t.Fatalf("answer %+v, error %v", a, err)
+	}
+	if len(r.stacks) == 0 {
+		t.Fatal("the body was never read")
+	}
+	for _, st := range r.stacks {
+		if !strings.Contains(st, "TestReadStreamClosableInPlace") {
+			t.Fatalf("body read on another goroutine:\n%s", st)
+		}
 	}
 }
 

@@ -274,8 +274,15 @@ func NewChatwoot(opts ChatwootOptions) *Chatwoot {
 		opts.Now = time.Now
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = 1024
-	tr.MaxIdleConnsPerHost = 512
+	// Chatwoot posts each webhook from a Sidekiq job (10 threads by default,
+	// config/sidekiq.yml) with RestClient, a connection per request
+	// (lib/webhooks/trigger.rb): it never leaves hundreds of connections
+	// open on bridge. Keep-alive stays, so that benchmarks at thousands of
+	// webhooks a second do not run out of ports, but after a burst of
+	// simultaneous deliveries only as many stay open as a load of
+	// `bridge bench --concurrency 64` reuses.
+	tr.MaxIdleConns = 128
+	tr.MaxIdleConnsPerHost = 64
 	tr.ResponseHeaderTimeout = webhookTimeout
 	return &Chatwoot{
 		opts:        opts,

@@ -170,7 +170,8 @@ type Dify struct {
 	tasks    map[string]*difyTask
 	latency  time.Duration
 	gate     chan struct{} // non-nil while held; closed by Release
-	held     int           // calls waiting at the gate
+	streamGt chan struct{} // non-nil while streams are held after their first ping; closed by Release
+	held     int           // calls waiting at either gate
 	done     chan struct{} // closed by Close
 	closed   bool
 	enc      encoder
@@ -275,6 +276,19 @@ func (d *Dify) Hold() {
 	}
 }
 
+// HoldStreams makes streaming chat-messages calls wait, once their
+// response has started with a ping, until Release: a model that takes its
+// time, with the stream open, as bridge's calls spend most of their life.
+// Held streams ping every 10 s, as Dify's queue manager does while a run is
+// alive (api/core/app/apps/base_app_queue_manager.py, listen).
+func (d *Dify) HoldStreams() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.streamGt == nil {
+		d.streamGt = make(chan struct{})
+	}
+}
+
 // Release lets held calls and later ones proceed.
 func (d *Dify) Release() {
 	d.mu.Lock()
@@ -282,6 +296,10 @@ func (d *Dify) Release() {
 	if d.gate != nil {
 		close(d.gate)
 		d.gate = nil
+	}
+	if d.streamGt != nil {
+		close(d.streamGt)
+		d.streamGt = nil
 	}
 }
 
@@ -292,7 +310,7 @@ func (d *Dify) Held() int {
 	return d.held
 }
 
-// Close ends every wait (Hold, Delay, latency, PingsOnly) so that servers
+// Close ends every wait (Hold, HoldStreams, Delay, latency, PingsOnly) so that servers
 // can shut down; streams cut short that way end without a terminal event.
 func (d *Dify) Close() {
 	d.mu.Lock()

@@ -207,6 +207,40 @@ func (d *Dify) streamWorkerError(ctx context.Context, w http.ResponseWriter, cal
 	s.flush()
 }
 
+// holdStream keeps a started stream waiting for Release (HoldStreams),
+// pinging every 10 s; false when the client went away or Close was called.
+// A stop ends the wait: the stream then ends as a stopped one.
+func (d *Dify) holdStream(ctx context.Context, s *sseWriter, gate, done, stop <-chan struct{}) bool {
+	d.mu.Lock()
+	d.held++
+	d.changed.broadcast()
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.held--
+		d.changed.broadcast()
+		d.mu.Unlock()
+	}()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-gate:
+			return true
+		case <-stop:
+			return true
+		case <-t.C:
+			if !s.ping() {
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		case <-done:
+			return false
+		}
+	}
+}
+
 // stream answers a streaming call.
 func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall) {
 	f := call.fault
@@ -216,7 +250,7 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 	}
 	s := startStream(w, call)
 	d.mu.Lock()
-	done := d.done
+	done, gate := d.done, d.streamGt
 	d.mu.Unlock()
 	p := &pacer{ctx: ctx, done: done, stop: call.task.stop}
 	defer p.close()
@@ -225,11 +259,14 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 	workflowish := adv || f.Paused || f.WorkflowFailed
 	// Celery-backed chatflow streams ping at once; with latency every
 	// stream starts with a ping, as a slow model's does.
-	if workflowish || call.latency > 0 || f.PingsOnly {
+	if workflowish || call.latency > 0 || f.PingsOnly || gate != nil {
 		if !s.ping() {
 			return
 		}
 	} else if s.rc.Flush() != nil {
+		return
+	}
+	if gate != nil && !d.holdStream(ctx, s, gate, done, call.task.stop) {
 		return
 	}
 	if f.PingsOnly {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -804,6 +805,63 @@ func TestDifyStopDuringDelay(t *testing.T) {
 	readAll(t, difyDo(t, ctx, srv, http.MethodPost, "/v1/chat-messages/"+d.Requests()[0].TaskID+"/stop", chatKey, map[string]any{"user": "u1"}))
 	if ev := events(parseSSE(t, <-done)); !slices.Equal(ev, []string{"message_end"}) {
 		t.Fatalf("events %v", ev)
+	}
+}
+
+// TestDifyHoldStreams: held streams have started (status, headers, a ping)
+// and say nothing more until Release; then they answer in full.
+func TestDifyHoldStreams(t *testing.T) {
+	d, srv := newTestDify(t)
+	d.HoldStreams()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		status int
+		first  string // what the stream said before Release
+		rest   []byte
+	}
+	done := make(chan result, 3)
+	for i := range 3 {
+		go func() {
+			b, _ := json.Marshal(chatBodyFor(fmt.Sprintf("hi %d", i), "u1", "", "streaming"))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat-messages", bytes.NewReader(b))
+			req.Header.Set("Authorization", "Bearer "+chatKey)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				done <- result{}
+				return
+			}
+			defer resp.Body.Close()
+			first := make([]byte, len("event: ping\n\n"))
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				done <- result{status: resp.StatusCode}
+				return
+			}
+			rest, _ := io.ReadAll(resp.Body) // checked below
+			done <- result{resp.StatusCode, string(first), rest}
+		}()
+	}
+	if err := d.WaitFor(ctx, func() bool { return d.Held() == 3 }); err != nil {
+		t.Fatalf("held streams: %d: %v", d.Held(), err)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("a held stream ended before Release: %+v", r)
+	default:
+	}
+	d.Release()
+	for range 3 {
+		r := <-done
+		if r.status != http.StatusOK || r.first != "event: ping\n\n" {
+			t.Fatalf("status %d, stream began %q", r.status, r.first)
+		}
+		if ev := events(parseSSE(t, r.rest)); !slices.Contains(ev, "message") || ev[len(ev)-1] != "message_end" {
+			t.Fatalf("after release: %q", ev)
+		}
+	}
+	if d.Held() != 0 {
+		t.Fatalf("after release: held %d", d.Held())
 	}
 }
 
