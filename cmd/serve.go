@@ -217,7 +217,7 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	log.Info("bridge serving", "listen", s.Addr(), "database", absPath(cfg.Database),
+	log.Info("bridge serving", "listen", s.Addr(), "database", dbDisplay(cfg.Database),
 		"webhook", "http://"+s.Addr()+"/webhooks/chatwoot", "chatwoot", cfg.Chatwoot.BaseURL)
 	if w := cfg.FilePermissionsWarning(); w != "" {
 		log.Warn("config file holding secrets is readable by group or others", "detail", w)

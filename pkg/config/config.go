@@ -24,7 +24,7 @@ type Config struct {
 	sources map[string]Source
 
 	Listen    string    `mapstructure:"listen"`     // address of the HTTP server, host:port
-	Database  string    `mapstructure:"database"`   // path of the SQLite file
+	Database  string    `mapstructure:"database"`   // path of the SQLite file, or a postgres:// URL
 	PublicURL string    `mapstructure:"public_url"` // how Chatwoot reaches bridge; "" when unknown
 	LogLevel  string    `mapstructure:"log_level"`  // debug, info, warn or error
 	LogFormat string    `mapstructure:"log_format"` // text or json
