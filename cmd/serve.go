@@ -125,7 +125,8 @@ func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune
 	if red == nil {
 		red = redact.New(cfg.Secrets()...)
 	}
-	db, err := store.Open(ctx, cfg.Database, append([]store.Option{store.WithRedactor(red.String)}, tune.store...)...)
+	db, err := store.Open(ctx, cfg.Database, append([]store.Option{store.WithRedactor(red.String), store.WithLease(cfg.Worker.Lease)},
+		tune.store...)...)
 	if err != nil {
 		_ = ln.Close() // the open error is the one worth reporting
 		return nil, err

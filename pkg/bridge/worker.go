@@ -81,6 +81,7 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	}
 	b.watchQueue()
 	b.watchJournal()
+	b.startShared(ctx)
 	// Events are interrupted on their own context, not Run's, so that the
 	// grace period can let them finish.
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
@@ -119,6 +120,7 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 				interrupt()
 				<-finished
 			}
+			b.releaseLeases()
 			b.bg.Wait()
 			return nil
 		case <-b.wake:
@@ -166,6 +168,11 @@ func (b *Bridge) resume(ctx context.Context) error {
 // worst an event a live process still drives is driven twice, and the steps
 // it recorded are not repeated.
 func (b *Bridge) reclaimOrphans(ctx context.Context) {
+	if b.o.Store.Shared() {
+		// Other processes' events are theirs while their leases last.
+		b.reclaimExpired(ctx)
+		return
+	}
 	before := b.o.Now().Add(-(b.o.DifyTimeout + b.o.OrphanGrace))
 	stale, err := b.o.Store.StaleWorking(ctx, before, dispatchPage)
 	if err != nil {
@@ -323,6 +330,8 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	e.Attempts++
 	b.held.Store(e.ID, struct{}{})
 	defer b.held.Delete(e.ID)
+	ctx, release := b.holdLease(ctx, &e)
+	defer release()
 	b.logHop("hop", &e, store.Hop{Stage: StageWorker, Outcome: "started"})
 	var merged []store.Event
 	switch e.Kind {

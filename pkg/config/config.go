@@ -102,6 +102,10 @@ type Worker struct {
 	// Debounce joins customer messages of one conversation that arrive
 	// within this window into one Dify call; 0 answers each at once.
 	Debounce time.Duration `mapstructure:"debounce"`
+	// Lease is how long an event a process claimed stays its own without
+	// renewal (replicas on PostgreSQL): the longest an event of a process
+	// that died waits before another process resumes it.
+	Lease time.Duration `mapstructure:"lease"`
 }
 
 // Retention holds the [retention] table.
@@ -149,6 +153,7 @@ func Defaults() Config {
 		Worker: Worker{
 			Concurrency: 8,
 			Debounce:    0,
+			Lease:       15 * time.Second,
 		},
 		Retention: Retention{
 			Ignored: 168 * time.Hour,

@@ -116,6 +116,9 @@ func (c *Config) Validate() error {
 	if c.Worker.Debounce < 0 {
 		return bad("worker.debounce", c.Worker.Debounce.String(), "must not be negative", `"0s" answers each message at once`)
 	}
+	if c.Worker.Lease < time.Second {
+		return bad("worker.lease", c.Worker.Lease.String(), "must be at least 1s", `e.g. "15s"; the worker renews it every third of that`)
+	}
 	if c.Retention.Ignored < 0 {
 		return bad("retention.ignored", c.Retention.Ignored.String(), "must not be negative", `e.g. "168h"`)
 	}

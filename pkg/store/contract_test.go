@@ -430,14 +430,15 @@ func testConversationLockSerialises(t *testing.T, b backend) {
 
 // testLeaseExpiresAndIsReclaimed: a process that dies holding an event
 // (its renewals stop) loses the lease after the lease time; another
-// process reclaims the event, which is then claimable again, and resetting
-// at start leaves a live lease alone.
+// process reclaims the event, which is then claimable again, while a lease
+// that is renewed stays, also through the reset at start.
 func testLeaseExpiresAndIsReclaimed(t *testing.T, b backend) {
 	url := b.database(t)
 	dead, err := Open(t.Context(), url, WithLease(300*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer dead.Close()
 	live, err := Open(t.Context(), url, WithLease(300*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -453,16 +454,21 @@ func testLeaseExpiresAndIsReclaimed(t *testing.T, b backend) {
 	if exp, err := live.ExpiredLeases(t.Context(), 10); err != nil || len(exp) != 0 {
 		t.Fatalf("expired leases right after the claims: %v, %v", exp, err)
 	}
-	// The process dies: nothing renews its lease any more.
-	dead.closed.Store(true)
-	close(dead.stop)
-	dead.wg.Wait()
-	defer dead.w.Close()
+	// The dead process renews nothing; the live one keeps renewing.
 	waitUntil(t, "the dead process's lease runs out", func() bool {
+		if lost, err := live.RenewLeases(t.Context(), []int64{held}); err != nil || len(lost) != 0 {
+			t.Fatalf("renewal of a live lease: lost %v, %v", lost, err)
+		}
 		exp, err := live.ExpiredLeases(t.Context(), 10)
 		return err == nil && slices.Equal(exp, []int64{id})
 	})
-	if n, err := live.ResetWorking(t.Context()); err != nil || n != 1 {
+	// A third process starting resets only the expired lease.
+	starting, err := Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer starting.Close()
+	if n, err := starting.ResetWorking(t.Context()); err != nil || n != 1 {
 		t.Fatalf("ResetWorking = %d, %v; want only the expired one", n, err)
 	}
 	if e, _ := live.Event(t.Context(), held); e.Status != StatusWorking {
@@ -470,6 +476,10 @@ func testLeaseExpiresAndIsReclaimed(t *testing.T, b backend) {
 	}
 	if err := claim(live, id); err != nil {
 		t.Fatalf("claim after the lease ran out: %v", err)
+	}
+	// The dead process comes back: its lease is gone.
+	if lost, err := dead.RenewLeases(t.Context(), []int64{id}); err != nil || !slices.Equal(lost, []int64{id}) {
+		t.Fatalf("renewal of a lease another process took: lost %v, %v", lost, err)
 	}
 	var owner string
 	var took bool
@@ -481,42 +491,55 @@ func testLeaseExpiresAndIsReclaimed(t *testing.T, b backend) {
 	}
 }
 
-// testLeasesRenewedAndReleased: a live process keeps its leases well past
-// the lease time, and gives them back when it stops.
+// testLeasesRenewedAndReleased: renewing pushes a lease's end forward and
+// reclaiming an expired one names its owner; a stopping process gives its
+// leases back at once.
 func testLeasesRenewedAndReleased(t *testing.T, b backend) {
 	url := b.database(t)
-	db, err := Open(t.Context(), url, WithLease(150*time.Millisecond))
+	db, err := Open(t.Context(), url, WithLease(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	id := insertIn(t, db, 1, 5)
-	if err := claim(db, id); err != nil {
-		t.Fatal(err)
+	id, other := insertIn(t, db, 1, 5), insertIn(t, db, 1, 6)
+	for _, x := range []int64{id, other} {
+		if err := claim(db, x); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := db.HeldLeases(); !slices.Equal(got, []int64{id}) {
-		t.Fatalf("held leases %v, want [%d]", got, id)
+	until := func() int64 {
+		var v int64
+		if err := db.Reader().QueryRow("SELECT lease_until FROM events WHERE id = ?", id).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
 	}
-	var until0 int64
-	if err := db.Reader().QueryRow("SELECT lease_until FROM events WHERE id = ?", id).Scan(&until0); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the lease is renewed past its first end", func() bool {
-		var until int64
-		err := db.Reader().QueryRow("SELECT lease_until FROM events WHERE id = ?", id).Scan(&until)
-		return err == nil && until > until0+150
+	u0 := until()
+	waitUntil(t, "a renewal moves the lease's end", func() bool {
+		if lost, err := db.RenewLeases(t.Context(), []int64{id}); err != nil || len(lost) != 0 {
+			t.Fatalf("renew: lost %v, %v", lost, err)
+		}
+		return until() > u0
 	})
-	if exp, err := db.ExpiredLeases(t.Context(), 10); err != nil || len(exp) != 0 {
-		t.Fatalf("a renewed lease counts as expired: %v, %v", exp, err)
+	// Expire the other one by hand, as if its process had stopped renewing.
+	if _, err := db.Reader().ExecContext(t.Context(), "UPDATE events SET lease_until = 0 WHERE id = ?", other); err != nil {
+		t.Fatal(err)
+	}
+	var owner string
+	var took bool
+	if err := db.Write(t.Context(), func(tx *Tx) (err error) {
+		owner, took, err = tx.ReclaimExpired(other)
+		return err
+	}); err != nil || !took || owner != db.Owner() {
+		t.Fatalf("ReclaimExpired: took=%v owner=%q %v; want taken from %q", took, owner, err, db.Owner())
 	}
 	if n, err := db.ReleaseLeases(t.Context()); err != nil || n != 1 {
 		t.Fatalf("ReleaseLeases = %d, %v", n, err)
 	}
-	if e, _ := db.Event(t.Context(), id); e.Status != StatusAccepted {
-		t.Errorf("released event is %s, want accepted", e.Status)
-	}
-	if len(db.HeldLeases()) != 0 {
-		t.Errorf("still holding %v", db.HeldLeases())
+	for _, x := range []int64{id, other} {
+		if e, _ := db.Event(t.Context(), x); e.Status != StatusAccepted {
+			t.Errorf("event %d is %s, want accepted", x, e.Status)
+		}
 	}
 }
 

@@ -209,10 +209,8 @@ func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
 		if u.Status == StatusWorking {
 			sets = append(sets, "lease_owner = ?", "lease_until = "+tx.db.leaseUntil())
 			args = append(args, tx.db.owner)
-			tx.leased = append(tx.leased, id)
 		} else {
 			sets = append(sets, "lease_owner = ''", "lease_until = 0")
-			tx.unleased = append(tx.unleased, id)
 			tx.wake = true
 		}
 	}
@@ -288,7 +286,6 @@ func (tx *Tx) Claim(id int64) error {
 	if n == 0 {
 		return fmt.Errorf("event %d: %w", id, ErrNotClaimable)
 	}
-	tx.leased = append(tx.leased, id)
 	return nil
 }
 
@@ -461,15 +458,20 @@ func (db *DB) CountOpen(ctx context.Context) (int, error) {
 // ResetWorking returns events left `working` by a stopped process to
 // `accepted`, so they are resumed. On SQLite, which one serve uses, that is
 // every working event; on a shared database only those whose lease ran
-// out, since the others are being driven by live processes.
+// out and those of this process (its workers have not started), since the
+// others are being driven by live processes.
 func (db *DB) ResetWorking(ctx context.Context) (int64, error) {
 	var n int64
 	err := db.Write(ctx, func(tx *Tx) error {
 		q := "UPDATE events SET status = 'accepted', lease_owner = '', lease_until = 0, updated_at = ? WHERE status = 'working'"
+		args := []any{ms(tx.now)}
 		if db.Shared() {
-			q += " AND lease_until < " + db.dialect.nowMS()
+			// Called before this process's workers start: its own leases
+			// are left from an earlier run of them.
+			q += " AND (lease_until < " + db.dialect.nowMS() + " OR lease_owner = ?)"
+			args = append(args, db.owner)
 		}
-		res, err := tx.Exec(q, ms(tx.now))
+		res, err := tx.Exec(q, args...)
 		if err != nil {
 			return fmt.Errorf("reset working events: %w", err)
 		}

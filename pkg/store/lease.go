@@ -13,8 +13,8 @@ import (
 
 // Leases. An event a worker drives is `working` with lease_owner naming the
 // process and lease_until (Unix ms, the database's clock) when its claim
-// ends. The process renews the leases it holds every third of the lease
-// time; an event whose lease ran out belongs to a process that died or lost
+// ends. The worker driving it renews the lease every third of the lease
+// time (RenewLeases); an event whose lease ran out belongs to a process that died or lost
 // the database for longer than that, and any process sharing the database
 // puts it back in the queue (ReclaimExpired), whence the next claim resumes
 // it, with the steps and posts in doubt its journal records.
@@ -44,93 +44,47 @@ func (db *DB) Owner() string { return db.owner }
 // LeaseTTL is how long a claim of this store lasts without renewal.
 func (db *DB) LeaseTTL() time.Duration { return db.leaseTTL }
 
-// LeasesLost counts leases this process found taken over by another when
-// it went to renew them (it had lost the database for longer than the
-// lease).
-func (db *DB) LeasesLost() int64 {
-	if db.pg == nil {
-		return 0
-	}
-	db.pg.leaseMu.Lock()
-	defer db.pg.leaseMu.Unlock()
-	return db.pg.lost
-}
-
 // leaseUntil is the SQL for a lease that ends one lease time from now.
 func (db *DB) leaseUntil() string {
 	return db.dialect.nowMS() + " + " + strconv.FormatInt(db.leaseTTL.Milliseconds(), 10)
 }
 
-// renewLeases extends, every third of the lease time, the leases of the
-// events this process holds. A lease found taken (another process reclaimed
-// the event) is dropped from the set and counted.
-func (db *DB) renewLeases() {
-	t := time.NewTicker(db.leaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-db.stop:
-			return
-		}
-		db.pg.leaseMu.Lock()
-		ids := make([]int64, 0, len(db.pg.leases))
-		for id := range db.pg.leases {
-			ids = append(ids, id)
-		}
-		db.pg.leaseMu.Unlock()
-		if len(ids) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), db.leaseTTL/3)
-		kept, err := db.renew(ctx, ids)
-		cancel()
-		if err != nil {
-			continue // the next tick tries again, well within the lease
-		}
-		db.pg.leaseMu.Lock()
+// RenewLeases extends by a lease time the leases this process holds on ids
+// and returns those it no longer holds: another process reclaimed them
+// after this one failed to renew in time, and drives them now. A process
+// driving events renews them every third of the lease time.
+func (db *DB) RenewLeases(ctx context.Context, ids []int64) (lost []int64, err error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	kept := make(map[int64]bool, len(ids))
+	err = db.WriteNoSync(ctx, func(tx *Tx) error {
+		clear(kept)
+		// One statement per id keeps the SQL portable; a process holds a
+		// handful of events at a time.
 		for _, id := range ids {
-			if _, ok := kept[id]; !ok {
-				if _, held := db.pg.leases[id]; held {
-					delete(db.pg.leases, id)
-					db.pg.lost++
-				}
+			res, err := tx.Exec(`UPDATE events SET lease_until = `+db.leaseUntil()+`
+				WHERE id = ? AND status = 'working' AND lease_owner = ?`, id, db.owner)
+			if err != nil {
+				return fmt.Errorf("renew lease of event %d: %w", id, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n > 0 {
+				kept[id] = true
 			}
 		}
-		db.pg.leaseMu.Unlock()
-	}
-}
-
-func (db *DB) renew(ctx context.Context, ids []int64) (map[int64]struct{}, error) {
-	rows, err := db.w.QueryContext(ctx, rebind(`UPDATE events SET lease_until = `+db.leaseUntil()+`
-		WHERE id = ANY(?) AND status = 'working' AND lease_owner = ? RETURNING id`), ids, db.owner)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	kept := make(map[int64]struct{}, len(ids))
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
+	for _, id := range ids {
+		if !kept[id] {
+			lost = append(lost, id)
 		}
-		kept[id] = struct{}{}
 	}
-	return kept, rows.Err()
-}
-
-// HeldLeases lists the events whose lease this process holds.
-func (db *DB) HeldLeases() []int64 {
-	if db.pg == nil {
-		return nil
-	}
-	db.pg.leaseMu.Lock()
-	defer db.pg.leaseMu.Unlock()
-	out := make([]int64, 0, len(db.pg.leases))
-	for id := range db.pg.leases {
-		out = append(out, id)
-	}
-	return out
+	return lost, nil
 }
 
 // ExpiredLeases returns up to limit working events whose lease ran out,
@@ -192,11 +146,6 @@ func (db *DB) ReleaseLeases(ctx context.Context) (int64, error) {
 		tx.wake = n > 0
 		return nil
 	})
-	if err == nil && db.pg != nil {
-		db.pg.leaseMu.Lock()
-		clear(db.pg.leases)
-		db.pg.leaseMu.Unlock()
-	}
 	return n, err
 }
 

@@ -46,10 +46,6 @@ type pgState struct {
 	cfg    *pgx.ConnConfig
 	schema string // current_schema(): namespaces locks and notifications
 
-	leaseMu sync.Mutex
-	leases  map[int64]struct{} // events whose lease this process holds
-	lost    int64              // leases found taken over at renewal
-
 	notifier *notifier
 }
 
@@ -108,7 +104,6 @@ func openPostgres(ctx context.Context, dsn string, opts ...Option) (*DB, error) 
 	}
 	db.pg.notifier = newNotifier(db)
 	db.wg.Go(db.pg.notifier.run)
-	db.wg.Go(db.renewLeases)
 	close(db.exited) // no writer goroutine: writes run on the caller's goroutine
 	return db, nil
 }
@@ -139,7 +134,7 @@ func (db *DB) connectPostgres(ctx context.Context, dsn string, readOnly bool) er
 	pool.SetMaxIdleConns(db.poolSize)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
 	db.w, db.r = pool, pool
-	db.pg = &pgState{cfg: cfg, leases: map[int64]struct{}{}}
+	db.pg = &pgState{cfg: cfg}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := pool.QueryRowContext(pctx, "SELECT current_schema()").Scan(&db.pg.schema); err != nil {
@@ -223,29 +218,13 @@ func (db *DB) pgWrite(ctx context.Context, req *writeReq) error {
 	}
 	db.commits.Add(1)
 	db.writes.Add(1)
-	db.committed(t)
+	if t.wake {
+		db.pg.notifier.work()
+	}
 	if fn := db.onCommit.Load(); fn != nil {
 		(*fn)()
 	}
 	return nil
-}
-
-// committed applies what a committed transaction changed for this process:
-// the leases it holds, and the wake-up other processes are owed.
-func (db *DB) committed(t *Tx) {
-	if len(t.leased) > 0 || len(t.unleased) > 0 {
-		db.pg.leaseMu.Lock()
-		for _, id := range t.leased {
-			db.pg.leases[id] = struct{}{}
-		}
-		for _, id := range t.unleased {
-			delete(db.pg.leases, id)
-		}
-		db.pg.leaseMu.Unlock()
-	}
-	if t.wake {
-		db.pg.notifier.work()
-	}
 }
 
 func (db *DB) pgDurability(ctx context.Context) (journalMode, synchronous string, err error) {

@@ -190,12 +190,9 @@ type Tx struct {
 	db  *DB
 	now time.Time
 
-	// PostgreSQL only, applied once the transaction commits: whether it
-	// made an event ready for a worker (other processes are told), and the
-	// events whose lease this process took or gave up.
-	wake     bool
-	leased   []int64
-	unleased []int64
+	// PostgreSQL only: the transaction made an event ready for a worker,
+	// and other processes are told once it commits.
+	wake bool
 }
 
 // Now is the time the batch began; all rows written in it share the clock.
