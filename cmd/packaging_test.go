@@ -56,7 +56,36 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 	if strings.Contains(unit, "ListenStream") {
-		t.Error("a socket is configured, but serve does not take one from systemd")
+		t.Error("the service binds no socket of its own: bridge.socket does")
+	}
+	if !strings.Contains(unit, "After=network-online.target bridge.socket") {
+		t.Error("bridge.service does not start after bridge.socket")
+	}
+}
+
+// TestSystemdSocketUnit: bridge.socket hands serve one listening socket
+// (Accept=no, one ListenStream=, as inheritedListener requires), on the
+// address the packaged config listens on, and the packages install it.
+func TestSystemdSocketUnit(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "contrib", "systemd", "bridge.socket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(data)
+	if n := strings.Count(unit, "\nListenStream="); n != 1 {
+		t.Errorf("%d ListenStream= lines, want 1: serve takes exactly one socket", n)
+	}
+	for _, want := range []string{"ListenStream=127.0.0.1:8080\n", "Accept=no\n", "WantedBy=sockets.target"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("bridge.socket lacks %q", strings.TrimSpace(want))
+		}
+	}
+	release, err := os.ReadFile(filepath.Join("..", ".goreleaser.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(release), "dst: /usr/lib/systemd/system/bridge.socket") {
+		t.Error("the packages do not install bridge.socket")
 	}
 }
 

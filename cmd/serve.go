@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,15 @@ The port is checked before the database is opened. If the workers cannot start
 serve logs why and exits 1, so a supervisor restarts it.
 
 Without chatwoot.webhook_secret or chatwoot.webhook_token, serve listens only on
-a loopback address, unless chatwoot.allow_unauthenticated = true.`,
+a loopback address, unless chatwoot.allow_unauthenticated = true.
+
+Given a listening socket by systemd (bridge.socket: LISTEN_FDS=1, LISTEN_PID),
+serve takes it instead of binding the listen key: connections made while serve
+restarts wait in the socket's queue. Running events then get 3 s on a stop.
+
+With database = "postgres://…" any number of serve processes can share one
+database; an event a process that died was driving is resumed by another after
+worker.lease.`,
 		Example: `  bridge serve
   bridge serve --listen 0.0.0.0:8080 --config /etc/bridge/bridge.toml`,
 		Args: cobra.NoArgs,
@@ -67,6 +76,61 @@ type server struct {
 	served    chan error
 	ran       chan error
 	cancelRun context.CancelFunc
+
+	// Connections accepted whose first request has not been read yet
+	// (http.StateNew), so that a stop serves them instead of dropping them.
+	freshMu sync.Mutex
+	fresh   map[net.Conn]struct{}
+}
+
+// trackConn is the server's ConnState hook.
+func (s *server) trackConn(c net.Conn, st http.ConnState) {
+	s.freshMu.Lock()
+	defer s.freshMu.Unlock()
+	if st == http.StateNew {
+		s.fresh[c] = struct{}{}
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+// closeOnce is a listener that may be closed twice: by stopAccepting,
+// then by the HTTP server's Shutdown, which would report the second close
+// as an error.
+type closeOnce struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *closeOnce) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}
+
+// freshDrainWait bounds how long a stop waits for accepted connections to
+// send their first request (a client that connects and sends nothing).
+const freshDrainWait = 2 * time.Second
+
+// stopAccepting closes the listener and waits until every connection
+// already accepted has had its first request read, at most freshDrainWait.
+// http.Server.Shutdown drops a request it reads after it began (the
+// connection just closes), which would lose a webhook whose connection was
+// accepted a moment before the stop; read before Shutdown, the request is
+// served. With an inherited socket, connections made from here on wait in
+// the socket's queue for the next process.
+func (s *server) stopAccepting() {
+	_ = s.ln.Close() // Serve returns; the connections it accepted are still tracked and served
+	deadline := time.Now().Add(freshDrainWait)
+	for time.Now().Before(deadline) {
+		s.freshMu.Lock()
+		n := len(s.fresh)
+		s.freshMu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond) // a first request takes microseconds to arrive on loopback, milliseconds beyond
+	}
 }
 
 // serveTuning adjusts what startServer builds: the demo's retry pace, and in
@@ -77,6 +141,9 @@ type serveTuning struct {
 	// red masks secrets in what is stored and shown; nil builds one from
 	// the configuration.
 	red *redact.Redactor
+	// ln, when set, is the listening socket to serve on (one passed by
+	// systemd) instead of one bound to the listen key.
+	ln net.Listener
 }
 
 // bridgeOptions turns the configuration into the core's options.
@@ -117,9 +184,12 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 // before the database is created or migrated), opens the store and starts
 // HTTP and workers.
 func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune serveTuning) (*server, error) {
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
+	ln := tune.ln
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
+		}
 	}
 	red := tune.red
 	if red == nil {
@@ -137,8 +207,11 @@ func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune
 		tune.bridge(&opts)
 	}
 	core := bridge.New(opts)
-	s := &server{db: db, core: core, ln: ln, log: log, served: make(chan error, 1), ran: make(chan error, 1)}
+	ln = &closeOnce{Listener: ln}
+	s := &server{db: db, core: core, ln: ln, log: log, served: make(chan error, 1), ran: make(chan error, 1),
+		fresh: map[net.Conn]struct{}{}}
 	s.http = core.Server()
+	s.http.ConnState = s.trackConn
 	// Called once Shutdown has closed the listener: from here on new
 	// connections are refused and only requests in flight are served.
 	s.http.RegisterOnShutdown(func() { log.Info("stopped accepting webhooks; finishing requests in flight") })
@@ -186,6 +259,7 @@ func (s *server) wait(ctx context.Context) error {
 	}
 	s.cancelRun()
 	s.log.Info("shutting down")
+	s.stopAccepting()
 	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	herr := s.http.Shutdown(shCtx)
@@ -199,7 +273,7 @@ func (s *server) wait(ctx context.Context) error {
 		runErr = <-s.ran
 	}
 	cerr := s.db.Close()
-	if errors.Is(serveErr, http.ErrServerClosed) {
+	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, net.ErrClosed) {
 		serveErr = nil
 	}
 	return errors.Join(serveErr, herr, runErr, cerr)
@@ -210,15 +284,37 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := cfg.CheckWebhookAuth(); err != nil {
-		return err
-	}
-	log := a.log()
-	s, err := startServer(ctx, cfg, log, serveTuning{red: a.red})
+	ln, err := inheritedListener()
 	if err != nil {
 		return err
 	}
-	log.Info("bridge serving", "listen", s.Addr(), "database", dbDisplay(cfg.Database),
+	tune := serveTuning{red: a.red, ln: ln}
+	if ln != nil {
+		// The address is the socket unit's; the loopback rule below
+		// applies to it.
+		cfg.Listen = ln.Addr().String()
+		// Webhooks that arrive while serve restarts wait in the socket's
+		// queue, and Chatwoot gives up on a delivery after 5 s: the next
+		// process must be accepting well before then. Events cut short
+		// are resumed by it.
+		tune.bridge = func(o *bridge.Options) { o.ShutdownGrace = inheritedGrace }
+	}
+	if err := cfg.CheckWebhookAuth(); err != nil {
+		if ln != nil {
+			_ = ln.Close() // the configuration error is the one worth reporting
+		}
+		return err
+	}
+	log := a.log()
+	s, err := startServer(ctx, cfg, log, tune)
+	if err != nil {
+		return err
+	}
+	socket := "bound"
+	if ln != nil {
+		socket = "inherited"
+	}
+	log.Info("bridge serving", "listen", s.Addr(), "socket", socket, "database", dbDisplay(cfg.Database),
 		"webhook", "http://"+s.Addr()+"/webhooks/chatwoot", "chatwoot", cfg.Chatwoot.BaseURL)
 	if w := cfg.FilePermissionsWarning(); w != "" {
 		log.Warn("config file holding secrets is readable by group or others", "detail", w)

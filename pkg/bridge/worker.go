@@ -230,6 +230,10 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 		return next
 	}
 	var after int64
+	// Across pages: a conversation whose oldest open event sat on an
+	// earlier page is done for this pass, even if its worker finished
+	// since, or a later page would start its next-but-one event.
+	seen := map[convKey]bool{}
 	for {
 		// Heads only (ids, conversation, state, debounce time), from an
 		// index: the payloads are read below for the events started.
@@ -251,7 +255,6 @@ func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem 
 				readyAt[k] = nb
 			}
 		}
-		seen := map[convKey]bool{}
 		for i := range evs {
 			e := evs[i]
 			after = e.ID

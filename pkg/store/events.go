@@ -256,17 +256,18 @@ var ErrNotClaimable = errors.New("event is not waiting")
 
 // Claim moves an accepted event to working, counts the attempt and takes
 // its lease for this process, only if it is still accepted, so two
-// processes never drive the same event.
-//
-// On a shared database (PostgreSQL) the claim also keeps each conversation
-// to one event at a time in arrival order across processes: it succeeds
-// only if no earlier event of the conversation is still open, and it skips
-// (SKIP LOCKED) a row another process is claiming or changing at that
-// moment instead of waiting for it. Either way the event is not claimable
-// now (ErrNotClaimable) and the dispatcher moves on.
+// processes never drive the same event, and only if no earlier event of its
+// conversation is still open, so each conversation is answered one event at
+// a time in arrival order whatever a dispatcher (or, on a shared database,
+// another process) proposes. On PostgreSQL it also skips (SKIP LOCKED) a row
+// another process is claiming or changing at that moment instead of waiting
+// for it. An event refused for any of these reasons is not claimable now
+// (ErrNotClaimable) and the dispatcher moves on.
 func (tx *Tx) Claim(id int64) error {
 	q := `UPDATE events SET status = 'working', attempts = attempts + 1, updated_at = ?,
-		lease_owner = ?, lease_until = ` + tx.db.leaseUntil() + ` WHERE id = ? AND status = 'accepted'`
+		lease_owner = ?, lease_until = ` + tx.db.leaseUntil() + ` WHERE id = ? AND status = 'accepted'
+		AND NOT EXISTS (SELECT 1 FROM events o WHERE o.account_id = events.account_id
+			AND o.conversation_id = events.conversation_id AND o.id < events.id AND o.status IN ('accepted', 'working'))`
 	if tx.db.dialect == postgresDialect {
 		q = `UPDATE events SET status = 'working', attempts = attempts + 1, updated_at = ?,
 			lease_owner = ?, lease_until = ` + tx.db.leaseUntil() + `
