@@ -89,6 +89,46 @@ func TestSystemdSocketUnit(t *testing.T) {
 	}
 }
 
+// TestKubernetesManifests: contrib/kubernetes runs two replicas on
+// PostgreSQL that a rolling upgrade never leaves without a ready pod (one
+// more first, none less), ready only on /readyz, alive on /healthz, with a
+// preStop pause and a grace period longer than it plus serve's drain; the
+// database URL comes from the Secret, and a drain takes one pod at a time.
+func TestKubernetesManifests(t *testing.T) {
+	read := func(name string) string {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join("..", "contrib", "kubernetes", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	dep := read("deployment.yaml")
+	for _, want := range []string{"replicas: 2\n", "maxUnavailable: 0\n", "maxSurge: 1\n", "path: /readyz\n", "path: /healthz\n",
+		"preStop:", "seconds: 10\n", "terminationGracePeriodSeconds: 35\n", "name: bridge\n", "secretRef:", "configMapRef:",
+		"runAsNonRoot: true", "readOnlyRootFilesystem: true", "image: ghcr.io/bridge-dev/bridge:"} {
+		if !strings.Contains(dep, want) {
+			t.Errorf("deployment.yaml lacks %q", strings.TrimSpace(want))
+		}
+	}
+	if !strings.Contains(read("secret.example.yaml"), `BRIDGE_DATABASE: "postgres://`) {
+		t.Error("secret.example.yaml gives no PostgreSQL database")
+	}
+	if !strings.Contains(read("pdb.yaml"), "minAvailable: 1\n") {
+		t.Error("pdb.yaml lets a drain take both replicas")
+	}
+	kust := read("kustomization.yaml")
+	for _, f := range []string{"configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "pdb.yaml"} {
+		if !strings.Contains(kust, "- "+f+"\n") {
+			t.Errorf("kustomization.yaml does not list %s", f)
+		}
+	}
+	ignore, err := os.ReadFile(filepath.Join("..", ".gitignore"))
+	if err != nil || !strings.Contains(string(ignore), "/contrib/kubernetes/secret.yaml") {
+		t.Error("the filled-in secret.yaml is not ignored by git")
+	}
+}
+
 // TestReadmeMapsEveryPackage: the map at the top of the README's
 // development section names every package folder, so it stays true as
 // packages come and go.

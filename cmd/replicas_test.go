@@ -225,3 +225,132 @@ func TestReplicasSurviveKill(t *testing.T) {
 	}
 	t.Logf("events resumed from the killed replica: %d; requests the balancer moved to another replica: %d", reclaimed, rr.retried.Load())
 }
+
+// TestReplicasRollingRestart: a rolling upgrade of two replicas under a
+// continuous stream of webhooks, as Kubernetes does it with
+// contrib/kubernetes: a new replica starts and is ready, the balancer stops
+// sending to an old one (its endpoint leaves the Service during preStop),
+// which then gets SIGTERM and drains. No request fails at the balancer, the
+// old replicas exit 0 having handed back what they could not finish, and
+// every message is answered once, in order.
+func TestReplicasRollingRestart(t *testing.T) {
+	database := pgtest.URL(t)
+	bin := buildBridge(t)
+	dir := t.TempDir()
+	const key = "app-rolling00000000000000001"
+	dify := simulate.NewDify(simulate.DifyApp{Key: key, Name: "Support", Mode: "chat"})
+	dify.SetLatency(20 * time.Millisecond)
+	difySrv := httptest.NewServer(dify)
+	defer difySrv.Close()
+	defer dify.Close()
+	cw := simulate.NewChatwoot(simulate.ChatwootOptions{AccountID: 1, BotToken: "bot-rolling", UserToken: "user-rolling"})
+	cwSrv := httptest.NewServer(cw)
+	defer cwSrv.Close()
+	defer cw.Close()
+	s, err := store.Open(t.Context(), database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddRoute(t.Context(), &store.Route{InboxID: 1, DifyKey: key, Mode: store.ModeAuto, Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"BRIDGE_DATABASE=" + database,
+		"BRIDGE_CHATWOOT_BASE_URL=" + cwSrv.URL,
+		"BRIDGE_CHATWOOT_API_TOKEN=bot-rolling",
+		"BRIDGE_CHATWOOT_USER_TOKEN=user-rolling",
+		"BRIDGE_CHATWOOT_WEBHOOK_SECRET=rolling-secret",
+		"BRIDGE_DIFY_BASE_URL=" + difySrv.URL + "/v1",
+		"BRIDGE_LOG_FORMAT=json",
+		"XDG_CONFIG_HOME=" + dir,
+	}
+	rr := &roundRobin{backends: make([]string, 2)}
+	old := []*proc{startServe(t, bin, env), startServe(t, bin, env)}
+	rr.set(0, old[0].addr)
+	rr.set(1, old[1].addr)
+	front := httptest.NewServer(rr)
+	defer front.Close()
+	cw.AddInbox(1, "Website", "")
+	cw.SetWebhook(front.URL+"/webhooks/chatwoot", "rolling-secret")
+
+	const convs = 10
+	ids := make([]int64, convs)
+	for i := range ids {
+		ids[i] = cw.NewConversation(1, simulate.Contact{ID: int64(100 + i), Name: "C"}, "pending")
+	}
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	perConv := make([]int, convs)
+	var wg sync.WaitGroup
+	for i, conv := range ids {
+		wg.Go(func() {
+			for m := 0; ; m++ {
+				select {
+				case <-stop:
+					perConv[i] = m
+					return
+				default:
+				}
+				d, err := cw.CustomerSays(context.Background(), conv, fmt.Sprintf("c%d m%d", i, m))
+				if err != nil || d.Status != http.StatusOK {
+					t.Errorf("conversation %d message %d: %d %s %v", conv, m, d.Status, d.Response, err)
+				}
+				sent.Add(1)
+			}
+		})
+	}
+	waitSent := func(n int64) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); sent.Load() < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d webhooks sent, want %d", sent.Load(), n)
+			}
+			time.Sleep(time.Millisecond) // polling a counter, not timing behaviour
+		}
+	}
+	waitSent(60)
+	for i := range old {
+		fresh := startServe(t, bin, env) // maxSurge 1: the new pod first
+		rr.set(i, fresh.addr)            // preStop: the old endpoint leaves the Service
+		old[i].signal(syscall.SIGTERM)   // then SIGTERM: drain
+		if code := old[i].exit(20 * time.Second); code != 0 {
+			t.Errorf("old replica %d exit code %d\n%s", i, code, old[i].stderr.String())
+		}
+		waitSent(sent.Load() + 60)
+	}
+	close(stop)
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := cw.WaitFor(ctx, func() bool {
+		for i, c := range ids {
+			if countBot(cw, c) < perConv[i] {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal("not every message was answered")
+	}
+	if n := rr.retried.Load(); n != 0 {
+		t.Errorf("%d requests failed on a replica and were sent to another", n)
+	}
+	for i, c := range ids {
+		var got []string
+		for _, m := range cw.Messages(c) {
+			if m.MessageType == "outgoing" && !m.Private && m.SenderType == "agent_bot" {
+				got = append(got, m.Content)
+			}
+		}
+		var want []string
+		for m := range perConv[i] {
+			want = append(want, fmt.Sprintf("Answer to: c%d m%d", i, m))
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("conversation %d: answers %q, want %q", c, got, want)
+		}
+	}
+}

@@ -331,6 +331,22 @@ func testDurable(t *testing.T, b backend) {
 	if mode != want[0] || sync != want[1] {
 		t.Errorf("durability %s/%s, want %s/%s", mode, sync, want[0], want[1])
 	}
+	if b.name != "postgres" {
+		return // SQLite's NoSync: TestNoSync
+	}
+	// WriteNoSync commits without waiting for the flush; Write waits.
+	for nosync, want := range map[bool]string{false: "on", true: "off"} {
+		write := db.Write
+		if nosync {
+			write = db.WriteNoSync
+		}
+		var got string
+		if err := write(t.Context(), func(tx *Tx) error {
+			return tx.QueryRow("SELECT current_setting('synchronous_commit')").Scan(&got)
+		}); err != nil || got != want {
+			t.Errorf("nosync=%v: synchronous_commit %q, %v; want %q", nosync, got, err, want)
+		}
+	}
 }
 
 // ---- shared databases only ----

@@ -37,14 +37,14 @@ const LeaseTTL = 15 * time.Second
 // defaultPool is how many connections a store keeps to PostgreSQL at most.
 const defaultPool = 16
 
-// pgTxTimeout bounds one write transaction once begun, so a server that
-// stopped answering fails the write instead of hanging it.
-const pgTxTimeout = 10 * time.Second
-
 // pgState is what only a PostgreSQL store has.
 type pgState struct {
 	cfg    *pgx.ConnConfig
 	schema string // current_schema(): namespaces locks and notifications
+	// nosync is a pool whose connections commit without waiting for the
+	// WAL flush (synchronous_commit off), for WriteNoSync: a SET LOCAL in
+	// each transaction would cost a round trip.
+	nosync *sql.DB
 
 	notifier *notifier
 }
@@ -81,8 +81,15 @@ func pgConfig(dsn string, readOnly bool) (*pgx.ConnConfig, error) {
 	}
 	// Durability is the store's promise, not the server's default to give.
 	cfg.RuntimeParams["synchronous_commit"] = "on"
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "bridge"
+	// Bounds kept by the server rather than by a context on every query
+	// (which costs pgx and database/sql a goroutine per statement): a
+	// statement, a lock wait, a transaction whose client went quiet. The
+	// URL may set others.
+	for k, v := range map[string]string{"application_name": "bridge", "statement_timeout": "30s", "lock_timeout": "10s",
+		"idle_in_transaction_session_timeout": "60s"} {
+		if cfg.RuntimeParams[k] == "" {
+			cfg.RuntimeParams[k] = v
+		}
 	}
 	if readOnly {
 		cfg.RuntimeParams["default_transaction_read_only"] = "on"
@@ -99,7 +106,7 @@ func openPostgres(ctx context.Context, dsn string, opts ...Option) (*DB, error) 
 		return nil, err
 	}
 	if err := db.migrate(ctx); err != nil {
-		_ = db.w.Close() // the migration error is the one worth reporting
+		_ = db.closePostgres() // the migration error is the one worth reporting
 		return nil, fmt.Errorf("open database %s: %w", db.Path, err)
 	}
 	db.pg.notifier = newNotifier(db)
@@ -116,7 +123,7 @@ func openPostgresReadOnly(ctx context.Context, dsn string) (*DB, error) {
 		return nil, err
 	}
 	if err := db.checkReadable(ctx); err != nil {
-		_ = db.w.Close() // nothing was read
+		_ = db.closePostgres() // nothing was read
 		return nil, err
 	}
 	close(db.exited)
@@ -135,17 +142,29 @@ func (db *DB) connectPostgres(ctx context.Context, dsn string, readOnly bool) er
 	pool.SetConnMaxIdleTime(5 * time.Minute)
 	db.w, db.r = pool, pool
 	db.pg = &pgState{cfg: cfg}
+	if !readOnly {
+		async := cfg.Copy()
+		async.RuntimeParams["synchronous_commit"] = "off"
+		db.pg.nosync = stdlib.OpenDB(*async)
+		db.pg.nosync.SetMaxOpenConns(max(db.poolSize/2, 2))
+		db.pg.nosync.SetMaxIdleConns(max(db.poolSize/2, 2))
+		db.pg.nosync.SetConnMaxIdleTime(5 * time.Minute)
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := pool.QueryRowContext(pctx, "SELECT current_schema()").Scan(&db.pg.schema); err != nil {
-		_ = pool.Close() // the connection error is the one worth reporting
+		_ = db.closePostgres() // the connection error is the one worth reporting
 		return fmt.Errorf("open database %s: %w", db.Path, err)
 	}
 	return nil
 }
 
 func (db *DB) closePostgres() error {
-	return db.w.Close()
+	var err error
+	if db.pg.nosync != nil {
+		err = db.pg.nosync.Close()
+	}
+	return errors.Join(err, db.w.Close())
 }
 
 // lockKey is the advisory lock key of name in this schema: tests and
@@ -177,27 +196,25 @@ func (p *pgState) conversationKey(account, conv int64) int64 {
 
 // pgWrite runs one write in a transaction of its own. The pool slot is
 // waited for within ctx; once the transaction began it runs to its verdict
-// (bounded by pgTxTimeout) whatever ctx does, so that a caller never
-// acknowledges, or reports as failed, a write it cannot know the fate of.
+// whatever ctx does (bounded by the server's statement and lock timeouts),
+// so that a caller never acknowledges, or reports as failed, a write it
+// cannot know the fate of.
 func (db *DB) pgWrite(ctx context.Context, req *writeReq) error {
-	conn, err := db.w.Conn(ctx)
+	pool := db.w
+	if req.nosync {
+		// Committed (visible, kept if the process dies) but not waited
+		// for: the next synchronous commit flushes it too.
+		pool = db.pg.nosync
+	}
+	conn, err := pool.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer conn.Close()
-	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pgTxTimeout)
-	defer cancel()
+	txCtx := context.WithoutCancel(ctx)
 	tx, err := conn.BeginTx(txCtx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
-	}
-	if req.nosync {
-		// Committed (visible, kept if the process dies) but not waited
-		// for: the next synchronous commit flushes it too.
-		if _, err := tx.ExecContext(txCtx, "SET LOCAL synchronous_commit = off"); err != nil {
-			_ = tx.Rollback() // the error is the one worth reporting
-			return fmt.Errorf("begin: %w", err)
-		}
 	}
 	t := &Tx{tx: tx, ctx: txCtx, db: db, now: db.Now().UTC()}
 	if err := safeCall(req.fn, t); err != nil {

@@ -751,6 +751,11 @@ func (db *DB) applyMigration(ctx context.Context, name string) error {
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit; otherwise the error below is the one worth reporting
 	if db.dialect == postgresDialect {
+		// A migration (an index on a big journal) may take longer than the
+		// store's usual bounds, and so may waiting for another process's.
+		if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0"); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
 		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", db.pg.lockKey("migrate")); err != nil {
 			return fmt.Errorf("migration %s: lock: %w", base, err)
 		}
