@@ -35,6 +35,14 @@ flight). --backlog N instead queues N messages while Dify is paused (closed
 loop, or at --rate), reports memory with the backlog on disk, then releases
 Dify and reports the drain.
 
+Time to answer: --customers N has N customers write at once, each in a
+conversation of their own, and reports the time from each webhook to its
+answer (p50, p90, p99, max) and serve's peak memory; with --dify-latency 6s
+it shows how bridge copes with a slow AI. --flood M first sends M messages
+on one route (as fast as acks come back, over --conversations), then the N
+customers write on a second route: their time to answer shows whether they
+wait behind the flood.
+
 serve runs as a child process (this binary), so memory figures are its own;
 --in-process runs it inside this process instead (memory then includes the
 simulators). Exits 1 when a message was lost or answered twice.
@@ -48,6 +56,8 @@ the first one's).`,
   bridge bench --rate 1000 --duration 10s
   bridge bench --dify-latency 2s --concurrency 32 --workers 64
   bridge bench --backlog 100000
+  bridge bench --customers 100 --dify-latency 6s
+  bridge bench --flood 3000 --customers 10
   bridge bench --prefill 1GiB --duration 2s
   bridge bench --database "postgres://bridge@127.0.0.1:5432/bench" --replicas 2 --workers 32`,
 		Args: cobra.NoArgs,
@@ -68,7 +78,9 @@ the first one's).`,
 	f.Float64Var(&o.Rate, "rate", 0, "offered webhooks per second (0: as fast as acks come back)")
 	f.DurationVar(&o.DifyLatency, "dify-latency", 0, "time the simulated Dify takes per answer")
 	f.IntVar(&o.Backlog, "backlog", 0, "queue this many messages while Dify is paused, then drain them")
-	f.IntVar(&o.Workers, "workers", 8, "serve's worker.concurrency")
+	f.IntVar(&o.Customers, "customers", 0, "this many customers write at once; report their time to answer")
+	f.IntVar(&o.Flood, "flood", 0, "before the --customers, this many messages on another route")
+	f.IntVar(&o.Workers, "workers", config.Defaults().Worker.Concurrency, "serve's worker.concurrency")
 	f.IntVar(&o.Conversations, "conversations", 1000, "conversations the messages are spread over")
 	f.BoolVar(&o.InProcess, "in-process", false, "run serve inside this process instead of as a child")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the load to this file (implies --in-process)")
@@ -151,6 +163,14 @@ func printBench(a *app, r *bench.Report) {
 	m := r.Memory
 	fmt.Fprintf(out, "  memory       idle %.1f MiB RSS (heap %.1f); under load %.1f MiB RSS (heap %.1f); peak %.1f MiB\n",
 		m.IdleRSSMiB, m.IdleHeapMiB, m.LoadRSSMiB, m.LoadHeapMiB, m.PeakRSSMiB)
+	if c := r.Customers; c != nil {
+		if c.FloodMessages > 0 {
+			fmt.Fprintf(out, "  flood        %d messages on route 1 sent in %.1f s (%.0f queued when the customers wrote); its last answer %.1f s after its first webhook\n",
+				c.FloodMessages, c.FloodSendSecs, c.FloodQueued, c.FloodDrainSecs)
+		}
+		fmt.Fprintf(out, "  customers    %d at once on route %d, %d answered; time to answer %s\n",
+			c.Count, c.Route, c.Answered, lat(c.TimeToAnswerMS))
+	}
 	if bl := r.Backlog; bl != nil {
 		fmt.Fprintf(out, "  backlog      %d events queued in %.1f s; %.1f MiB RSS (heap %.1f), journal %.1f MiB\n",
 			bl.Events, bl.FillSecs, bl.RSSMiB, bl.HeapMiB, bench.MiB(float64(bl.JournalBytes)))

@@ -67,8 +67,11 @@ func TestBenchFailsWhenAnAnswerIsLost(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("bench --json output is not a report: %v\n%s", err, out.String())
 	}
-	if rep.Correctness.OK || rep.Correctness.Lost != 1 || rep.Correctness.Duplicated != 0 {
-		t.Errorf("correctness = %+v, want exactly one lost", rep.Correctness)
+	// The refused answer hands its conversation to a human, so that message
+	// and any later one of the same conversation already queued go
+	// unanswered by the bot; nothing may be doubled or misplaced.
+	if rep.Correctness.OK || rep.Correctness.Lost < 1 || rep.Correctness.Duplicated != 0 || rep.Correctness.Misplaced != 0 {
+		t.Errorf("correctness = %+v, want some lost, none doubled", rep.Correctness)
 	}
 }
 
@@ -78,6 +81,7 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--rate", "-1"},
 		{"bench", "--prefill", "lots"},
 		{"bench", "--duration", "0s"},
+		{"bench", "--flood", "100"},
 	} {
 		if r := runCLI(t, args...); r.Code != ExitUsage || !strings.Contains(r.Err, "Try:") {
 			t.Errorf("%v: exit %d, stderr %q; want usage error", args, r.Code, r.Err)

@@ -40,7 +40,7 @@ func TestRoutes(t *testing.T) {
 	// --no-verify calls nothing: the URL does not even answer.
 	before := w.difyHits.n.Load()
 	w.mustRun(0, "routes", "add", "--inbox", "5", "--dify-key", revokedKey, "--dify-url", "http://127.0.0.1:9/v1",
-		"--mode", "draft", "--no-verify", "--handoff-labels", "ai,escalated")
+		"--mode", "draft", "--no-verify", "--handoff-labels", "ai,escalated", "--max-in-flight", "20")
 	if n := w.difyHits.n.Load(); n != before {
 		t.Errorf("routes add --no-verify made %d Dify calls", n-before)
 	}
@@ -68,6 +68,7 @@ func TestRoutes(t *testing.T) {
 	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--dify-key-env", "EMAIL_BOT_KEY")
 	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--mode", "pilot")
 	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--inputs", "[1]")
+	w.mustRun(2, "routes", "add", "--inbox", "6", "--dify-key", testDifyKey, "--max-in-flight", "-1")
 	w.mustRun(0, "routes", "add", "--inbox", "6", "--dify-key", intakeKey, "--inputs", `{"lang":"{contact.name}"}`)
 
 	w.mustRun(0, "routes", "list")
@@ -89,7 +90,7 @@ func TestRoutes(t *testing.T) {
 		r.HandoffTeam == nil || *r.HandoffTeam != 4 {
 		t.Errorf("route 2 = %+v", r)
 	}
-	if r := routes[2]; r.Mode != store.ModeDraft || r.AppName != "" || r.DifyURL != "http://127.0.0.1:9/v1" {
+	if r := routes[2]; r.Mode != store.ModeDraft || r.AppName != "" || r.DifyURL != "http://127.0.0.1:9/v1" || r.MaxInFlight != 20 {
 		t.Errorf("route 3 = %+v", r)
 	}
 	if r := routes[3]; r.Inputs["lang"] != "{contact.name}" || r.AppMode != "agent-chat" {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
+	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -51,7 +53,8 @@ func completeValues(c *cobra.Command, flag string, values ...string) {
 }
 
 // registerCompletions wires the completions that need more than cobra's
-// defaults: route ids and the values of --status, --state and --mode.
+// defaults: route ids and the values of --status, --state, --mode,
+// --transfer, --format and --voice-fallback.
 func registerCompletions(a *app, root *cobra.Command) {
 	for _, path := range [][]string{{"routes", "show"}, {"routes", "enable"}, {"routes", "disable"}, {"routes", "remove"}} {
 		if c, _, err := root.Find(path); err == nil && c.Name() == path[1] {
@@ -66,5 +69,8 @@ func registerCompletions(a *app, root *cobra.Command) {
 	}
 	if c, _, err := root.Find([]string{"routes", "add"}); err == nil {
 		completeValues(c, "mode", store.ModeAuto, store.ModeDraft)
+		completeValues(c, "transfer", config.TransferModes...)
+		completeValues(c, "format", bridge.FormatMarkdown, bridge.FormatWhatsApp, bridge.FormatPlain)
+		completeValues(c, "voice-fallback", config.VoiceFallbacks...)
 	}
 }

@@ -40,9 +40,11 @@ func newDemoCmd(a *app) *cobra.Command {
 conversation: a question, a follow-up that needs the earlier context, and a
 request for a human; then one question from a WhatsApp customer, whose answer
 must be delivered on WhatsApp (Chatwoot sends WhatsApp customers only posts
-without a source_id). Each message's trace is printed hop by hop, and the
-URL of the conversation's Dashboard App (/app/) at the end; --stay keeps
-everything running so that URL can be opened in a browser.
+without a source_id); then a question with a photo, which reaches the app as
+an image, and a WhatsApp voice note, answered from Chatwoot's transcription.
+Each message's trace is printed hop by hop, and the URL of the
+conversation's Dashboard App (/app/) at the end; --stay keeps everything
+running so that URL can be opened in a browser.
 
 Needs no configuration and no network. Exits 0 when the conversation went as
 expected, 1 otherwise.`,
@@ -62,6 +64,7 @@ expected, 1 otherwise.`,
 type demoStep struct {
 	conv  int64
 	say   string
+	atts  []simulate.Attachment
 	check func(cw *simulate.Chatwoot, conv int64, before int) (string, bool)
 }
 
@@ -80,13 +83,16 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	secret := rand.Text()
 	dashKey := rand.Text()
 
-	dify := simulate.NewDify(simulate.DifyApp{Key: difyKey, Name: "Support bot", Mode: "advanced-chat"})
+	dify := simulate.NewDify(simulate.DifyApp{Key: difyKey, Name: "Support bot", Mode: "advanced-chat",
+		FileUpload: &simulate.DifyFileUpload{Types: []string{"image", "document"}}})
 	difySrv := httptest.NewServer(dify)
 	defer difySrv.Close()
-	cw := simulate.NewChatwoot(simulate.ChatwootOptions{AccountID: 1, BotToken: botToken})
+	// Chatwoot transcribes voice notes itself (its audio transcription).
+	cw := simulate.NewChatwoot(simulate.ChatwootOptions{AccountID: 1, BotToken: botToken, TranscribeAfter: 300 * time.Millisecond})
 	cwSrv := httptest.NewServer(cw)
 	defer cwSrv.Close()
 	defer cw.Close()
+	cw.SetFrontendURL(cwSrv.URL)
 	cw.AddInbox(1, "Website", "")
 	cw.AddInboxChannel(2, "WhatsApp", "", simulate.ChannelWhatsapp)
 
@@ -98,6 +104,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	cfg.Chatwoot.WebhookSecret = config.Secret(secret)
 	cfg.Dify.BaseURL = difySrv.URL + "/v1"
 	cfg.Dashboard.Key = config.Secret(dashKey)
+	cfg.Voice.TranscriptionWait = 10 * time.Second
 	var logw io.Writer = io.Discard
 	if o.verbose {
 		logw = a.io.Err
@@ -156,6 +163,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 		}
 	}
 	wa := cw.NewConversation(2, simulate.Contact{ID: 2, Name: "Ahmed Ali", Phone: "+15550100"}, "pending")
+	conv2 := cw.NewConversation(1, simulate.Contact{ID: 3, Name: "Li Wei", Email: "li@example.com"}, "pending")
 	steps := []demoStep{
 		{conv: conv, say: "Hi! Where is my order #1234?", check: botReply("order #1234")},
 		{conv: conv, say: "Sorry, what did I ask you earlier?", check: botReply("Where is my order #1234?")},
@@ -172,6 +180,11 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 			return "status open; private note: " + note, note != ""
 		}},
 		{conv: wa, say: "Hello from WhatsApp: do you ship to Cairo?", check: delivered("ship to Cairo")},
+		{conv: conv2, say: "Is this mug covered by the warranty?", check: botReply(`(I received: image "mug.jpg")`),
+			atts: []simulate.Attachment{{FileType: "image", Name: "mug.jpg", ContentType: "image/jpeg", Size: 48 << 10}}},
+		{conv: wa, say: "", check: delivered("Can I pay on delivery?"),
+			atts: []simulate.Attachment{{FileType: "audio", Name: "voice.ogg", ContentType: "audio/ogg", Size: 12 << 10,
+				Speech: "Can I pay on delivery?"}}},
 	}
 	ok := true
 	for i, step := range steps {
@@ -181,8 +194,16 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 		if conv == wa {
 			who = "WhatsApp customer:"
 		}
-		fmt.Fprintf(out, "%s %s %q\n", st.bold.Render(fmt.Sprintf("%d.", i+1)), st.bold.Render(who), step.say)
-		d, err := cw.CustomerSays(ctx, conv, step.say)
+		said := fmt.Sprintf("%q", step.say)
+		for _, at := range step.atts {
+			what := at.FileType
+			if at.FileType == "audio" {
+				what = "voice note"
+			}
+			said = strings.TrimPrefix(said+fmt.Sprintf(" + %s %s (%s)", what, at.Name, at.ContentType), `"" + `)
+		}
+		fmt.Fprintf(out, "%s %s %s\n", st.bold.Render(fmt.Sprintf("%d.", i+1)), st.bold.Render(who), said)
+		d, err := cw.CustomerSends(ctx, conv, step.say, step.atts...)
 		if err != nil {
 			return fmt.Errorf("deliver webhook: %w", err)
 		}
@@ -222,7 +243,7 @@ func runDemo(ctx context.Context, a *app, o *demoOptions) error {
 	}
 	reqs := dify.Requests()
 	row, _ := s.db.Conversation(ctx, 1, conv) // a missing row fails the check below
-	if len(reqs) != 3 || reqs[0].ConversationID != "" || reqs[1].ConversationID == "" || reqs[1].ConversationID != row.DifyConversationID {
+	if len(reqs) != 5 || reqs[0].ConversationID != "" || reqs[1].ConversationID == "" || reqs[1].ConversationID != row.DifyConversationID {
 		ok = false
 		fmt.Fprintf(out, "%s Dify saw %d requests; the follow-up should reuse the first conversation\n", st.bad.Render("✗"), len(reqs))
 	} else {

@@ -121,6 +121,10 @@ func TestKillWhilePostingInDoubt(t *testing.T) {
 				"BRIDGE_DIFY_BASE_URL=" + difySrv.URL + "/v1",
 				"BRIDGE_LOG_FORMAT=json",
 				"XDG_CONFIG_HOME=" + dir,
+				// Fewer workers than conversations: the 8 posts held are
+				// every post made before the kill, and their 8 echoes are
+				// what the test waits for.
+				"BRIDGE_WORKER_CONCURRENCY=8",
 			}
 			if tc.userToken {
 				env = append(env, "BRIDGE_CHATWOOT_USER_TOKEN=user-indoubt")

@@ -157,3 +157,24 @@ func TestReadmeMapsEveryPackage(t *testing.T) {
 		}
 	}
 }
+
+// TestCmdOnlyWires: cmd/ wires flags to packages and prints; a command file
+// that grows past 300 lines has logic that belongs in a package.
+func TestCmdOnlyWires(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(b), "\n"); n > 300 {
+			t.Errorf("cmd/%s has %d lines: move its logic into a package", f, n)
+		}
+	}
+}

@@ -161,6 +161,7 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 		a.jsonFlag(newRoutesCmd(a)),
 		a.jsonFlag(newConversationsCmd(a)),
 		a.jsonFlag(newEventsCmd(a)),
+		a.jsonFlag(newStatsCmd(a)),
 		a.jsonFlag(newVersionCmd(a)),
 		a.jsonFlag(newReplayCmd(a)),
 		a.jsonFlag(newBenchCmd(a)),

@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bridge-dev/bridge/internal/text"
+	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/config"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -31,7 +33,7 @@ variable when bridge runs and never stored.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	c.AddCommand(newRoutesAddCmd(a), newRoutesListCmd(a), newRoutesShowCmd(a),
+	c.AddCommand(newRoutesAddCmd(a), newRoutesListCmd(a), newRoutesShowCmd(a), newRoutesUpdateCmd(a),
 		newRoutesSetEnabledCmd(a, true), newRoutesSetEnabledCmd(a, false), newRoutesRemoveCmd(a))
 	return c
 }
@@ -52,15 +54,22 @@ type routeView struct {
 	HandoffTeam   *int64            `json:"handoff_team,omitempty"`
 	HandoffLabels []string          `json:"handoff_labels,omitempty"`
 	Enabled       bool              `json:"enabled"`
+	MaxInFlight   int               `json:"max_in_flight"` // 0: no cap
 	AppName       string            `json:"app_name,omitempty"`
 	AppMode       string            `json:"app_mode,omitempty"`
+	Transfer      string            `json:"transfer,omitempty"`
+	Format        string            `json:"format,omitempty"`
+	VoiceFallback string            `json:"voice_fallback,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
+	// Lifecycle is set by routes show and routes update.
+	Lifecycle *lifecycle.Settings `json:"lifecycle,omitempty"`
 }
 
 func routeJSON(r *store.Route) routeView {
 	v := routeView{ID: r.ID, Name: r.Name, InboxID: r.InboxID, DifyURL: r.DifyURL, Key: maskedKey(r), KeyEnv: r.DifyKeyEnv,
 		Inputs: r.Inputs, Mode: r.Mode, Keywords: r.Keywords, HandoffTeam: r.HandoffTeam, HandoffLabels: r.HandoffLabels,
-		Enabled: r.Enabled, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt}
+		Enabled: r.Enabled, MaxInFlight: r.MaxInFlight, AppName: r.AppName, AppMode: r.AppMode, CreatedAt: r.CreatedAt,
+		Transfer: r.Options.Transfer, Format: r.Options.Format, VoiceFallback: r.Options.VoiceFallback}
 	if v.Inputs == nil {
 		v.Inputs = map[string]string{}
 	}
@@ -102,9 +111,9 @@ func newRoutesListCmd(a *app) *cobra.Command {
 					state = "disabled"
 				}
 				rows = append(rows, []string{strconv.FormatInt(r.ID, 10), orDash(r.Name), strconv.FormatInt(r.InboxID, 10),
-					orDash(r.AppName), r.Mode, state, maskedKey(r)})
+					orDash(r.AppName), r.Mode, state, inFlightCap(r), maskedKey(r)})
 			}
-			a.table([]string{"id", "name", "inbox", "app", "mode", "state", "key"}, rows, 3)
+			a.table([]string{"id", "name", "inbox", "app", "mode", "state", "in flight", "key"}, rows, 3)
 			return nil
 		},
 	}
@@ -126,15 +135,21 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 		Args:    exactArgs(1, "bridge routes show 1"),
 		RunE: func(c *cobra.Command, args []string) error {
 			var r store.Route
+			var s lifecycle.Settings
 			_, err := a.byID(c.Context(), readStore, args[0], "route", "bridge routes list", func(db *store.DB, ctx context.Context, id int64) (err error) {
-				r, err = db.Route(ctx, id)
+				if r, err = db.Route(ctx, id); err != nil {
+					return err
+				}
+				s, err = bridge.SettingsOf(ctx, db, id)
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			if a.json {
-				return a.printJSON(routeJSON(&r))
+				v := routeJSON(&r)
+				v.Lifecycle = &s
+				return a.printJSON(v)
 			}
 			v := routeJSON(&r)
 			w := a.io.Out
@@ -145,6 +160,7 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "  key:        %s\n", v.Key)
 			fmt.Fprintf(w, "  mode:       %s\n", r.Mode)
 			fmt.Fprintf(w, "  enabled:    %t\n", r.Enabled)
+			fmt.Fprintf(w, "  in flight:  %s\n", inFlightCap(&r))
 			in, _ := json.Marshal(v.Inputs) // a map of strings always marshals
 			fmt.Fprintf(w, "  inputs:     %s\n", in)
 			if r.Keywords != nil {
@@ -156,6 +172,16 @@ func newRoutesShowCmd(a *app) *cobra.Command {
 			if r.HandoffLabels != nil {
 				fmt.Fprintf(w, "  labels:     %s\n", strings.Join(r.HandoffLabels, ", "))
 			}
+			if r.Options.Transfer != "" {
+				fmt.Fprintf(w, "  transfer:   %s\n", r.Options.Transfer)
+			}
+			if r.Options.Format != "" {
+				fmt.Fprintf(w, "  format:     %s\n", r.Options.Format)
+			}
+			if r.Options.VoiceFallback != "" {
+				fmt.Fprintf(w, "  voice:      %s\n", r.Options.VoiceFallback)
+			}
+			printLifecycle(w, &s)
 			return nil
 		},
 	}
@@ -216,6 +242,14 @@ func exactArgs(n int, example string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// inFlightCap shows a route's max_in_flight.
+func inFlightCap(r *store.Route) string {
+	if r.MaxInFlight <= 0 {
+		return "no cap"
+	}
+	return "at most " + strconv.Itoa(r.MaxInFlight)
 }
 
 func orDash(s string) string {

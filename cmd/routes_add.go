@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/pkg/bridge"
+	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/dify"
 	"github.com/bridge-dev/bridge/pkg/doctor"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -25,7 +29,12 @@ type routesAddOptions struct {
 	keywords      string
 	handoffTeam   int64
 	handoffLabels string
+	maxInFlight   int
 	noVerify      bool
+	life          lifecycleFlags
+	transfer      string
+	format        string
+	voiceFallback string
 }
 
 func newRoutesAddCmd(a *app) *cobra.Command {
@@ -49,11 +58,26 @@ agents, in pending and open conversations alike; it never speaks to the
 customer, never changes the status and never hands off.
 
 --keywords, --handoff-team and --handoff-labels override the [handoff]
-defaults for this route (--keywords "" turns keyword handoff off).`,
+defaults for this route (--keywords "" turns keyword handoff off).
+
+--max-in-flight caps how many of the route's messages are in progress at
+once, for a Dify app whose own concurrency cap (APP_MAX_ACTIVE_REQUESTS)
+is lower than worker.concurrency. Without it, bridge learns the cap when
+Dify answers "too many requests": that message goes back in the queue and
+the route alone slows down.
+
+
+--transfer overrides attachments.transfer (auto, remote_url, upload);
+--voice-fallback overrides voice.fallback (ask, handoff); --format converts
+answers before posting: markdown (default: Chatwoot renders it for each
+channel), whatsapp (an API inbox bridged to WhatsApp, where Chatwoot passes
+text through unchanged) or plain. The verification also says which file
+types the app accepts and whether it has speech to text.`,
 		Example: `  bridge routes add --inbox 3 --dify-key app-xxxxxxxxxxxxxxxxxxxxxxxx
   bridge routes add --inbox 4 --dify-key-env DIFY_SALES_KEY --name sales \
       --inputs '{"customer":"{contact.name}"}' --keywords "human,manager" --handoff-team 2
-  bridge routes add --inbox 5 --dify-key-env DIFY_KEY --mode draft --no-verify`,
+  bridge routes add --inbox 5 --dify-key-env DIFY_KEY --mode draft --no-verify
+  bridge routes add --inbox 6 --dify-key-env DIFY_FAQ_KEY --max-in-flight 20`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runRoutesAdd(c.Context(), a, c, o)
@@ -70,7 +94,12 @@ defaults for this route (--keywords "" turns keyword handoff off).`,
 	f.StringVar(&o.keywords, "keywords", "", "comma-separated handoff keywords for this route")
 	f.Int64Var(&o.handoffTeam, "handoff-team", 0, "team id to assign on handoff")
 	f.StringVar(&o.handoffLabels, "handoff-labels", "", "comma-separated labels to set on handoff (needs chatwoot.user_token)")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 0, "most messages of this route in progress at once (0: no cap but worker.concurrency)")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not check the key against Dify")
+	o.life.register(f)
+	f.StringVar(&o.transfer, "transfer", "", "how attachments reach Dify: auto, remote_url or upload (default: attachments.transfer)")
+	f.StringVar(&o.format, "format", "", "answer format: markdown, whatsapp or plain (default: markdown)")
+	f.StringVar(&o.voiceFallback, "voice-fallback", "", "a voice note nobody could transcribe: ask or handoff (default: voice.fallback)")
 	_ = c.MarkFlagRequired("inbox") // the flag exists; the error is impossible
 	c.MarkFlagsMutuallyExclusive("dify-key", "dify-key-env")
 	return c
@@ -96,8 +125,11 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 	if o.mode != store.ModeAuto && o.mode != store.ModeDraft {
 		return usagef("--mode auto or --mode draft", "bad --mode %q", o.mode)
 	}
+	if o.maxInFlight < 0 {
+		return usagef("--max-in-flight 20", "--max-in-flight must be 0 (no cap) or more")
+	}
 	r := &store.Route{InboxID: o.inbox, Name: o.name, DifyKey: o.key, DifyKeyEnv: o.keyEnv, DifyURL: o.url,
-		Mode: o.mode, Enabled: true}
+		Mode: o.mode, Enabled: true, MaxInFlight: o.maxInFlight}
 	if o.inputs != "" {
 		if err := json.Unmarshal([]byte(o.inputs), &r.Inputs); err != nil {
 			return usagef(`--inputs '{"name":"{contact.name}"}'`, "bad --inputs: want a JSON object of strings: %v", err)
@@ -116,6 +148,10 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 	if c.Flags().Changed("handoff-labels") {
 		r.HandoffLabels = splitList(o.handoffLabels)
 	}
+	r.Options = store.RouteOptions{Transfer: o.transfer, Format: o.format, VoiceFallback: o.voiceFallback}
+	if err := checkRouteOptions(r.Options); err != nil {
+		return err
+	}
 	if o.url != "" && !strings.HasPrefix(o.url, "http://") && !strings.HasPrefix(o.url, "https://") {
 		return usagef("--dify-url https://api.dify.ai/v1", "bad --dify-url %q: want an http(s) URL", o.url)
 	}
@@ -131,37 +167,53 @@ func runRoutesAdd(ctx context.Context, a *app, c *cobra.Command, o *routesAddOpt
 			return usagef("export "+o.keyEnv+"=app-... and run this again", "environment variable %s is not set: the route would have no Dify key", o.keyEnv)
 		}
 	}
+	support := ""
 	if !o.noVerify {
 		base := o.url
 		if base == "" {
 			base = cfg.Dify.BaseURL
 		}
-		info, err := verifyApp(ctx, base, key, r.Inputs)
+		info, params, err := verifyApp(ctx, base, key, r.Inputs)
 		if err != nil {
 			return &failedError{msg: err.Error() + "\n(use --no-verify to add the route anyway)"}
 		}
 		r.AppName, r.AppMode = info.Name, info.Mode
+		support = doctor.FileSupport(params)
 	}
 	db, err := a.openStore(ctx, createStore)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	var life lifecycle.Settings
+	if o.life.anyChanged(c) {
+		if err := o.life.apply(c, &life); err != nil {
+			return err
+		}
+	}
 	if err := db.AddRoute(ctx, r); err != nil {
 		if errors.Is(err, store.ErrDuplicateInbox) {
 			return &failedError{msg: fmt.Sprintf("inbox %d already has a route (bridge routes list; remove it first)", o.inbox)}
 		}
 		return err
 	}
+	if o.life.anyChanged(c) {
+		if err := db.SetRouteLifecycle(ctx, r.ID, life.Marshal()); err != nil {
+			return err
+		}
+	}
 	if a.json {
 		return a.printJSON(routeJSON(r))
 	}
 	fmt.Fprintf(a.io.Out, "Added route %d: inbox %d → %s (%s, key %s)\n", r.ID, r.InboxID, describeApp(r), r.Mode, maskedKey(r))
+	if support != "" {
+		fmt.Fprintf(a.io.Out, "  The app takes %s.\n", support)
+	}
 	return nil
 }
 
 // verifyApp checks a Dify key and app (SPEC section 3, routes add).
-func verifyApp(ctx context.Context, base, key string, inputs map[string]string) (*dify.AppInfo, error) {
+func verifyApp(ctx context.Context, base, key string, inputs map[string]string) (*dify.AppInfo, *dify.Parameters, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	return doctor.VerifyApp(ctx, dify.NewClient(dify.Options{BaseURL: base, Key: key}), base, inputs)
@@ -172,4 +224,18 @@ func describeApp(r *store.Route) string {
 		return fmt.Sprintf("%q (%s)", r.AppName, r.AppMode)
 	}
 	return "Dify app (not verified)"
+}
+
+// checkRouteOptions refuses message options a route cannot have.
+func checkRouteOptions(o store.RouteOptions) error {
+	if o.Transfer != "" && !slices.Contains(config.TransferModes, o.Transfer) {
+		return usagef("--transfer upload", "bad --transfer %q: want auto, remote_url or upload", o.Transfer)
+	}
+	if o.Format != "" && !slices.Contains([]string{bridge.FormatMarkdown, bridge.FormatWhatsApp, bridge.FormatPlain}, o.Format) {
+		return usagef("--format whatsapp", "bad --format %q: want markdown, whatsapp or plain", o.Format)
+	}
+	if o.VoiceFallback != "" && !slices.Contains(config.VoiceFallbacks, o.VoiceFallback) {
+		return usagef("--voice-fallback handoff", "bad --voice-fallback %q: want ask or handoff", o.VoiceFallback)
+	}
+	return nil
 }

@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/internal/drain"
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/config"
@@ -77,61 +77,12 @@ type server struct {
 	ran       chan error
 	cancelRun context.CancelFunc
 
-	// Connections accepted whose first request has not been read yet
-	// (http.StateNew), so that a stop serves them instead of dropping them.
-	freshMu sync.Mutex
-	fresh   map[net.Conn]struct{}
-}
-
-// trackConn is the server's ConnState hook.
-func (s *server) trackConn(c net.Conn, st http.ConnState) {
-	s.freshMu.Lock()
-	defer s.freshMu.Unlock()
-	if st == http.StateNew {
-		s.fresh[c] = struct{}{}
-	} else {
-		delete(s.fresh, c)
-	}
-}
-
-// closeOnce is a listener that may be closed twice: by stopAccepting,
-// then by the HTTP server's Shutdown, which would report the second close
-// as an error.
-type closeOnce struct {
-	net.Listener
-	once sync.Once
-	err  error
-}
-
-func (l *closeOnce) Close() error {
-	l.once.Do(func() { l.err = l.Listener.Close() })
-	return l.err
+	drain *drain.Listener
 }
 
 // freshDrainWait bounds how long a stop waits for accepted connections to
 // send their first request (a client that connects and sends nothing).
 const freshDrainWait = 2 * time.Second
-
-// stopAccepting closes the listener and waits until every connection
-// already accepted has had its first request read, at most freshDrainWait.
-// http.Server.Shutdown drops a request it reads after it began (the
-// connection just closes), which would lose a webhook whose connection was
-// accepted a moment before the stop; read before Shutdown, the request is
-// served. With an inherited socket, connections made from here on wait in
-// the socket's queue for the next process.
-func (s *server) stopAccepting() {
-	_ = s.ln.Close() // Serve returns; the connections it accepted are still tracked and served
-	deadline := time.Now().Add(freshDrainWait)
-	for time.Now().Before(deadline) {
-		s.freshMu.Lock()
-		n := len(s.fresh)
-		s.freshMu.Unlock()
-		if n == 0 {
-			return
-		}
-		time.Sleep(time.Millisecond) // a first request takes microseconds to arrive on loopback, milliseconds beyond
-	}
-}
 
 // serveTuning adjusts what startServer builds: the demo's retry pace, and in
 // tests the journal's and the workers' timings.
@@ -156,6 +107,7 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 		WebhookSecret:    cfg.Chatwoot.WebhookSecret.Reveal(),
 		BotStatuses:      cfg.Chatwoot.BotStatuses,
 		DashboardKey:     cfg.Dashboard.Key.Reveal(),
+		PublicURL:        cfg.PublicURL,
 		EchoWait:         cfg.Chatwoot.EchoWait,
 		DifyBaseURL:      cfg.Dify.BaseURL,
 		DifyTimeout:      cfg.Dify.Timeout,
@@ -165,6 +117,14 @@ func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Op
 		Debounce:         cfg.Worker.Debounce,
 		RetentionIgnored: cfg.Retention.Ignored,
 		Redactor:         redact.New(cfg.Secrets()...),
+		Transfer:         cfg.Attachments.Transfer,
+		MaxFileBytes:     int64(cfg.Attachments.MaxMB) << 20,
+		DownloadTimeout:  cfg.Attachments.DownloadTimeout,
+		VoiceWait:        cfg.Voice.TranscriptionWait,
+		VoiceFallback:    cfg.Voice.Fallback,
+		VoiceAskMessage:  cfg.Voice.AskMessage,
+		Citations:        cfg.Answer.Citations,
+		CSATFeedback:     cfg.Feedback.CSAT,
 		Handoff: bridge.HandoffOptions{
 			Keywords:         cfg.Handoff.Keywords,
 			AIMarker:         cfg.Handoff.AIMarker,
@@ -207,11 +167,11 @@ func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune
 		tune.bridge(&opts)
 	}
 	core := bridge.New(opts)
-	ln = &closeOnce{Listener: ln}
-	s := &server{db: db, core: core, ln: ln, log: log, served: make(chan error, 1), ran: make(chan error, 1),
-		fresh: map[net.Conn]struct{}{}}
+	dl := drain.Wrap(ln)
+	ln = dl
+	s := &server{db: db, core: core, ln: ln, drain: dl, log: log, served: make(chan error, 1), ran: make(chan error, 1)}
 	s.http = core.Server()
-	s.http.ConnState = s.trackConn
+	s.http.ConnState = dl.ConnState
 	// Called once Shutdown has closed the listener: from here on new
 	// connections are refused and only requests in flight are served.
 	s.http.RegisterOnShutdown(func() { log.Info("stopped accepting webhooks; finishing requests in flight") })
@@ -259,7 +219,7 @@ func (s *server) wait(ctx context.Context) error {
 	}
 	s.cancelRun()
 	s.log.Info("shutting down")
-	s.stopAccepting()
+	s.drain.Stop(freshDrainWait)
 	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	herr := s.http.Shutdown(shCtx)

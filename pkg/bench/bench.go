@@ -63,6 +63,8 @@ type Options struct {
 	Rate          float64       // offered webhooks per second (0: as fast as acks come back)
 	DifyLatency   time.Duration // time the simulated Dify takes per answer
 	Backlog       int           // queue this many messages while Dify is paused, then drain them
+	Customers     int           // this many customers write at once, each in a conversation of their own
+	Flood         int           // first a flood of this many messages on route 1; the customers then write on route 2
 	Workers       int           // serve's worker.concurrency
 	Conversations int           // conversations the messages are spread over
 	InProcess     bool          // run serve inside this process instead of as a child
@@ -100,8 +102,14 @@ func optionErr(example, format string, args ...any) error {
 // runs serve in process).
 func (o *Options) Validate() error {
 	switch {
-	case o.Duration <= 0 && o.Backlog == 0:
+	case o.Duration <= 0 && o.Backlog == 0 && o.Customers == 0:
 		return optionErr("bridge bench --duration 5s", "--duration must be positive")
+	case o.Customers < 0:
+		return optionErr("bridge bench --customers 100 --dify-latency 6s", "--customers must not be negative")
+	case o.Flood < 0 || o.Flood > 0 && o.Customers == 0:
+		return optionErr("bridge bench --flood 3000 --customers 10", "--flood needs --customers: the customers who write after the flood, on another route")
+	case o.Customers > 0 && o.Backlog > 0:
+		return optionErr("bridge bench --customers 100 --dify-latency 6s", "--customers and --backlog are separate runs")
 	case o.Concurrency < 1:
 		return optionErr("bridge bench --concurrency 16", "--concurrency must be at least 1")
 	case o.Rate < 0 || math.IsInf(o.Rate, 0) || math.IsNaN(o.Rate):
@@ -181,6 +189,7 @@ type Report struct {
 	CPU         CPU         `json:"cpu"`
 	Memory      Memory      `json:"memory"`
 	Backlog     *Backlog    `json:"backlog,omitempty"`
+	Customers   *Customers  `json:"customers,omitempty"`
 	Correctness Correctness `json:"correctness"`
 }
 
@@ -199,6 +208,8 @@ type RunConfig struct {
 	Rate          float64 `json:"rate"`
 	DifyLatency   string  `json:"dify_latency"`
 	Backlog       int     `json:"backlog"`
+	Customers     int     `json:"customers,omitempty"`
+	Flood         int     `json:"flood,omitempty"`
 	Workers       int     `json:"workers"`
 	Conversations int     `json:"conversations"`
 	Serve         string  `json:"serve"` // "child process" | "in process"
@@ -279,6 +290,21 @@ type Backlog struct {
 
 	released int64 // unix ns Dify was released
 	late     int64 // sends started late while filling
+}
+
+// Customers is what --customers measures: the time from a customer's
+// webhook to the answer reaching the simulated Chatwoot, for customers who
+// all write at once, alone (Route 1) or just after a flood on another route
+// (Route 2).
+type Customers struct {
+	Count          int     `json:"count"`
+	Route          int     `json:"route"`
+	Answered       int64   `json:"answered"`
+	TimeToAnswerMS Latency `json:"time_to_answer_ms"`
+	FloodMessages  int64   `json:"flood_messages,omitempty"`   // accepted on route 1 before the customers wrote
+	FloodSendSecs  float64 `json:"flood_send_secs,omitempty"`  // the time to send them
+	FloodDrainSecs float64 `json:"flood_drain_secs,omitempty"` // from the flood's first webhook to its last answer
+	FloodQueued    float64 `json:"flood_queued,omitempty"`     // serve's queue depth when the customers wrote
 }
 
 type Correctness struct {
@@ -437,10 +463,12 @@ type bench struct {
 	share    hist
 	difyH    hist
 
-	convMu sync.Mutex
-	convs  []int64
+	convMu    sync.Mutex
+	convs     []int64
+	custConvs map[int]int64 // the conversation of each customer, by sequence number
 
 	seq        atomic.Int64
+	custFirst  int // sequence number of the first customer
 	sent       atomic.Int64
 	accepted   atomic.Int64
 	errs       atomic.Int64
@@ -513,7 +541,8 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		Command: benchCommand(o),
 		Machine: Machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Go: runtime.Version()},
 		Config: RunConfig{Database: "sqlite", Replicas: o.Replicas, Duration: o.Duration.String(), Concurrency: o.Concurrency, Rate: o.Rate,
-			DifyLatency: o.DifyLatency.String(), Backlog: o.Backlog, Workers: o.Workers, Conversations: o.Conversations,
+			DifyLatency: o.DifyLatency.String(), Backlog: o.Backlog, Customers: o.Customers, Flood: o.Flood,
+			Workers: o.Workers, Conversations: o.Conversations,
 			Serve: "child process", Fault: o.Fault},
 	}
 	if o.InProcess {
@@ -522,7 +551,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	if o.Database != "" {
 		rep.Config.Database = store.Display(o.Database)
 	}
-	if o.Backlog > 0 {
+	if o.Backlog > 0 || o.Customers > 0 {
 		rep.Config.Duration = ""
 	}
 
@@ -540,6 +569,8 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	defer cwSrv.Close()
 	defer b.cw.Close()
 	b.cw.AddInbox(1, "Website", "")
+	b.cw.AddInbox(2, "Sales", "")
+	b.dify.AddApp(simulate.DifyApp{Key: benchSalesKey, Name: "Bench sales", Mode: simulate.ModeChat})
 
 	dbPath := b.database
 	prefillStart := time.Now()
@@ -627,6 +658,10 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		}
 		rep.Backlog = bl
 		loadSecs, rep.Webhooks.LateSends = bl.FillSecs, bl.late
+	} else if o.Customers > 0 {
+		if rep.Customers, loadSecs, err = b.runCustomers(ctx); err != nil {
+			return nil, err
+		}
 	} else {
 		loadSecs, rep.Webhooks.LateSends = b.load(ctx, 0)
 	}
@@ -696,6 +731,9 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.Journal.WALBytes = max(b.walMax, fileSize(dbPath+"-wal"))
 	b.memMu.Unlock()
 	rep.Memory.PeakRSSMiB = MiB(b.peakRSS())
+	if c := rep.Customers; c != nil {
+		b.customerFigures(c)
+	}
 	rep.Correctness = b.verify()
 
 	for _, s := range b.srvs {
@@ -713,9 +751,15 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 
 func benchCommand(o *Options) string {
 	args := []string{"bridge", "bench"}
-	if o.Backlog > 0 {
+	switch {
+	case o.Customers > 0:
+		if o.Flood > 0 {
+			args = append(args, "--flood", strconv.Itoa(o.Flood))
+		}
+		args = append(args, "--customers", strconv.Itoa(o.Customers))
+	case o.Backlog > 0:
 		args = append(args, "--backlog", strconv.Itoa(o.Backlog))
-	} else {
+	default:
 		args = append(args, "--duration", o.Duration.String())
 	}
 	args = append(args, "--concurrency", strconv.Itoa(o.Concurrency))
@@ -725,7 +769,7 @@ func benchCommand(o *Options) string {
 	if o.DifyLatency > 0 {
 		args = append(args, "--dify-latency", o.DifyLatency.String())
 	}
-	if o.Workers != 8 {
+	if o.Workers != config.Defaults().Worker.Concurrency {
 		args = append(args, "--workers", strconv.Itoa(o.Workers))
 	}
 	if o.Conversations != 1000 {
@@ -753,10 +797,14 @@ func (b *bench) prepareDB(ctx context.Context, path, difyKey string) error {
 	if err != nil {
 		return err
 	}
-	if err := db.AddRoute(ctx, &store.Route{InboxID: 1, Name: "bench", DifyKey: difyKey, Mode: store.ModeAuto,
-		Enabled: true, AppName: "Bench", AppMode: simulate.ModeChat}); err != nil {
-		_ = db.Close() // the route error is the one worth reporting
-		return err
+	for _, r := range []*store.Route{
+		{InboxID: 1, Name: "bench", DifyKey: difyKey, Mode: store.ModeAuto, Enabled: true, AppName: "Bench", AppMode: simulate.ModeChat},
+		{InboxID: 2, Name: "sales", DifyKey: benchSalesKey, Mode: store.ModeAuto, Enabled: true, AppName: "Bench sales", AppMode: simulate.ModeChat},
+	} {
+		if err := db.AddRoute(ctx, r); err != nil {
+			_ = db.Close() // the route error is the one worth reporting
+			return err
+		}
 	}
 	if b.o.Prefill != "" {
 		size, _ := ParseSize(b.o.Prefill) // validated
@@ -1281,6 +1329,9 @@ func (b *bench) conversation(seq int) int64 {
 	idx := seq%n + n*(seq/(n*messagesPerConversation))
 	b.convMu.Lock()
 	defer b.convMu.Unlock()
+	if c, ok := b.custConvs[seq]; ok {
+		return c
+	}
 	for len(b.convs) <= idx {
 		b.convs = append(b.convs, b.cw.NewConversation(1, simulate.Contact{}, "pending"))
 	}
@@ -1373,6 +1424,74 @@ func (b *bench) load(ctx context.Context, count int) (float64, int64) {
 	return time.Since(start).Seconds(), late
 }
 
+// benchSalesKey is the Dify key of the second route (inbox 2), where
+// --customers write after a --flood.
+const benchSalesKey = "app-bench0000000000000000000002"
+
+// runCustomers sends the --flood on route 1 (closed loop, as fast as acks
+// come back), then has --customers customers write at once, each in a new
+// conversation: on route 2 after a flood, else on route 1. It returns the
+// seconds the sends took.
+func (b *bench) runCustomers(ctx context.Context) (*Customers, float64, error) {
+	o := b.o
+	c := &Customers{Count: o.Customers, Route: 1}
+	inbox := int64(1)
+	start := time.Now()
+	if o.Flood > 0 {
+		c.Route, inbox = 2, 2
+		secs, _ := b.load(ctx, o.Flood)
+		c.FloodMessages, c.FloodSendSecs = b.accepted.Load(), round3(secs)
+		if m, err := b.scrape(ctx); err == nil {
+			c.FloodQueued = m["bridge_queue_depth"]
+		}
+	}
+	first := int(b.seq.Add(int64(o.Customers))) - o.Customers
+	b.convMu.Lock()
+	b.custConvs = make(map[int]int64, o.Customers)
+	for seq := first; seq < first+o.Customers; seq++ {
+		b.custConvs[seq] = b.cw.NewConversation(inbox, simulate.Contact{}, "pending")
+	}
+	b.convMu.Unlock()
+	b.custFirst = first
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for seq := first; seq < first+o.Customers; seq++ {
+		wg.Go(func() {
+			<-gate
+			b.send(ctx, seq)
+		})
+	}
+	close(gate) // every customer at once
+	wg.Wait()
+	return c, time.Since(start).Seconds(), nil
+}
+
+// customerFigures fills in the customers' time to answer, and how long the
+// flood took to drain, from the records.
+func (b *bench) customerFigures(c *Customers) {
+	var h hist
+	for seq := b.custFirst; seq < b.custFirst+c.Count; seq++ {
+		m := b.recs.lookup(seq)
+		if m == nil || !m.accepted.Load() || m.answerAt.Load() == 0 {
+			continue
+		}
+		c.Answered++
+		h.add(time.Duration(m.answerAt.Load() - m.in.Load()))
+	}
+	c.TimeToAnswerMS = h.latency()
+	if c.FloodMessages > 0 {
+		var last int64
+		for seq := range b.custFirst {
+			if m := b.recs.lookup(seq); m != nil {
+				last = max(last, m.answerAt.Load())
+			}
+		}
+		if first := b.firstSendNS.Load(); first > 0 && last > first {
+			c.FloodDrainSecs = round3(time.Duration(last - first).Seconds())
+		}
+	}
+}
+
 // runBacklog pauses Dify, queues --backlog messages, samples memory with
 // the backlog on disk, then releases Dify.
 func (b *bench) runBacklog(ctx context.Context) (*Backlog, error) {
@@ -1450,6 +1569,9 @@ func (b *bench) verify() Correctness {
 	var misplaced int64
 	b.convMu.Lock()
 	convs := append([]int64(nil), b.convs...)
+	for _, c := range b.custConvs {
+		convs = append(convs, c)
+	}
 	b.convMu.Unlock()
 	byConv := make(map[int64]bool, len(convs))
 	for _, c := range convs {

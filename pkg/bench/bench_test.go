@@ -168,6 +168,54 @@ func TestReplicasOnPostgres(t *testing.T) {
 	}
 }
 
+// TestCustomersChild: customers who write at once, alone or after a flood
+// on the other route, are each answered once and their time to answer is
+// reported; with a slow Dify it includes Dify's time. It asserts no speed.
+func TestCustomersChild(t *testing.T) {
+	bin := buildBridge(t)
+	for _, tc := range []struct {
+		name  string
+		o     Options
+		route int
+	}{
+		{"slow AI", Options{Customers: 12, DifyLatency: 200 * time.Millisecond}, 1},
+		{"after a flood", Options{Customers: 6, Flood: 40, Conversations: 5}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.o
+			o.Concurrency, o.Workers, o.DrainTimeout, o.Bin = 8, 16, 30*time.Second, bin
+			if o.Conversations == 0 {
+				o.Conversations = 1
+			}
+			if err := o.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			var log strings.Builder
+			rep, err := Run(t.Context(), &o, Env{Log: &log})
+			if err != nil {
+				t.Fatalf("bench: %v\n%s", err, log.String())
+			}
+			c := rep.Customers
+			if c == nil || c.Count != o.Customers || c.Answered != int64(o.Customers) || c.Route != tc.route {
+				t.Fatalf("customers = %+v", c)
+			}
+			if want := int64(o.Flood + o.Customers); !rep.Correctness.OK || rep.Correctness.AnsweredOnce != want {
+				t.Errorf("correctness = %+v, want %d answered once", rep.Correctness, want)
+			}
+			if c.FloodMessages != int64(o.Flood) || (o.Flood > 0) != (c.FloodDrainSecs > 0) {
+				t.Errorf("flood figures = %+v for a flood of %d", c, o.Flood)
+			}
+			if l := c.TimeToAnswerMS; l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max ||
+				l.P50 < float64(o.DifyLatency/time.Millisecond) {
+				t.Errorf("time to answer = %+v with a Dify taking %s", l, o.DifyLatency)
+			}
+			if rep.Memory.PeakRSSMiB <= 0 {
+				t.Errorf("peak memory not measured: %+v", rep.Memory)
+			}
+		})
+	}
+}
+
 // TestInProcessNeedsAStarter: without a way to start serve in process, an
 // in-process run says so instead of panicking.
 func TestInProcessNeedsAStarter(t *testing.T) {
@@ -215,6 +263,9 @@ func TestValidate(t *testing.T) {
 		{"--replicas", func(o *Options) { o.Replicas = 2 }},
 		{"--replicas", func(o *Options) { o.Database, o.Replicas, o.InProcess = "postgres://db/x", 2, true }},
 		{"--prefill", func(o *Options) { o.Database, o.Prefill = "postgres://db/x", "1MiB" }},
+		{"--customers", func(o *Options) { o.Customers = -1 }},
+		{"--flood", func(o *Options) { o.Flood = 10 }},
+		{"--customers", func(o *Options) { o.Customers, o.Backlog = 10, 10 }},
 	} {
 		o := ok
 		tc.set(&o)

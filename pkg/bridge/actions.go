@@ -38,7 +38,7 @@ func GiveBackBy(ctx context.Context, db *store.DB, cw *chatwoot.Client, botStatu
 	if _, err := db.Conversation(ctx, account, conv); err != nil {
 		return err
 	}
-	return giveBack(ctx, db, cw, botStatuses, account, conv, "given back by "+by)
+	return giveBack(ctx, db, cw, botStatuses, account, conv, ReturnByGiveBack, "given back by "+by)
 }
 
 // Keep makes a conversation the humans': bridge stays silent in it (state
@@ -48,8 +48,23 @@ func Keep(ctx context.Context, db *store.DB, account, conv int64, by string) err
 	if _, err := db.Conversation(ctx, account, conv); err != nil {
 		return err
 	}
+	route, _, err := routeOfConversation(ctx, db, account, conv)
+	if err != nil {
+		return err
+	}
 	return db.Write(ctx, func(tx *store.Tx) error {
-		return tx.SetConversationState(account, conv, store.StateHuman, "kept for humans by "+by)
+		c, _, err := tx.Conversation(account, conv)
+		if err != nil {
+			return err
+		}
+		if err := tx.SetConversationState(account, conv, store.StateHuman, "kept for humans by "+by); err != nil {
+			return err
+		}
+		if c.State == store.StateHuman {
+			return nil // already the humans': kept, not a change of holder
+		}
+		return tx.AddOwnership(store.Ownership{AccountID: account, ConversationID: conv, RouteID: route,
+			Kind: store.OwnKeep, Owner: store.StateHuman, Cause: "keep", Detail: "kept for humans by " + by})
 	})
 }
 
@@ -164,10 +179,18 @@ func (b *Bridge) processAskAgain(ctx context.Context, e *store.Event) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	ans, err := b.ask(ctx, e, &route, &conv)
+	user := difyUser(e, &conv)
+	q, err := b.prepare(ctx, e, &route, user)
+	if err != nil {
+		return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
+	}
+	ans, err := b.ask(ctx, e, &route, &conv, q, user)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errDifyBusy) {
+			return err
 		}
 		return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
 	}

@@ -7,15 +7,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dashboard"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/fetch"
 	"github.com/bridge-dev/bridge/pkg/redact"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
@@ -47,6 +51,12 @@ type Options struct {
 	// DashboardKey, when set, serves the Dashboard App at /app/ (see
 	// pkg/dashboard); without it /app/ answers 404.
 	DashboardKey string
+	// PublicURL is how people reach bridge (public_url); with DashboardKey
+	// a handoff note links to the conversation's Dashboard App page.
+	PublicURL string
+	// IdleSweep is how often conversations humans left idle are looked for
+	// (routes whose return rule is idle; default 30s).
+	IdleSweep time.Duration
 
 	DifyBaseURL     string
 	DifyTimeout     time.Duration
@@ -93,7 +103,40 @@ type Options struct {
 	// JournalBudget bounds journaling a webhook once its body is in
 	// (default 3s, inside Chatwoot's 5s).
 	JournalBudget time.Duration
+	// Transfer is how attachments reach Dify: auto (default), remote_url
+	// or upload; a route may override it.
+	Transfer string
+	// MaxFileBytes caps a file bridge downloads, either way (default 25 MB).
+	MaxFileBytes int64
+	// DownloadTimeout bounds one file's download (default 60s).
+	DownloadTimeout time.Duration
+	// VoiceWait is how long a voice note waits for Chatwoot's own
+	// transcription; 0 means Chatwoot does not transcribe.
+	VoiceWait time.Duration
+	// VoiceFallback is what a voice note nobody could transcribe gets: ask
+	// (VoiceAskMessage, default) or handoff; a route may override it.
+	VoiceFallback   string
+	VoiceAskMessage string
+	// Citations "append" adds an answer's knowledge sources to it.
+	Citations string
+	// CSATFeedback sends CSAT ratings to Dify as feedback.
+	CSATFeedback bool
+	// Resolve looks host names up for the download rules (nil: the
+	// system resolver).
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Dial connects downloads to an address the rules allowed (nil: a
+	// plain dialer); tests map names with it.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
+
+// DefaultConcurrency is worker.concurrency's default: how many events may
+// be in progress at once. A worker spends nearly all its time waiting for
+// Dify (seconds per answer), and a waiting worker costs a goroutine and a
+// connection, some tens of KiB (see the README's Performance section), so
+// there are enough for a burst of a thousand customers to be answered in
+// one Dify latency. A Dify app with a lower cap is protected by its route's
+// max_in_flight and by the back-off on its "too many requests".
+const DefaultConcurrency = 1024
 
 // Bridge is the running core. New starts nothing; Run starts the workers.
 type Bridge struct {
@@ -108,12 +151,30 @@ type Bridge struct {
 	difyMu sync.Mutex
 	difys  map[string]*dify.Client
 
+	lc lifecycleState
+
 	wake    chan struct{}
-	running sync.Map // conversation key → *runningTask
-	merged  sync.Map // event id → []int64 of the events merged into it
-	held    sync.Map // event id → struct{}: events a worker of this process holds
-	bg      sync.WaitGroup
-	state   workerState
+	running sync.Map                   // conversation key → *runningTask
+	merged  sync.Map                   // event id → []int64 of the events merged into it
+	held    sync.Map                   // event id → struct{}: events a worker of this process holds
+	sched   atomic.Pointer[dispatcher] // while Run runs
+	// ackPressure: until this time (unix ns) webhooks wait too long for
+	// the journal, and the dispatcher starts no more than minWorkers.
+	ackPressure atomic.Int64
+	inDify      atomic.Int64 // workers waiting for a Dify answer
+	bg          sync.WaitGroup
+	state       workerState
+	// ownSwept is the last ownership entry retention looked at; only Run's
+	// goroutine uses it.
+	ownSwept int64
+
+	paramsMu    sync.Mutex
+	params      map[string]cachedParams   // by Dify URL and route
+	difyFetch   map[string]*fetch.Fetcher // by Dify URL
+	fetchOnce   sync.Once
+	cwFetch     *fetch.Fetcher
+	cwFetchErr  error
+	transcripts transcriptWaiters
 
 	pingMu sync.Mutex
 	ping   *pingCall // the readiness write in flight, shared by concurrent probes
@@ -139,7 +200,7 @@ func New(o Options) *Bridge {
 		o.DifyIdleTimeout = 45 * time.Second
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second
@@ -171,8 +232,24 @@ func New(o Options) *Bridge {
 	if o.JournalBudget <= 0 {
 		o.JournalBudget = 3 * time.Second
 	}
+	if o.IdleSweep <= 0 {
+		o.IdleSweep = 30 * time.Second
+	}
+
+	if o.MaxFileBytes <= 0 {
+		o.MaxFileBytes = fetch.DefaultMaxBytes
+	}
+	if o.DownloadTimeout <= 0 {
+		o.DownloadTimeout = fetch.DefaultTimeout
+	}
+	if o.VoiceFallback == "" {
+		o.VoiceFallback = VoiceAsk
+	}
+	if o.VoiceAskMessage == "" {
+		o.VoiceAskMessage = "Sorry, I can't listen to voice messages here. Could you type your question?"
+	}
 	return &Bridge{o: o, log: o.Logger, difys: map[string]*dify.Client{}, wake: make(chan struct{}, 1),
-		rejects: newRejectLimiter(o.Now)}
+		rejects: newRejectLimiter(o.Now), params: map[string]cachedParams{}, difyFetch: map[string]*fetch.Fetcher{}}
 }
 
 // WebhookPath is where bridge serves Chatwoot's webhooks; public_url plus

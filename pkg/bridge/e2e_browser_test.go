@@ -280,6 +280,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		if got := textIn(t, ctx, frame, "#fact-app"); !strings.Contains(got, "conversation ") {
 			t.Errorf("Dify app line = %q", got)
 		}
+		in(t, ctx, frame, `#owners:not([hidden]) #ownership li[data-kind="handoff"]`, "the handoff in who held it")
+		if got := textIn(t, ctx, frame, "#ownership"); !strings.Contains(got, "handed off → human · customer_asked") ||
+			!strings.Contains(got, `customer asked for a human: "I want to talk to a human, please." · event #`) {
+			t.Errorf("who held it = %q", got)
+		}
 
 		shot, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#dashboard-app--frame-0-0")))
 		if err != nil {
@@ -308,6 +313,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		if got := textIn(t, ctx, frame, "#holder"); got != "Bot" {
 			t.Errorf("holder after the click = %q", got)
+		}
+		in(t, ctx, frame, `#ownership li:first-child[data-kind="return"] + li[data-kind="handoff"]`, "the give-back in who held it, newest first")
+		if got := textIn(t, ctx, frame, "#ownership li:first-child"); !strings.Contains(got, "returned → bot · give-back") ||
+			!strings.Contains(got, "given back by Agent Smith (agent 3)") {
+			t.Errorf("newest entry = %q", got)
 		}
 	})
 
@@ -350,6 +360,24 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		if n, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll("#events li"), chromedp.FromNode(frame), chromedp.AtLeast(0))); err != nil || len(n) != 0 {
 			t.Errorf("events shown with a wrong key: %d, %v", len(n), err)
+		}
+	})
+
+	// Who held it comes from the journal, and its texts may come from
+	// people (an agent's name, a customer's message): they are shown as
+	// text, never parsed as markup.
+	t.Run("OwnershipIsText", func(t *testing.T) {
+		const markup = `<img src="x" id="injected">`
+		if err := Keep(bg, w.db, 1, other, markup); err != nil {
+			t.Fatal(err)
+		}
+		frame := open(t, ctx, w.frameURL(other, testDashboardKey, "normal"))
+		in(t, ctx, frame, `#ownership li[data-kind="keep"]`, "the keep in who held it")
+		if got := textIn(t, ctx, frame, "#ownership"); !strings.Contains(got, "kept for humans by "+markup) {
+			t.Errorf("who held it = %q", got)
+		}
+		if n, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll("#injected"), chromedp.FromNode(frame), chromedp.AtLeast(0))); err != nil || len(n) != 0 {
+			t.Errorf("the entry's text was parsed as markup: %d nodes, %v", len(n), err)
 		}
 	})
 

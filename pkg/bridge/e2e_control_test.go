@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -522,5 +523,26 @@ func TestStaleSnapshotNeverUndoesTakeover(t *testing.T) {
 	e.waitFinal(e.say(conv, "one more question").EventID)
 	if got := e.botReplies(conv); len(got) != 2 {
 		t.Errorf("after give-back: bot replies %q", got)
+	}
+}
+
+// TestFutureSnapshotDoesNotPinStatus: a payload dated far in the future
+// must not outrank every later status.
+func TestFutureSnapshotDoesNotPinStatus(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := t.Context()
+	conv := e.cw.NewConversation(1, simulate.Contact{ID: 1, Name: "A"}, "pending")
+	e.waitFinal(e.say(conv, "hello").EventID)
+	body := fmt.Sprintf(`{"event":"conversation_status_changed","id":%d,"inbox_id":1,"status":"open","updated_at":32503680000.5,`+
+		`"messages":[{"account_id":1}],"contact_inbox":{"contact_id":1}}`, conv)
+	if d, err := e.cw.Deliver(ctx, []byte(body)); err != nil || ackOf(t, d).Status != "ignored" {
+		t.Fatalf("future snapshot: %v %+v", err, d)
+	}
+	if _, err := e.cw.SetStatus(ctx, conv, "pending"); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.say(conv, "still there?"); a.Status != "accepted" {
+		c, _ := e.db.Conversation(ctx, 1, conv)
+		t.Errorf("after a real status change: %+v (stored status %s at %v)", a, c.Status, c.StatusAt)
 	}
 }

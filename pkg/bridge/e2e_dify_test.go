@@ -149,7 +149,7 @@ func TestChatflowWorkerErrorWithoutMappingHandsOff(t *testing.T) {
 	if n := len(e.dify.Requests()); n != 1 {
 		t.Errorf("dify requests = %d, want 1", n)
 	}
-	if notes := e.notes(conv); len(notes) != 1 || notes[0] != "Handoff: "+why {
+	if notes := e.notes(conv); len(notes) != 1 || strings.Split(notes[0], "\n")[0] != "Handoff: "+why {
 		t.Errorf("notes = %q", notes)
 	}
 }

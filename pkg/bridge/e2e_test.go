@@ -101,6 +101,7 @@ func newEnv(t *testing.T, eo envOptions) *env {
 	}
 	cw := simulate.NewChatwoot(cwo)
 	cwSrv := httptest.NewServer(cw)
+	cw.SetFrontendURL(cwSrv.URL)
 	cw.AddInbox(1, "Website", "")
 	cw.AddInbox(2, "Unrouted", "")
 	logs := &syncBuffer{}

@@ -37,12 +37,21 @@ type Input struct {
 	// flight in this conversation (the echo can beat the POST's answer).
 	Posted      bool
 	BotStatuses []string
+	// NoStatusReturn: the route gives conversations back to the bot only
+	// on a give-back (or never), so a status change into a bot status does
+	// not (lifecycle return rule giveback or never).
+	NoStatusReturn bool
+	// Waiting is true when an open event waits on this message (a voice
+	// note whose transcription a message_updated brings).
+	Waiting bool
+	// CSATFeedback is true when CSAT ratings go to Dify (feedback.csat).
+	CSATFeedback bool
 }
 
 // Verdict is what to do with a webhook.
 type Verdict struct {
 	Accept bool
-	Kind   string // store.KindMessage or store.KindTakeover when accepted
+	Kind   string // store.KindMessage, KindTakeover or KindReopen when accepted
 	Reason string // why it was ignored
 	// ReturnToBot: Chatwoot reports the conversation in a bot status again
 	// after a human took it over, so the bot owns it again.
@@ -62,9 +71,25 @@ func Decide(in Input) Verdict {
 	// AgentBots::WebhookJob). So only news that a status changed into a bot
 	// status, newer than the takeover, gives a human-held conversation back
 	// to the bot; the status inside a message_created never does.
-	back := in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
+	back := !in.NoStatusReturn && in.Conv.State == store.StateHuman && e.Name == "conversation_status_changed" &&
 		slices.Contains(in.BotStatuses, status) && newerThan(e.SnapshotAt(), in.Conv.StateAt)
+	// A route that does not give conversations back on a status change
+	// must not leave one sitting in a bot status, which agents' views do
+	// not show as theirs, with a bot that stays silent: Chatwoot reopened it
+	// (a customer wrote into a resolved conversation) or someone set it
+	// pending, after the takeover. It is opened again for the humans.
+	reopen := in.NoStatusReturn && in.Conv.State == store.StateHuman && in.Route != nil && in.Route.Enabled &&
+		in.Route.Mode != store.ModeDraft && slices.Contains(in.BotStatuses, status) &&
+		!e.SnapshotAt().IsZero() && e.SnapshotAt().After(in.Conv.StateAt)
+	if e.Name == "message_updated" {
+		if k := updateKind(in); k != "" {
+			return Verdict{Accept: true, Kind: k}
+		}
+	}
 	if e.Name != "message_created" {
+		if reopen && e.Name == "conversation_status_changed" {
+			return Verdict{Accept: true, Kind: store.KindReopen}
+		}
 		return Verdict{Reason: ReasonNotMessageCreated, ReturnToBot: back}
 	}
 	draft := in.Route != nil && in.Route.Mode == store.ModeDraft
@@ -100,12 +125,32 @@ func Decide(in Input) Verdict {
 		return ignore(ReasonStatusPrefix + statusOrUnknown(status))
 	}
 	if !draft && in.Conv.State == store.StateHuman && !back {
+		if reopen {
+			return Verdict{Accept: true, Kind: store.KindReopen}
+		}
 		return ignore(ReasonHumanOwned)
 	}
 	if strings.TrimSpace(e.Content) == "" && len(e.Attachments) == 0 {
 		return Verdict{Reason: ReasonEmpty, ReturnToBot: back}
 	}
 	return Verdict{Accept: true, Kind: store.KindMessage, ReturnToBot: back}
+}
+
+// updateKind picks the message_updated events bridge acts on; every other
+// one stays not_message_created. The channel refused one of bridge's own
+// posts (content_attributes.external_error); Chatwoot transcribed a voice
+// note an event is waiting on; the customer rated the conversation.
+func updateKind(in Input) string {
+	e := in.Event
+	switch {
+	case in.Posted && e.ExternalError != "" && in.Route != nil && in.Route.Mode != store.ModeDraft:
+		return KindRefused
+	case in.Waiting && e.MessageType == "incoming" && e.Transcript() != "":
+		return KindTranscript
+	case in.CSATFeedback && e.CSAT != nil && e.ContentType == "input_csat" && in.Route != nil && in.Route.Enabled:
+		return KindFeedback
+	}
+	return ""
 }
 
 // statusAllowed: auto routes act in bot statuses only; a draft route is a

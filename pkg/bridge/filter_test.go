@@ -275,3 +275,56 @@ func BenchmarkParseDecide(b *testing.B) {
 		}
 	}
 }
+
+func TestDecideMessageUpdated(t *testing.T) {
+	auto := &store.Route{ID: 1, InboxID: 1, Enabled: true, Mode: store.ModeAuto}
+	draft := &store.Route{ID: 2, InboxID: 1, Enabled: true, Mode: store.ModeDraft}
+	base := "../../testdata/corpus/chatwoot/captured_message_created_incoming_contact_webwidget.json"
+	upd := func(f func(e *chatwoot.Event)) *chatwoot.Event {
+		e := mustParse(t, base)
+		e.Name = "message_updated"
+		f(e)
+		return e
+	}
+	refused := func(e *chatwoot.Event) {
+		e.MessageType, e.Sender, e.ExternalError = "outgoing", &chatwoot.Sender{Type: chatwoot.SenderAgentBot}, "(#131047) window"
+	}
+	voice := func(e *chatwoot.Event) {
+		e.Attachments = []chatwoot.Attachment{{FileType: "audio", TranscribedText: "hello there"}}
+	}
+	csat := func(e *chatwoot.Event) {
+		e.MessageType, e.Sender, e.ContentType, e.CSAT = "template", nil, "input_csat", &chatwoot.CSATResponse{Rating: 5}
+	}
+	for _, tc := range []struct {
+		name    string
+		ev      *chatwoot.Event
+		route   *store.Route
+		posted  bool
+		waiting bool
+		csat    bool
+		want    string
+	}{
+		{"refusal of bridge's post", upd(refused), auto, true, false, false, "accept:" + KindRefused},
+		{"refusal of someone else's post", upd(refused), auto, false, false, false, ReasonNotMessageCreated},
+		{"refusal of a draft route's note", upd(refused), draft, true, false, false, ReasonNotMessageCreated},
+		{"refusal without a route", upd(refused), nil, true, false, false, ReasonNotMessageCreated},
+		{"transcription awaited", upd(voice), auto, false, true, false, "accept:" + KindTranscript},
+		{"transcription nobody waits for", upd(voice), auto, false, false, false, ReasonNotMessageCreated},
+		{"waiting, but no text yet", upd(func(e *chatwoot.Event) { e.Attachments = []chatwoot.Attachment{{FileType: "audio"}} }), auto, false, true, false, ReasonNotMessageCreated},
+		{"csat rating, feedback on", upd(csat), auto, false, false, true, "accept:" + KindFeedback},
+		{"csat rating, feedback off", upd(csat), auto, false, false, false, ReasonNotMessageCreated},
+		{"plain edit", upd(func(*chatwoot.Event) {}), auto, false, false, true, ReasonNotMessageCreated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := Decide(Input{Event: tc.ev, Route: tc.route, Conv: store.Conversation{State: store.StateBot, Status: "pending"},
+				Posted: tc.posted, Waiting: tc.waiting, CSATFeedback: tc.csat, BotStatuses: []string{"pending"}})
+			got := v.Reason
+			if v.Accept {
+				got = "accept:" + v.Kind
+			}
+			if got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -102,7 +103,9 @@ func (b *Bridge) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		b.reject(r, w, http.StatusBadRequest, err.Error(), delivery, body)
 		return
 	}
+	journaling := time.Now()
 	ack, err := b.Ingest(ctx, ev, body, delivery)
+	b.journalTook(time.Since(journaling))
 	if err != nil {
 		b.o.Metrics.webhookError()
 		b.log.Error("journal webhook", keyStage, StageReceived, keyErr, err, "delivery", delivery)
@@ -310,7 +313,15 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		rec     store.Event
 		verdict Verdict
 	)
+	var settings lifecycle.Settings
+	if route != nil {
+		settings = b.settingsFor(ctx, route.ID)
+	}
 	now := b.o.Now()
+	// A snapshot cannot be newer than its arrival: a payload dated in the
+	// future (a clock ahead, or a forged body) would otherwise outrank every
+	// later status.
+	ev.ClampSnapshot(now)
 	write := b.o.Store.Write
 	if ownEcho(ev) {
 		// The echo of bridge's own post is ignored whatever the journal
@@ -348,8 +359,14 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 				}
 			}
 		}
-		verdict = Decide(Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses})
-		if verdict.Accept && ev.MessageID != 0 {
+		in := Input{Event: ev, Route: route, Conv: conv, Posted: posted, BotStatuses: b.o.BotStatuses,
+			NoStatusReturn: !settings.ReturnsOnStatus()}
+		waiting, err := b.updateInput(tx, ev, &in)
+		if err != nil {
+			return err
+		}
+		verdict = Decide(in)
+		if verdict.Accept && ev.MessageID != 0 && verdict.Kind != KindTranscript {
 			seen, err := tx.SeenMessage(ev.MessageID)
 			if err != nil {
 				return err
@@ -367,8 +384,11 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			if verdict.Kind == store.KindMessage && b.o.Debounce > 0 {
 				rec.NotBefore = now.Add(b.o.Debounce)
 			}
-			if verdict.Kind == store.KindTakeover {
+			switch verdict.Kind {
+			case store.KindTakeover:
 				rec.Reason = "agent replied"
+			case store.KindReopen:
+				rec.Reason = "reopened in a bot status while humans hold it"
 			}
 		} else {
 			rec.Status, rec.Reason = store.StatusIgnored, verdict.Reason
@@ -381,6 +401,9 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			detail = "ignored: " + verdict.Reason
 		}
 		if err := tx.AddHop(store.Hop{EventID: rec.ID, Stage: StageDecision, Outcome: rec.Status, Detail: detail + routeNote(route)}); err != nil {
+			return err
+		}
+		if err := applyUpdate(tx, ev, &rec, waiting); err != nil {
 			return err
 		}
 		// Keep bridge's record of routed conversations current: Chatwoot's
@@ -400,18 +423,7 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 				return err
 			}
 		}
-		if verdict.ReturnToBot {
-			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateBot, "status "+ev.Conversation.Status); err != nil {
-				return err
-			}
-		}
-		if verdict.Accept && verdict.Kind == store.KindTakeover {
-			// Stop answering at once; the worker then tells Chatwoot.
-			if err := tx.SetConversationState(ev.AccountID, ev.Conversation.ID, store.StateHuman, "agent replied"); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.ingestLifecycle(tx, ev, route, &settings, conv, known, verdict, rec.ID)
 	})
 	if err != nil {
 		return Ack{}, err
@@ -422,6 +434,9 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		if verdict.Kind == store.KindTakeover {
 			b.stopRunning(ev.AccountID, ev.Conversation.ID)
 			b.notifyTakeover(ev.AccountID, ev.Conversation.ID)
+		}
+		if verdict.Kind == KindTranscript {
+			b.transcripts.wake(ev.MessageID)
 		}
 		b.kick()
 		return Ack{Status: "accepted", EventID: rec.ID}, nil

@@ -89,7 +89,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.stale = &queueCollector{desc: prometheus.NewDesc("bridge_events_working_stale",
 		"Events working without progress for longer than dify.timeout: their worker is stuck, waits for the journal, or is gone.", nil, nil)}
 	m.requeues = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bridge_events_requeued_total",
-		Help: "Events put back in the queue: after an error in their processing (error), found working with no worker (orphaned), or, with replicas, found with a lease that ran out (lease_expired)."},
+		Help: "Events put back in the queue: after an error in their processing (error), found working with no worker (orphaned), refused by a Dify app at its concurrency cap (dify_busy), or, with replicas, found with a lease that ran out (lease_expired)."},
 		[]string{"reason"})
 	m.leasesLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "bridge_leases_lost_total",
 		Help: "Events this process stopped driving because another process took their lease (this one could not renew it in time)."})

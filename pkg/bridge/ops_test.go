@@ -187,14 +187,15 @@ func queryInt(t *testing.T, db *store.DB, q string, args ...any) int {
 
 // TestRetention: ignored and rejected events older than retention.ignored
 // are deleted in the background, in small batches, with their traces;
-// younger ones and every acted-on event stay.
+// younger ones and every acted-on event stay. So do the ownership entries
+// of conversations bridge acted in; those of conversations it never acted
+// in go with their events.
 func TestRetention(t *testing.T) {
 	const retention = 168 * time.Hour
 	t0 := time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)
 	clk := &clock{now: t0}
-	e := newEnv(t, envOptions{noRun: true, cwOpts: func(o *simulate.ChatwootOptions) { o.EchoSync = true },
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, noRun: true, cwOpts: func(o *simulate.ChatwootOptions) { o.EchoSync = true; o.Now = clk.Now },
 		tune: func(o *Options) { o.Now = clk.Now; o.RetentionIgnored = retention }})
-	e.db.Now = clk.Now
 	hook := e.srv.URL + "/webhooks/chatwoot"
 
 	// Day 0: an answer, a handoff, a message in an unrouted inbox, a junk
@@ -207,6 +208,16 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("day 0: %s, %s", answered.Status, handed.Status)
 	}
 	e.say(e.cw.NewConversation(2, simulate.Contact{ID: 2, Name: "B"}, "pending"), "hi")
+	// Humans had this one from the start; bridge only journaled its resolve.
+	humans := e.cw.NewConversation(1, simulate.Contact{ID: 4, Name: "D"}, "open")
+	if a := e.say(humans, "hello?"); a.Status != "ignored" {
+		t.Fatalf("ack %+v", a)
+	}
+	for _, c := range []int64{conv, humans} {
+		e.setStatus(c, "resolved")
+		e.wait("the resolve journaled", func() bool { return strings.Contains(kinds(e.ownership(c)), "resolved") })
+	}
+	keptOwnership := kinds(e.ownership(conv))
 	if r := post(t, hook, []byte("not json"), nil); r.code != http.StatusBadRequest {
 		t.Fatalf("junk: %d %s", r.code, r.body)
 	}
@@ -219,6 +230,9 @@ func TestRetention(t *testing.T) {
 				return err
 			}
 			if err := tx.AddHop(store.Hop{EventID: ev.ID, Stage: StageDecision, Outcome: store.StatusIgnored}); err != nil {
+				return err
+			}
+			if err := tx.AddOwnership(store.Ownership{ConversationID: ev.ConversationID, RouteID: 1, Kind: store.OwnResolved, Owner: store.StateBot}); err != nil {
 				return err
 			}
 		}
@@ -266,18 +280,21 @@ func TestRetention(t *testing.T) {
 	if n := queryInt(t, e.db, "SELECT count(*) FROM routes"); n != 1 {
 		t.Errorf("routes: %d", n)
 	}
-	// Small batches: the backlog went in several short writes, so webhooks
+	e.wait("ownership retention", func() bool { return queryInt(t, e.db, "SELECT count(*) FROM ownership") == 2 })
+	if got := kinds(e.ownership(conv)); got != keptOwnership || got != "handoff:customer_asked resolved:status resolved" {
+		t.Errorf("ownership of the conversation bridge answered = %q, want %q", got, keptOwnership)
+	}
+	// Small batches: the backlogs went in several short writes, so webhooks
 	// waiting for the writer never queue behind one long delete.
-	if c, _ := e.db.Commits(); c-commits < backlog/500+1 {
-		t.Errorf("retention used %d commits for %d events; want batches of at most 500", c-commits, backlog)
+	if c, _ := e.db.Commits(); c-commits < 2*(backlog/500+1) {
+		t.Errorf("retention used %d commits for %d events and their ownership entries; want batches of at most 500", c-commits, backlog)
 	}
 }
 
 // TestRetentionOff: with retention.ignored 0 nothing is deleted.
 func TestRetentionOff(t *testing.T) {
 	clk := &clock{now: time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)}
-	e := newEnv(t, envOptions{noRun: true, tune: func(o *Options) { o.Now = clk.Now }})
-	e.db.Now = clk.Now
+	e := newEnv(t, envOptions{storeOpts: []store.Option{store.WithNow(clk.Now)}, noRun: true, tune: func(o *Options) { o.Now = clk.Now }})
 	stop := runCore(t, e)
 	e.say(e.cw.NewConversation(2, simulate.Contact{ID: 2, Name: "B"}, "pending"), "hi")
 	stop()

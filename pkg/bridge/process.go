@@ -16,6 +16,7 @@ import (
 
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/dify"
+	"github.com/bridge-dev/bridge/pkg/lifecycle"
 	"github.com/bridge-dev/bridge/pkg/store"
 )
 
@@ -46,6 +47,21 @@ func (b *Bridge) processTakeover(ctx context.Context, e *store.Event) error {
 		Outcome: "human", Detail: "agent replied; conversation set open"})
 }
 
+// processReopen opens a human-held conversation that Chatwoot put back in a
+// bot status, when the route does not return conversations to the bot that
+// way: the humans keep it, and see it.
+func (b *Bridge) processReopen(ctx context.Context, e *store.Event) error {
+	if err := b.step(ctx, e, StepReopenStatus, "toggle_status", func(ctx context.Context) (int64, error) {
+		return 0, b.o.Chatwoot.ToggleStatus(ctx, e.AccountID, e.ConversationID, "open")
+	}); err != nil {
+		return b.fail(ctx, e, fmt.Errorf("open conversation for the humans who hold it: %w", err))
+	}
+	b.setStatus(ctx, e, "open")
+	return b.finish(ctx, e, store.StatusHandedOff, "humans hold it", "", store.Hop{Stage: StageTakeover,
+		Outcome: "human", Detail: "Chatwoot put it in a bot status; the route gives it back only by " +
+			"an agent's give-back, so it is open again for the humans who hold it"})
+}
+
 func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	route, err := b.routeByID(ctx, e.RouteID)
 	if err != nil {
@@ -62,6 +78,20 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	if e.Attempts > 1 {
 		// A resumed event whose answer may already be out: settle that post
 		// with the content it had, instead of asking Dify for a new one.
+		if !draft {
+			p, err := b.loadPlan(ctx, e)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				return b.resumePlan(ctx, e, &route, p)
+			}
+			if _, ok, err := b.o.Store.Intent(ctx, e.ID, StepVoiceAsk); err != nil {
+				return err
+			} else if ok {
+				return b.askToType(ctx, e, "the request to type was being posted when bridge stopped")
+			}
+		}
 		step := StepAnswer
 		if draft {
 			step = StepDraft
@@ -85,6 +115,9 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	case e.HasStep(StepAnswer) || e.HasStep(StepDraft):
 		return b.finish(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered",
 			Detail: "answer was already posted before a restart"})
+	case e.HasStep(StepVoiceAsk):
+		return b.finish(ctx, e, store.StatusAnswered, reasonAskedToType, "", store.Hop{Stage: StageDone, Outcome: "answered",
+			Detail: "the customer was asked to type before a restart"})
 	case handoffStarted(e):
 		code := handoffCode(e)
 		note := "AI requested handoff"
@@ -118,14 +151,35 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 	}
 	defer stopTyping()
 
-	ans, err := b.ask(ctx, e, &route, &conv)
+	user := difyUser(e, &conv)
+	q, err := b.prepare(ctx, e, &route, user)
+	if err != nil {
+		stopTyping()
+		if draft {
+			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
+		}
+		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: "+errText(err))
+	}
+	if q.nothingElse {
+		stopTyping()
+		return b.voiceFallback(ctx, e, &route, q.voiceFailed, draft)
+	}
+	if !draft {
+		// Said in a voice note, a request for a human counts as written.
+		if kw := MatchKeyword(strings.Join(q.spoken, "\n"), ho.Keywords); kw != "" {
+			stopTyping()
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "keyword", Detail: fmt.Sprintf("matched %q in a voice note", kw)})
+			return b.handoff(ctx, e, &route, HandoffCustomerAsked, fmt.Sprintf("customer asked for a human (voice note): %q", truncate(strings.Join(q.spoken, " "), 200)))
+		}
+	}
+	ans, err := b.ask(ctx, e, &route, &conv, q, user)
 	stopTyping()
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if store.IsStorage(err) {
-			return err // the journal's failure, not the AI's: the worker drives the event again
+		if store.IsStorage(err) || errors.Is(err, errDifyBusy) {
+			return err // the journal's failure, or Dify at its cap: the worker drives the event again
 		}
 		if draft {
 			return b.fail(ctx, e, fmt.Errorf("ai failed: %w", err))
@@ -143,19 +197,19 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		if text == "" {
 			return b.fail(ctx, e, errors.New("ai failed: empty answer"))
 		}
-		if err := b.post(ctx, e, StepDraft, "AI draft: "+text, true); err != nil {
+		if err := b.post(ctx, e, StepDraft, "AI draft: "+text+filesNote(ans), true); err != nil {
 			return b.fail(ctx, e, err)
 		}
 		return b.finish(ctx, e, store.StatusAnswered, "draft", "", store.Hop{Stage: StageDone, Outcome: "answered", Detail: "draft posted as a private note"})
 	}
-	if !marked && strings.TrimSpace(text) == "" {
+	if !marked && strings.TrimSpace(text) == "" && len(ans.Files) == 0 {
 		return b.handoff(ctx, e, &route, HandoffAIFailed, "AI failed: empty answer")
 	}
 	// The supersede gate: a human may have taken over, or Chatwoot may have
 	// moved the conversation out of a bot status, while Dify was thinking.
 	if why := b.superseded(ctx, e); why != "" {
-		note := "AI draft, not sent: " + text
-		if text == "" {
+		note := "AI draft, not sent: " + text + filesNote(ans)
+		if text == "" && len(ans.Files) == 0 {
 			note = "AI draft, not sent: (the AI asked for a human)"
 		}
 		if err := b.post(ctx, e, StepSupersededNote, note, true); err != nil {
@@ -163,26 +217,26 @@ func (b *Bridge) processMessage(ctx context.Context, e *store.Event) error {
 		}
 		return b.finish(ctx, e, store.StatusSuperseded, why, "", store.Hop{Stage: StageDone, Outcome: "superseded", Detail: why + "; answer kept as a private note"})
 	}
-	if marked {
-		// Remember the handoff before the answer goes out, so a restart
-		// between the two still hands off.
-		if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: StepHandoffDue}); err != nil {
+	pl := b.planAnswer(&route, q.channel, text, ans, user)
+	save, err := planWriter(e, pl, marked, markerTarget(ans.Text, ho.AIMarker))
+	if err != nil {
+		return err
+	}
+	if len(pl.Parts) == 0 && marked {
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), save); err != nil {
 			return err
 		}
 	}
-	if text != "" {
-		if err := b.post(ctx, e, StepAnswer, text, false); err != nil {
-			if !marked && !store.IsStorage(err) {
-				return b.handoff(ctx, e, &route, HandoffAIFailed, "answer could not be posted: "+errText(err))
-			}
+	if i, err := b.postPlan(ctx, e, &route, &pl, save); err != nil {
+		if marked {
 			return b.fail(ctx, e, err)
 		}
+		return b.afterPostFailure(ctx, e, &route, i, err)
 	}
 	if marked {
 		return b.handoff(ctx, e, &route, HandoffAIRequested, "AI requested handoff")
 	}
-	return b.finishWith(ctx, e, store.StatusAnswered, "", "", store.Hop{Stage: StageDone, Outcome: "answered"},
-		func(tx *store.Tx) error { return tx.CountAnswer(e.AccountID, e.ConversationID) })
+	return b.finishAnswered(ctx, e, &route, &pl)
 }
 
 // resumeAnswer finishes an event resumed with its answer in doubt.
@@ -239,7 +293,7 @@ func (b *Bridge) superseded(ctx context.Context, e *store.Event) string {
 
 // ask calls the route's Dify app with retries, reusing the mapped Dify
 // conversation and starting a new one once if Dify no longer knows it.
-func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation) (*dify.Answer, error) {
+func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, conv *store.Conversation, q *question, user string) (*dify.Answer, error) {
 	client, err := b.difyFor(route)
 	if err != nil {
 		return nil, err
@@ -250,39 +304,38 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 	if conv.RouteID == route.ID {
 		difyConv = conv.DifyConversationID
 	}
-	contact := conv.ContactID
-	if contact == 0 {
-		contact = e.ContactID
-	}
 	ev, _ := chatwoot.ParseEvent(e.Payload) // it parsed when it was accepted; nil only for a hand-edited row
 	req := dify.ChatRequest{
-		Query:          e.Text,
+		Query:          q.query,
 		Inputs:         b.inputs(ev, route),
-		User:           fmt.Sprintf("chatwoot-%d-%d", e.AccountID, contact),
+		User:           user,
 		ConversationID: difyConv,
-		Files:          attachments(ev),
+		Files:          q.files,
 		AppMode:        route.AppMode,
 	}
+	b.episodeInputs(ctx, e, req.ConversationID == "", req.Inputs)
 	if strings.TrimSpace(req.Query) == "" {
-		// Dify refuses an empty query; an attachment-only message still
-		// deserves an answer.
-		req.Query = "(the customer sent an attachment)"
+		// Dify refuses an empty query.
+		req.Query = "(the customer sent an empty message)"
 	}
-	freshTried := false
+	freshTried, uploaded := false, false
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		k := convKey{e.AccountID, e.ConversationID}
 		rt := &runningTask{client: client, user: req.User, event: e.ID}
 		b.running.Store(k, rt)
+		b.waitingDify(1)
 		ans, err := client.Chat(ctx, req, func(taskID, _ string) {
 			if rt.started(taskID) {
 				b.stopTask(rt) // a human took over before the first token
 			}
 		})
+		b.waitingDify(-1)
 		b.running.Delete(k)
 		d := time.Since(start)
 		if err == nil {
 			b.o.Metrics.dify(route.ID, "ok", d)
+			b.difyAnswered(route.ID)
 			if ans.FirstToken > 0 {
 				b.o.Metrics.firstToken(route.ID, ans.FirstToken)
 			}
@@ -314,6 +367,12 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 		}
 		b.o.Metrics.dify(route.ID, "error", d)
 		var ae *dify.APIError
+		if errors.As(err, &ae) && ae.ConcurrencyCapped() && b.difyBusy(route.ID, e) {
+			// Not retried here: the event goes back in the queue and the
+			// dispatcher slows this route down, so that the worker is free.
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "busy", Detail: errText(err) + "; back in the queue", Duration: d})
+			return nil, fmt.Errorf("%w: %w", errDifyBusy, err)
+		}
 		// A chatflow worker that fails before its first node is, with a conversation id, most
 		// likely Dify 1.14 not finding the conversation; try a new one once, as after a 404.
 		if errors.As(err, &ae) && (ae.ConversationNotExists() || ae.FailedBeforeFirstNode()) && req.ConversationID != "" && !freshTried {
@@ -328,6 +387,17 @@ func (b *Bridge) ask(ctx context.Context, e *store.Event, route *store.Route, co
 				return nil, err
 			}
 			req.ConversationID, freshTried = "", true
+			attempt--
+			continue
+		}
+		if len(q.remote) > 0 && !uploaded && b.transferFor(route) == TransferAuto && refusedRemote(err) {
+			// Dify could not fetch Chatwoot's URL (its SSRF proxy refuses
+			// private addresses since 1.15, or the URL needs a login):
+			// bring the files over by upload instead.
+			b.hop(ctx, e, store.Hop{Stage: StageDify, Outcome: "remote url refused",
+				Detail: errText(err) + "; uploading the file(s) instead (attachments.transfer auto)", Duration: d})
+			b.uploadInstead(ctx, e, client, q, user)
+			req.Query, req.Files, uploaded = q.query, q.files, true
 			attempt--
 			continue
 		}
@@ -391,21 +461,6 @@ func (b *Bridge) inputs(ev *chatwoot.Event, route *store.Route) map[string]any {
 	return out
 }
 
-// attachments passes image attachments to Dify by URL; Dify ignores files
-// when the app has uploads off.
-func attachments(ev *chatwoot.Event) []dify.File {
-	if ev == nil || len(ev.Attachments) == 0 {
-		return nil
-	}
-	var out []dify.File
-	for _, a := range ev.Attachments {
-		if a.FileType == "image" && a.DataURL != "" {
-			out = append(out, dify.File{Type: "image", TransferMethod: "remote_url", URL: a.DataURL})
-		}
-	}
-	return out
-}
-
 // handoffFor merges the route's overrides into the [handoff] defaults.
 func (b *Bridge) handoffFor(r *store.Route) HandoffOptions {
 	h := b.o.Handoff
@@ -422,11 +477,22 @@ func (b *Bridge) handoffFor(r *store.Route) HandoffOptions {
 }
 
 // handoff glides the conversation to a human: the handoff message to the
-// customer, a private note with the reason, status open, team and labels.
-// Each step is recorded, so a retry or restart never repeats one.
+// customer (the route's out-of-hours message when nobody is there), status
+// open, a private note that says why at a glance, then the team, agent,
+// priority and labels the route's handoff table gives the reason (or the
+// target an AI marker named). Each step is recorded, so a retry or restart
+// never repeats one.
+//
+// The status goes open with the bot token first: for a pending
+// conversation that is Chatwoot's bot_handoff! (ConversationsController#
+// toggle_status → Conversation#bot_handoff!), which sets waiting_since and
+// dispatches conversation.bot_handoff, what Chatwoot's bot-handoff reports
+// and its unattended views count. Assigning an agent before that would open
+// the conversation without it (AssignmentService#open_on_assignment?).
 func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route, reason, note string) error {
 	note = b.o.Redactor.String(note) // every agent reads the note
 	ho := b.handoffFor(route)
+	s := b.settingsFor(ctx, route.ID)
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
 		return err
@@ -442,17 +508,44 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 				Detail: why + "; " + note})
 		}
 	}
+	target := handoffTarget(&cur)
+	asg := s.AssignFor(lifecycle.Assign{Team: ho.TeamID, Labels: ho.Labels}, reason, target)
+	detail := note
+	if target != "" {
+		if _, ok := s.Handoff.Targets[target]; ok {
+			detail += "; target " + target
+		} else {
+			detail += "; target " + target + " is not in the route's handoff table"
+		}
+	}
+	hopDetail := detail
+	if !asg.IsZero() {
+		hopDetail += "; " + asg.String()
+	}
 	if err := b.record(ctx, e.ID, &store.EventUpdate{AddStep: stepHandoffReason + reason},
-		store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note}); err != nil {
+		store.Hop{Stage: StageHandoff, Outcome: reason, Detail: hopDetail}); err != nil {
 		return err
 	}
-	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: note})
+	b.logHop("hop", e, store.Hop{Stage: StageHandoff, Outcome: reason, Detail: detail})
+	hours, err := b.handoffHours(ctx, e, &cur, route, &s)
+	if err != nil {
+		return err
+	}
+	closed := hours.known && !hours.open
+	msg := ho.Message
+	if closed {
+		tmpl := s.Hours.Closed
+		if tmpl == "" && hours.away != "" {
+			tmpl = strings.TrimSpace(hours.away) + " We are back {next_open}."
+		}
+		msg = lifecycle.ClosedMessage(tmpl, hours.next, s.Hours.AskEmail)
+	}
 	// Each step is tried on its own: whatever Chatwoot accepts gets a human
 	// looking. The status goes open before the note, so a conversation
 	// whose messages Chatwoot refuses still lands in front of agents.
 	var errs []error
-	if ho.Message != "" {
-		if err := b.post(ctx, e, StepHandoffMessage, ho.Message, false); err != nil {
+	if msg != "" {
+		if err := b.post(ctx, e, StepHandoffMessage, msg, false); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -470,7 +563,8 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 	} else {
 		b.setStatus(ctx, e, "open")
 	}
-	noteText := "Handoff: " + note
+	noteText := b.handoffNote(ctx, e, route, &s, handoffNote{reason: reason, note: note, target: target, asg: asg,
+		closed: closed, next: hours.next})
 	if len(errs) > 0 {
 		noteText += "\n(not done: " + errText(errors.Join(errs...)) + ")"
 	}
@@ -480,20 +574,34 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		}
 		errs = append(errs, fmt.Errorf("handoff note: %w", err))
 	}
-	if ho.TeamID > 0 {
+	if asg.Team > 0 {
 		if err := b.step(ctx, e, StepHandoffTeam, "assignments", func(ctx context.Context) (int64, error) {
-			return 0, b.o.Chatwoot.AssignTeam(ctx, e.AccountID, e.ConversationID, ho.TeamID)
+			return 0, b.o.Chatwoot.AssignTeam(ctx, e.AccountID, e.ConversationID, asg.Team)
 		}); err != nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "team not assigned", Detail: errText(err)})
 		}
 	}
-	if len(ho.Labels) > 0 {
+	if asg.Agent > 0 {
+		if err := b.step(ctx, e, StepHandoffAgent, "assignments", func(ctx context.Context) (int64, error) {
+			return 0, b.o.Chatwoot.AssignAgent(ctx, e.AccountID, e.ConversationID, asg.Agent)
+		}); err != nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "agent not assigned", Detail: errText(err)})
+		}
+	}
+	if asg.Priority != "" {
+		if err := b.step(ctx, e, StepHandoffPriority, "toggle_priority", func(ctx context.Context) (int64, error) {
+			return 0, b.o.Chatwoot.TogglePriority(ctx, e.AccountID, e.ConversationID, asg.Priority)
+		}); err != nil {
+			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "priority not set", Detail: errText(err)})
+		}
+	}
+	if len(asg.Labels) > 0 {
 		if b.o.ChatwootUser == nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels skipped",
 				Detail: "labels need a user access token: set chatwoot.user_token"})
 			b.log.Warn("handoff labels skipped: chatwoot.user_token is not set", eventAttrs(e, keyStage, StageHandoff)...)
 		} else if err := b.step(ctx, e, StepHandoffLabels, "labels", func(ctx context.Context) (int64, error) {
-			return 0, b.o.ChatwootUser.SetLabels(ctx, e.AccountID, e.ConversationID, ho.Labels)
+			return 0, b.o.ChatwootUser.SetLabels(ctx, e.AccountID, e.ConversationID, asg.Labels)
 		}); err != nil {
 			b.hop(ctx, e, store.Hop{Stage: StageHandoff, Outcome: "labels not set", Detail: errText(err)})
 		}
@@ -502,8 +610,26 @@ func (b *Bridge) handoff(ctx context.Context, e *store.Event, route *store.Route
 		// The bot stops only once Chatwoot has the conversation open: with
 		// the status still pending, the customer's next message is the
 		// bot's again rather than nobody's.
+		own := detail
+		if closed {
+			own += "; out of hours"
+		}
 		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-			return tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note)
+			conv, _, err := tx.Conversation(e.AccountID, e.ConversationID)
+			if err != nil {
+				return err
+			}
+			if err := tx.SetConversationState(e.AccountID, e.ConversationID, store.StateHuman, note); err != nil {
+				return err
+			}
+			if err := tx.SetHandoffCause(e.AccountID, e.ConversationID, reason); err != nil {
+				return err
+			}
+			if conv.State == store.StateHuman {
+				return nil // a resumed handoff already journaled the change
+			}
+			return tx.AddOwnership(store.Ownership{AccountID: e.AccountID, ConversationID: e.ConversationID, RouteID: route.ID,
+				Kind: store.OwnHandoff, Owner: store.StateHuman, Cause: reason, Detail: own, EventID: e.ID})
 		}); err != nil {
 			return err
 		}
@@ -537,6 +663,14 @@ func (b *Bridge) fail(ctx context.Context, e *store.Event, err error) error {
 // the message. A post in doubt is resolved before anything is posted again
 // (resolveInDoubt), and it always carries the content it had the first time.
 func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string, private bool) error {
+	return b.postMsg(ctx, e, nil, step, content, private, nil, nil)
+}
+
+// postMsg is post with the answer's files (fetched from the route's Dify).
+// pre, when set, is written in the same commit as the intent (the answer's
+// plan, with the first part), so it costs no fsync of its own.
+func (b *Bridge) postMsg(ctx context.Context, e *store.Event, route *store.Route, step, content string, private bool,
+	files []planFile, pre func(*store.Tx) error) error {
 	cur, err := b.o.Store.Event(ctx, e.ID)
 	if err != nil {
 		return err
@@ -554,7 +688,14 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 	} else {
 		in = store.Intent{EventID: e.ID, Step: step, AccountID: e.AccountID, ConversationID: e.ConversationID,
 			Private: private, Content: content, Hash: store.ContentHash(content, private), At: b.o.Now()}
-		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.AddIntent(in) }); err != nil {
+		if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+			if pre != nil {
+				if err := pre(tx); err != nil {
+					return err
+				}
+			}
+			return tx.AddIntent(in)
+		}); err != nil {
 			return fmt.Errorf("record intent to post %s: %w", step, err)
 		}
 	}
@@ -568,8 +709,13 @@ func (b *Bridge) post(ctx context.Context, e *store.Event, step, content string,
 			inDoubt = false
 		}
 		start := time.Now()
-		m, err := b.o.Chatwoot.PostMessage(ctx, e.AccountID, e.ConversationID, chatwoot.NewMessage{Content: content, Private: private})
+		m, err := b.sendMessage(ctx, e, route, content, private, files)
 		d := time.Since(start)
+		if errors.Is(err, errNothingToPost) {
+			// The step is over: nothing of it can reach the customer.
+			return b.record(ctx, e.ID, &store.EventUpdate{AddStep: step}, store.Hop{Stage: StageChatwoot, Outcome: "skipped",
+				Detail: step + ": " + errText(err)})
+		}
 		b.o.Metrics.chatwoot("messages", statusOf(err), d)
 		if err == nil {
 			return b.recordPost(ctx, e, step, m.ID, store.Hop{Stage: StageChatwoot, Outcome: "ok",
@@ -885,6 +1031,10 @@ func isWordRune(r rune) bool {
 func stripMarker(text, marker string) (string, bool) {
 	if marker == "" {
 		return strings.TrimSpace(text), false
+	}
+	if re := targetedMarker(marker); re != nil && re.MatchString(text) {
+		// [[handoff:billing]] is the marker naming a target.
+		text = re.ReplaceAllString(text, marker)
 	}
 	lower, lm := strings.ToLower(text), strings.ToLower(marker)
 	if !strings.Contains(lower, lm) {

@@ -150,7 +150,7 @@ func PlanReplay(in ReplayInput) ReplayPlan {
 		}
 		return plan("answered-force", fmt.Sprintf("answered (Chatwoot message %d): ask Dify again and post a new answer", e.PostedMessageID))
 	case store.StatusHandedOff, store.StatusSuperseded:
-		if e.Kind == store.KindTakeover {
+		if e.Kind == store.KindTakeover || e.Kind == store.KindReopen {
 			return plan("takeover", "an agent's takeover, already carried out: nothing to ask Dify")
 		}
 		if handoffCode(e) == HandoffCustomerAsked {
@@ -267,7 +267,8 @@ func keptSteps(steps string, plan ReplayPlan) []string {
 		if st == "" {
 			continue
 		}
-		if len(plan.forget) > 0 && (slices.Contains(plan.forget, st) || strings.HasPrefix(st, stepHandoffReason)) {
+		if len(plan.forget) > 0 && (slices.Contains(plan.forget, st) || strings.HasPrefix(st, stepHandoffReason) ||
+			strings.HasPrefix(st, stepHandoffHours)) {
 			continue
 		}
 		keep = append(keep, st)
@@ -292,7 +293,16 @@ func (b *Bridge) DryRun(ctx context.Context, ev *chatwoot.Event) (Verdict, *stor
 			return Verdict{}, nil, err
 		}
 	}
-	v := Decide(Input{Event: ev, Route: route, Conv: conv, BotStatuses: b.o.BotStatuses})
+	in := Input{Event: ev, Route: route, Conv: conv, BotStatuses: b.o.BotStatuses, CSATFeedback: b.o.CSATFeedback}
+	if ev.Name == "message_updated" && ev.MessageID != 0 {
+		// A refusal counts for bridge's own posts only.
+		posted, err := b.o.Store.IsPosted(ctx, ev.MessageID)
+		if err != nil {
+			return Verdict{}, nil, err
+		}
+		in.Posted = posted
+	}
+	v := Decide(in)
 	if v.Accept && ev.MessageID != 0 {
 		evs, err := b.o.Store.ListEvents(ctx, store.EventFilter{ConversationID: ev.Conversation.ID, Limit: 1000})
 		if err != nil {

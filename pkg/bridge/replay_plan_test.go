@@ -39,6 +39,9 @@ func TestPlanReplayCoversEveryRule(t *testing.T) {
 		{"back-to-bot", ReplayInput{Event: ev(store.StatusHandedOff, "handoff_reason_ai_failed,handoff_note,handoff_status,handoff_labels"), Conv: bot},
 			"back with the bot", []string{}},
 		{"back-to-bot", ReplayInput{Event: ev(store.StatusSuperseded, "superseded_note"), Conv: bot}, "back with the bot", []string{}},
+		// A handoff driven anew looks at the opening hours anew.
+		{"back-to-bot", ReplayInput{Event: ev(store.StatusHandedOff, "handoff_reason_ai_failed,handoff_hours_closed:today at 08:00 (Europe/Paris),handoff_message,handoff_status"), Conv: bot},
+			"back with the bot", []string{}},
 		{"merged", ReplayInput{Event: &store.Event{Status: store.StatusAnswered, MergedInto: 2}, Conv: bot}, "event 2", nil},
 		{"payload", ReplayInput{Event: ev(store.StatusIgnored, ""), Conv: human}, "decide the payload again", nil},
 		{"payload", ReplayInput{Event: ev(store.StatusRejected, ""), Conv: bot}, "decide the payload again", nil},

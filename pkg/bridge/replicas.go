@@ -189,6 +189,9 @@ func (b *Bridge) reclaimExpired(ctx context.Context) {
 		}
 	}
 	if n > 0 {
+		if d := b.sched.Load(); d != nil {
+			d.forceReset() // they are behind the dispatcher's cursors
+		}
 		b.kick()
 	}
 }

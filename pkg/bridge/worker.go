@@ -35,6 +35,7 @@ const (
 	StepHandoffTeam    = "handoff_team"
 	StepHandoffLabels  = "handoff_labels"
 	StepTakeoverStatus = "takeover_status"
+	StepReopenStatus   = "reopen_status"
 	// StepHandoffDue: the answer carried the handoff marker; the handoff
 	// follows the answer even across a restart.
 	StepHandoffDue = "handoff_due"
@@ -82,15 +83,29 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	b.watchQueue()
 	b.watchJournal()
 	b.startShared(ctx)
+	b.startLifecycle(ctx)
 	// Events are interrupted on their own context, not Run's, so that the
 	// grace period can let them finish.
 	workCtx, interrupt := context.WithCancel(context.WithoutCancel(ctx))
 	defer interrupt()
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, b.o.Concurrency)
-	busy := map[convKey]bool{}
-	var mu sync.Mutex
-	done := make(chan struct{}, b.o.Concurrency)
+	d := newDispatcher(b)
+	b.sched.Store(d)
+	defer b.sched.Store(nil)
+	startWorker := func(id int64, key convKey, route int64) {
+		wg.Go(func() {
+			// The dispatcher picks; the claim decides: with replicas,
+			// another process may have claimed the event since.
+			claimed := false
+			defer func() { d.release(release{key: key, route: route, claimed: claimed}) }()
+			full, err := b.o.Store.Event(workCtx, id)
+			if err != nil {
+				b.log.Error("read event", keyEventID, id, keyErr, err)
+				return
+			}
+			claimed = b.process(workCtx, full)
+		})
+	}
 
 	var retention <-chan time.Time
 	if b.o.RetentionIgnored > 0 {
@@ -105,8 +120,10 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	debounce := time.NewTimer(time.Hour)
 	defer debounce.Stop()
 	for {
-		if next := b.dispatch(ctx, workCtx, &wg, sem, &mu, busy, done); !next.IsZero() {
-			debounce.Reset(max(next.Sub(b.o.Now()), time.Millisecond))
+		if ctx.Err() == nil {
+			if next := d.pass(ctx, startWorker); !next.IsZero() {
+				debounce.Reset(max(next.Sub(b.o.Now()), time.Millisecond))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -124,7 +141,6 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 			b.bg.Wait()
 			return nil
 		case <-b.wake:
-		case <-done:
 		case <-ticker.C:
 			b.reclaimOrphans(ctx)
 		case <-debounce.C:
@@ -207,6 +223,9 @@ func (b *Bridge) reclaimOrphans(ctx context.Context) {
 		}
 	}
 	if n > 0 {
+		if d := b.sched.Load(); d != nil {
+			d.forceReset() // they are behind the dispatcher's cursors
+		}
 		b.kick()
 	}
 }
@@ -216,97 +235,6 @@ func (b *Bridge) kick() {
 	select {
 	case b.wake <- struct{}{}:
 	default:
-	}
-}
-
-// dispatch starts work for every conversation whose oldest open event is
-// ready and not already running, and reports the earliest time a debounced
-// conversation becomes ready (zero if none).
-func (b *Bridge) dispatch(ctx, workCtx context.Context, wg *sync.WaitGroup, sem chan struct{}, mu *sync.Mutex,
-	busy map[convKey]bool, done chan struct{}) (next time.Time) {
-	if ctx.Err() != nil || len(sem) == cap(sem) {
-		// Every worker is busy: a finishing one wakes the dispatcher, so
-		// reading the queue now would only be thrown away.
-		return next
-	}
-	var after int64
-	// Across pages: a conversation whose oldest open event sat on an
-	// earlier page is done for this pass, even if its worker finished
-	// since, or a later page would start its next-but-one event.
-	seen := map[convKey]bool{}
-	for {
-		// Heads only (ids, conversation, state, debounce time), from an
-		// index: the payloads are read below for the events started.
-		evs, err := b.o.Store.OpenEventHeads(ctx, after, dispatchPage)
-		if err != nil {
-			if ctx.Err() == nil {
-				b.log.Error("read open events", "err", err)
-			}
-			return next
-		}
-		now := b.o.Now()
-		// A conversation is ready when the debounce window of its newest
-		// waiting message has closed: messages that keep arriving within the
-		// window of each other are answered together.
-		readyAt := map[convKey]time.Time{}
-		for i := range evs {
-			k := convKey{evs[i].AccountID, evs[i].ConversationID}
-			if nb := evs[i].NotBefore; nb.After(readyAt[k]) {
-				readyAt[k] = nb
-			}
-		}
-		for i := range evs {
-			e := evs[i]
-			after = e.ID
-			k := convKey{e.AccountID, e.ConversationID}
-			if seen[k] {
-				continue // an earlier event of this conversation goes first
-			}
-			seen[k] = true
-			mu.Lock()
-			isBusy := busy[k]
-			mu.Unlock()
-			if isBusy || e.Status == store.StatusWorking {
-				// Running here, or driven by another process (a replay):
-				// either way the conversation waits.
-				continue
-			}
-			if r := readyAt[k]; now.Before(r) {
-				if next.IsZero() || r.Before(next) {
-					next = r
-				}
-				continue
-			}
-			select {
-			case sem <- struct{}{}:
-			default:
-				return next // all workers busy; a finishing one wakes the dispatcher
-			}
-			mu.Lock()
-			busy[k] = true
-			mu.Unlock()
-			wg.Go(func() {
-				claimed := false
-				if full, err := b.o.Store.Event(workCtx, e.ID); err != nil {
-					b.log.Error("read event", "event_id", e.ID, "err", err)
-				} else {
-					claimed = b.process(workCtx, full)
-				}
-				mu.Lock()
-				delete(busy, k)
-				mu.Unlock()
-				<-sem
-				if claimed {
-					select {
-					case done <- struct{}{}:
-					default:
-					}
-				}
-			})
-		}
-		if len(evs) < dispatchPage {
-			return next
-		}
 	}
 }
 
@@ -340,8 +268,12 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	switch e.Kind {
 	case store.KindTakeover:
 		err = b.processTakeover(ctx, &e)
+	case store.KindReopen:
+		err = b.processReopen(ctx, &e)
 	case KindAskAgain:
 		err = b.processAskAgain(ctx, &e)
+	case KindRefused, KindTranscript, KindFeedback:
+		err = b.processUpdate(ctx, &e)
 	default:
 		if e.MergedInto != 0 {
 			// Merged into an earlier event before a restart: it shares that
@@ -374,6 +306,10 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 			}()
 		}
 		err = b.processMessage(ctx, &e)
+	}
+	if errors.Is(err, errDifyBusy) && ctx.Err() == nil {
+		b.requeueBusy(ctx, &e, err)
+		return true
 	}
 	if err != nil && ctx.Err() != nil {
 		// Interrupted by shutdown: leave it for the next start.
@@ -564,6 +500,10 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// ownershipBatches bounds a retention pass over the ownership entries: 10
+// batches of 500 take about 15 ms.
+const ownershipBatches = 10
+
 func (b *Bridge) pruneIgnored(ctx context.Context) {
 	before := b.o.Now().Add(-b.o.RetentionIgnored)
 	var total int64
@@ -582,6 +522,33 @@ func (b *Bridge) pruneIgnored(ctx context.Context) {
 	if total > 0 {
 		b.log.Info("retention deleted old ignored events", "count", total)
 	}
+	b.pruneOwnership(ctx, before)
+}
+
+// pruneOwnership deletes the old ownership entries of conversations bridge
+// never acted in, whose events retention deletes, carrying on from the
+// entry the last pass stopped at. After a start it looks at every entry
+// again, a bounded share per pass: dispatching waits while it runs.
+func (b *Bridge) pruneOwnership(ctx context.Context, before time.Time) {
+	var total int64
+	for range ownershipBatches {
+		if ctx.Err() != nil {
+			break
+		}
+		last, n, err := b.o.Store.PruneOwnership(ctx, b.ownSwept, before, 500)
+		if err != nil {
+			b.log.Error("retention", "err", err)
+			return
+		}
+		total += n
+		if last == b.ownSwept {
+			break
+		}
+		b.ownSwept = last
+	}
+	if total > 0 {
+		b.log.Info("retention deleted the ownership entries of conversations bridge never acted in", "count", total)
+	}
 }
 
 func errText(err error) string {
@@ -595,7 +562,7 @@ func errText(err error) string {
 // arrived after e and are still waiting, marks them as merged into e, and
 // joins their texts into e's query: one Dify call answers them together.
 func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Event, error) {
-	evs, err := b.o.Store.OpenEvents(ctx, e.ID, dispatchBatch)
+	evs, err := b.o.Store.ConversationOpenEvents(ctx, e.AccountID, e.ConversationID, e.ID, dispatchBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -652,6 +619,37 @@ func (b *Bridge) mergeFollowing(ctx context.Context, e *store.Event) ([]store.Ev
 	}
 	e.Text = strings.Join(texts, "\n")
 	return merged, nil
+}
+
+// errDifyBusy: the route's Dify app is at its concurrency cap; the event
+// goes back in the queue (requeueBusy) and the dispatcher slows the route.
+var errDifyBusy = errors.New("dify is at its concurrency cap")
+
+// requeueBusy puts an event Dify refused for its concurrency cap back in
+// the queue, with the messages merged into it, so that they are asked again
+// together, in order, when the route has room; settle takes over when the
+// journal does not take the write.
+func (b *Bridge) requeueBusy(ctx context.Context, e *store.Event, cause error) {
+	ids := []int64{e.ID}
+	if v, ok := b.merged.Load(e.ID); ok {
+		ids = append(ids, v.([]int64)...)
+	}
+	err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		for _, id := range ids {
+			if err := tx.UpdateEvent(id, store.EventUpdate{Status: store.StatusAccepted}); err != nil {
+				return err
+			}
+		}
+		return tx.AddHop(store.Hop{EventID: e.ID, Stage: StageWorker, Outcome: "requeued",
+			Detail: fmt.Sprintf("route %d waits: its Dify app is at its concurrency cap", e.RouteID)})
+	})
+	if err != nil {
+		b.log.Error("requeue event", eventAttrs(e, keyErr, err)...)
+		b.settle(ctx, e, cause)
+		return
+	}
+	b.o.Metrics.requeued("dify_busy")
+	b.log.Info("event back in the queue: dify is at its concurrency cap", eventAttrs(e, keyStage, StageWorker)...)
 }
 
 // requeue puts a claimed event back in the queue after a local error, or

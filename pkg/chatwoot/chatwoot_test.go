@@ -206,3 +206,69 @@ func TestErrorMasksTheToken(t *testing.T) {
 		t.Errorf("error text %q: want the token masked", err)
 	}
 }
+
+func TestParseVoiceNoteAndItsTranscription(t *testing.T) {
+	dir := "../../testdata/corpus/upstream-2026-11/"
+	body, err := os.ReadFile(dir + "cw_code_message_created_whatsapp_voice_note.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := ParseEvent(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Attachments) != 1 {
+		t.Fatalf("attachments %+v", ev.Attachments)
+	}
+	a := ev.Attachments[0]
+	if a.FileType != "audio" || a.ContentType != "audio/ogg" || a.Extension != "ogg" || a.FileSize != 14237 ||
+		!strings.HasPrefix(a.DataURL, "https://chatwoot.example.com/rails/active_storage/blobs/redirect/") || a.TranscribedText != "" {
+		t.Errorf("attachment %+v", a)
+	}
+	if ev.Transcript() != "" || ev.Conversation.Channel != "Channel::Whatsapp" {
+		t.Errorf("transcript %q channel %q", ev.Transcript(), ev.Conversation.Channel)
+	}
+	body, err = os.ReadFile(dir + "cw_code_message_updated_voice_note_transcribed.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err = ParseEvent(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Name != "message_updated" || ev.MessageID != 9001 || ev.Transcript() != "Hi, where is my order 1234?" {
+		t.Errorf("update %q %d %q", ev.Name, ev.MessageID, ev.Transcript())
+	}
+}
+
+func TestParseAttachmentKindsAndContentAttributes(t *testing.T) {
+	body := `{"event":"message_updated","id":77,"content":"How did we do?","content_type":"input_csat","message_type":"template",
+	 "content_attributes":{"submitted_values":{"csat_survey_response":{"rating":"2","feedback_message":" slow "}},"external_error":"(#131047) Re-engagement message"},
+	 "account":{"id":1},"inbox":{"id":3},"conversation":{"id":9,"status":"resolved"},
+	 "attachments":[null,{"id":1,"file_type":"location","coordinates_lat":52.52,"coordinates_long":13.405,"fallback_title":"Berlin","data_url":"https://maps"},
+	   {"id":2,"file_type":"contact","fallback_title":"+15551234"},
+	   {"id":3,"file_type":"file","extension":"pdf","content_type":"application/pdf","data_url":"https://cw/x.pdf","file_size":1234,"width":null}]}`
+	ev, err := ParseEvent([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.CSAT == nil || ev.CSAT.Rating != 2 || ev.CSAT.Comment != "slow" || ev.ExternalError != "(#131047) Re-engagement message" {
+		t.Errorf("csat %+v error %q", ev.CSAT, ev.ExternalError)
+	}
+	if len(ev.Attachments) != 4 || ev.Attachments[0].FileType != "" || ev.Attachments[1].Lat != 52.52 ||
+		ev.Attachments[2].FallbackTitle != "+15551234" || ev.Attachments[3].FileSize != 1234 {
+		t.Errorf("attachments %+v", ev.Attachments)
+	}
+	// Forms keep an array in submitted_values; a string-encoded hash is read too.
+	for _, attrs := range []string{`{"submitted_values":[{"name":"email","value":"a@b"}]}`, `"{\"external_error\":\"boom\"}"`, `[]`, `null`} {
+		b := strings.Replace(body, body[strings.Index(body, `"content_attributes":`):strings.Index(body, `,
+	 "account"`)], `"content_attributes":`+attrs, 1)
+		ev, err := ParseEvent([]byte(b))
+		if err != nil {
+			t.Fatalf("%s: %v", attrs, err)
+		}
+		if ev.CSAT != nil || (ev.ExternalError != "" && ev.ExternalError != "boom") {
+			t.Errorf("%s: csat %+v error %q", attrs, ev.CSAT, ev.ExternalError)
+		}
+	}
+}

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bridge-dev/bridge/internal/formdata"
 	"github.com/bridge-dev/bridge/pkg/redact"
 )
 
@@ -87,9 +89,14 @@ func NewClient(o Options) *Client {
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConnsPerHost:   32,
+			Proxy:       http.ProxyFromEnvironment,
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			// Hundreds of workers may post at once. No cap on
+			// connections: one would queue every post, typing indicator
+			// and the echo it waits for behind the slowest, and cap
+			// answers per second at the cap over Chatwoot's latency. Enough
+			// stay open between bursts that most posts reuse one.
+			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: 15 * time.Second,
@@ -164,6 +171,45 @@ func (c *Client) PostMessage(ctx context.Context, account, conv int64, m NewMess
 	}
 	var out Message
 	if err := c.do(ctx, "post message", http.MethodPost, c.convPath(account, conv, "messages"), m, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// MaxAttachments is how many files one message may carry
+// (Message#validate_attachments_limit, app/models/message.rb).
+const MaxAttachments = 15
+
+// OutFile is a file posted with a message; Body streams as the request is
+// sent.
+type OutFile struct {
+	Name        string
+	ContentType string
+	Body        io.Reader
+	Size        int64 // -1 when unknown
+}
+
+// PostMessageFiles posts a message with files as multipart/form-data, the
+// files as attachments[] parts (MessageBuilder#process_attachments; agent
+// bot tokens may). Nothing is buffered: the files stream from Body.
+func (c *Client) PostMessageFiles(ctx context.Context, account, conv int64, m NewMessage, files []OutFile) (*Message, error) {
+	if len(files) > MaxAttachments {
+		return nil, fmt.Errorf("chatwoot post message: %d files, at most %d per message", len(files), MaxAttachments)
+	}
+	if m.MessageType == "" {
+		m.MessageType = "outgoing"
+	}
+	parts := make([]formdata.File, len(files))
+	for i, f := range files {
+		parts[i] = formdata.File{Field: "attachments[]", Name: f.Name, ContentType: f.ContentType, Body: f.Body, Size: f.Size}
+	}
+	body, err := formdata.New([]formdata.Field{{Name: "content", Value: m.Content}, {Name: "message_type", Value: m.MessageType},
+		{Name: "private", Value: strconv.FormatBool(m.Private)}}, parts)
+	if err != nil {
+		return nil, fmt.Errorf("chatwoot post message: %w", err)
+	}
+	var out Message
+	if err := c.send(ctx, "post message", http.MethodPost, c.convPath(account, conv, "messages"), body.Reader, body.ContentType, body.Length, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -315,22 +361,34 @@ func (c *Client) CheckBotToken(ctx context.Context, account int64) error {
 }
 
 func (c *Client) do(ctx context.Context, op, method, path string, in, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("chatwoot %s: %w", op, err)
-		}
-		body = bytes.NewReader(b)
+	if in == nil {
+		return c.send(ctx, op, method, path, nil, "", 0, out)
 	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("chatwoot %s: %w", op, err)
+	}
+	return c.send(ctx, op, method, path, bytes.NewReader(b), "application/json", int64(len(b)), out)
+}
+
+// send makes one request with a ready body (nil for none) of the given
+// type and length (-1 unknown) and decodes a 2xx answer into out.
+func (c *Client) send(ctx context.Context, op, method, path string, body io.Reader, ctype string, length int64, out any) error {
+	timeout := c.timeout
+	if length < 0 || length > 1<<20 {
+		// A request that streams files takes as long as the files take;
+		// the files' own downloads are bounded by their timeout.
+		timeout = max(timeout, 5*time.Minute)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return fmt.Errorf("chatwoot %s: %w", op, err)
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.ContentLength = length
+		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" && path != "/api" {

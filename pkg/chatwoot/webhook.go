@@ -40,6 +40,12 @@ type Event struct {
 	CreatedAt   time.Time
 	Sender      *Sender // nil when the message has no sender
 	Attachments []Attachment
+	// ExternalError is content_attributes.external_error: the channel's
+	// provider refused to deliver the message (set on message_updated).
+	ExternalError string
+	// CSAT is the customer's answer to a CSAT survey (content_type
+	// input_csat), nil when the payload carries none.
+	CSAT *CSATResponse
 
 	AccountID    int64
 	AccountName  string
@@ -65,17 +71,99 @@ type Conversation struct {
 	ContactID int64
 	Contact   Sender
 	Channel   string
+	// Type is additional_attributes.type, e.g. "instagram_direct_message"
+	// for an Instagram conversation of a Facebook page inbox.
+	Type string
 	// UpdatedAt is the conversation's updated_at when Chatwoot built the
 	// payload (zero if absent). Payloads are snapshots delivered out of
 	// order, so it says which of two statuses is the newer.
 	UpdatedAt time.Time
 }
 
-// Attachment is a file on a message.
+// Attachment is one entry of a message's attachments, as
+// Attachment#push_event_data renders it (app/models/attachment.rb): files
+// (image, audio, video, file and the social types) carry extension,
+// content_type, data_url and file_size; audio adds transcribed_text ("" until
+// Chatwoot's own transcription fills it); location carries coordinates and a
+// title; contact and fallback a title only. An entry whose file_type is nil
+// is rendered as null, which parses as an Attachment with FileType "".
 type Attachment struct {
-	ID       int64  `json:"id"`
-	FileType string `json:"file_type"`
-	DataURL  string `json:"data_url"`
+	ID              int64   `json:"id"`
+	FileType        string  `json:"file_type"`
+	Extension       string  `json:"extension"`
+	ContentType     string  `json:"content_type"`
+	DataURL         string  `json:"data_url"`
+	FileSize        int64   `json:"file_size"`
+	Lat             float64 `json:"coordinates_lat"`
+	Long            float64 `json:"coordinates_long"`
+	FallbackTitle   string  `json:"fallback_title"`
+	TranscribedText string  `json:"transcribed_text"`
+}
+
+// Transcript is the transcription of the message's first audio attachment
+// that has one ("" if none).
+func (e *Event) Transcript() string {
+	for _, a := range e.Attachments {
+		if a.FileType == "audio" && strings.TrimSpace(a.TranscribedText) != "" {
+			return strings.TrimSpace(a.TranscribedText)
+		}
+	}
+	return ""
+}
+
+// CSATResponse is content_attributes.submitted_values.csat_survey_response,
+// written when the customer rates the conversation (the public CSAT
+// survey and the widget both update the input_csat message, which fires
+// message_updated; spec/controllers/public/api/v1/inboxes/messages_controller_spec.rb).
+type CSATResponse struct {
+	Rating  int
+	Comment string
+}
+
+type wireContentAttributes struct {
+	ExternalError   *string         `json:"external_error"`
+	SubmittedValues json.RawMessage `json:"submitted_values"`
+}
+
+// contentAttributes reads what bridge needs from content_attributes, which
+// holds arbitrary keys (forms keep an array in submitted_values). A shape
+// it does not expect yields nothing rather than a refused webhook.
+func contentAttributes(raw json.RawMessage) (externalError string, csat *CSATResponse) {
+	raw = bytes.TrimSpace(raw)
+	if !bytes.Contains(raw, []byte("external_error")) && !bytes.Contains(raw, []byte("submitted_values")) {
+		return "", nil // the usual {}: nothing to read
+	}
+	if len(raw) > 0 && raw[0] == '"' {
+		// Some writers store the hash as a JSON string.
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", nil
+		}
+		raw = []byte(s)
+	}
+	var w wireContentAttributes
+	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &w) != nil {
+		return "", nil
+	}
+	if w.ExternalError != nil {
+		externalError = strings.TrimSpace(*w.ExternalError)
+	}
+	var sv struct {
+		CSAT *struct {
+			Rating  json.RawMessage `json:"rating"`
+			Comment *string         `json:"feedback_message"`
+		} `json:"csat_survey_response"`
+	}
+	if sv0 := bytes.TrimSpace(w.SubmittedValues); len(sv0) > 0 && sv0[0] == '{' && json.Unmarshal(sv0, &sv) == nil && sv.CSAT != nil {
+		r := strings.Trim(string(bytes.TrimSpace(sv.CSAT.Rating)), `"`)
+		if n, err := strconv.Atoi(r); err == nil && n >= 1 && n <= 5 {
+			csat = &CSATResponse{Rating: n}
+			if sv.CSAT.Comment != nil {
+				csat.Comment = strings.TrimSpace(*sv.CSAT.Comment)
+			}
+		}
+	}
+	return externalError, csat
 }
 
 // IsMessage reports whether the event carries a message.
@@ -114,6 +202,7 @@ type wireConversation struct {
 	Status       string          `json:"status"`
 	Channel      string          `json:"channel"`
 	UpdatedAt    json.RawMessage `json:"updated_at"`
+	Attributes   json.RawMessage `json:"additional_attributes"`
 	ContactInbox *struct {
 		ContactID int64 `json:"contact_id"`
 	} `json:"contact_inbox"`
@@ -137,6 +226,7 @@ type wireEvent struct {
 	UpdatedAt   json.RawMessage `json:"updated_at"`
 	Sender      json.RawMessage `json:"sender"`
 	Attachments []Attachment    `json:"attachments"`
+	Attributes  json.RawMessage `json:"content_attributes"`
 	Account     *struct {
 		ID   int64  `json:"id"`
 		Name string `json:"name"`
@@ -204,6 +294,7 @@ func ParseEvent(body []byte) (*Event, error) {
 			e.Content = *w.Content
 		}
 		e.ContentType, e.Private, e.Attachments = w.ContentType, w.Private, w.Attachments
+		e.ExternalError, e.CSAT = contentAttributes(w.Attributes)
 		if w.SourceID != nil {
 			e.SourceID = *w.SourceID
 		}
@@ -223,7 +314,7 @@ func ParseEvent(body []byte) (*Event, error) {
 		}
 		c := w.Conversation
 		e.Conversation = Conversation{ID: *c.ID, InboxID: c.InboxID, Status: c.Status, Channel: c.Channel,
-			UpdatedAt: lenientTime(c.UpdatedAt)}
+			UpdatedAt: lenientTime(c.UpdatedAt), Type: attributeType(c.Attributes)}
 		if c.ContactInbox != nil {
 			e.Conversation.ContactID = c.ContactInbox.ContactID
 		}
@@ -298,6 +389,17 @@ func (e *Event) SnapshotAt() time.Time {
 	return t
 }
 
+// ClampSnapshot moves the payload's timestamps back to now when they are
+// later.
+func (e *Event) ClampSnapshot(now time.Time) {
+	if e.CreatedAt.After(now) {
+		e.CreatedAt = now
+	}
+	if e.Conversation.UpdatedAt.After(now) {
+		e.Conversation.UpdatedAt = now
+	}
+}
+
 // lenientTime reads a Chatwoot timestamp in any of the shapes its payloads
 // use: unix seconds as an integer or a float (conversation.updated_at is a
 // float, app/presenters/conversations/event_data_presenter.rb), or an
@@ -327,6 +429,21 @@ func lenientTime(raw json.RawMessage) time.Time {
 	}
 	sec := int64(f)
 	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC()
+}
+
+// attributeType reads additional_attributes.type, "" when absent or odd.
+func attributeType(raw json.RawMessage) string {
+	if !bytes.Contains(raw, []byte(`"type"`)) {
+		return ""
+	}
+	var a struct {
+		Type any `json:"type"`
+	}
+	if json.Unmarshal(raw, &a) != nil {
+		return ""
+	}
+	t, _ := a.Type.(string)
+	return t
 }
 
 func toSender(s *wireSender) Sender {

@@ -34,6 +34,73 @@ type Config struct {
 	Worker    Worker    `mapstructure:"worker"`
 	Retention Retention `mapstructure:"retention"`
 	Dashboard Dashboard `mapstructure:"dashboard"`
+
+	Attachments Attachments `mapstructure:"attachments"`
+	Voice       Voice       `mapstructure:"voice"`
+	Answer      Answer      `mapstructure:"answer"`
+	Feedback    Feedback    `mapstructure:"feedback"`
+}
+
+// Attachment transfer modes (attachments.transfer, and a route's
+// --transfer).
+const (
+	TransferAuto      = "auto"
+	TransferRemoteURL = "remote_url"
+	TransferUpload    = "upload"
+)
+
+// TransferModes lists the valid attachments.transfer values.
+var TransferModes = []string{TransferAuto, TransferRemoteURL, TransferUpload}
+
+// Voice fallbacks (voice.fallback, and a route's --voice-fallback).
+const (
+	VoiceAsk     = "ask"
+	VoiceHandoff = "handoff"
+)
+
+// VoiceFallbacks lists the valid voice.fallback values.
+var VoiceFallbacks = []string{VoiceAsk, VoiceHandoff}
+
+// Attachments holds the [attachments] table: how a customer's files reach
+// the Dify app, and how an answer's files reach the customer.
+type Attachments struct {
+	// Transfer: remote_url passes Chatwoot's URL and Dify fetches it;
+	// upload has bridge download the file and upload it to Dify; auto
+	// uploads when the URL's host is private or loopback, or when Dify
+	// refuses the URL, and passes the URL otherwise.
+	Transfer string `mapstructure:"transfer"`
+	// MaxMB caps a file bridge downloads (either way), in MB.
+	MaxMB int `mapstructure:"max_mb"`
+	// DownloadTimeout bounds one file's download (and its upload).
+	DownloadTimeout time.Duration `mapstructure:"download_timeout"`
+}
+
+// Voice holds the [voice] table: what a voice note becomes.
+type Voice struct {
+	// TranscriptionWait is how long to wait for Chatwoot's own transcription
+	// (its audio transcription feature) of a voice note that arrives
+	// without one; 0 means Chatwoot does not transcribe.
+	TranscriptionWait time.Duration `mapstructure:"transcription_wait"`
+	// Fallback, when no transcription can be had: ask the customer to type
+	// (AskMessage), or hand off.
+	Fallback string `mapstructure:"fallback"`
+	// AskMessage is posted to a customer whose voice note could not be
+	// understood.
+	AskMessage string `mapstructure:"ask_message"`
+}
+
+// Answer holds the [answer] table: what an answer carries besides its text.
+type Answer struct {
+	// Citations: "append" adds the knowledge documents an answer used as a
+	// short source list; "off" does not.
+	Citations string `mapstructure:"citations"`
+}
+
+// Feedback holds the [feedback] table.
+type Feedback struct {
+	// CSAT sends a customer's CSAT rating to Dify as feedback on the last
+	// answer bridge posted in the conversation (4-5 like, 1-2 dislike).
+	CSAT bool `mapstructure:"csat"`
 }
 
 // Chatwoot holds the [chatwoot] table.
@@ -97,7 +164,9 @@ type Handoff struct {
 
 // Worker holds the [worker] table.
 type Worker struct {
-	// Concurrency is how many conversations are processed in parallel.
+	// Concurrency is how many conversations are processed in parallel: how
+	// many Dify answers may be awaited at once. Workers mostly wait, so it
+	// is sized for a burst of customers, not for the CPU.
 	Concurrency int `mapstructure:"concurrency"`
 	// Debounce joins customer messages of one conversation that arrive
 	// within this window into one Dify call; 0 answers each at once.
@@ -151,12 +220,28 @@ func Defaults() Config {
 			OpenOnAgentReply: true,
 		},
 		Worker: Worker{
-			Concurrency: 8,
+			Concurrency: 1024,
 			Debounce:    0,
 			Lease:       15 * time.Second,
 		},
 		Retention: Retention{
 			Ignored: 168 * time.Hour,
+		},
+		Attachments: Attachments{
+			Transfer:        TransferAuto,
+			MaxMB:           25,
+			DownloadTimeout: 60 * time.Second,
+		},
+		Voice: Voice{
+			TranscriptionWait: 0,
+			Fallback:          VoiceAsk,
+			AskMessage:        "Sorry, I can't listen to voice messages here. Could you type your question?",
+		},
+		Answer: Answer{
+			Citations: "off",
+		},
+		Feedback: Feedback{
+			CSAT: false,
 		},
 	}
 }

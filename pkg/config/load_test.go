@@ -117,8 +117,8 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 29 {
-		t.Errorf("len(Keys()) = %d, want 29: %v", len(keys), keys)
+	if len(keys) != 37 {
+		t.Errorf("len(Keys()) = %d, want 37: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
@@ -258,6 +258,14 @@ var envValues = map[string]struct {
 	"worker.lease":                   {"40s", 40 * time.Second},
 	"retention.ignored":              {"24h", 24 * time.Hour},
 	"dashboard.key":                  {"dash-key-from-env-E5-0123456789", Secret("dash-key-from-env-E5-0123456789")},
+	"attachments.transfer":           {"upload", "upload"},
+	"attachments.max_mb":             {"40", 40},
+	"attachments.download_timeout":   {"2m", 2 * time.Minute},
+	"voice.transcription_wait":       {"20s", 20 * time.Second},
+	"voice.fallback":                 {"handoff", "handoff"},
+	"voice.ask_message":              {"Please type.", "Please type."},
+	"answer.citations":               {"append", "append"},
+	"feedback.csat":                  {"true", true},
 }
 
 func TestEnvOverridesEveryKey(t *testing.T) {

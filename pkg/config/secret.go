@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/bridge-dev/bridge/pkg/redact"
 )
@@ -17,52 +16,28 @@ type Secret string
 
 // String returns the masked value: "" for an empty secret, "****" plus the
 // last 4 characters for a secret of 12 characters or more, "****" otherwise.
-func (s Secret) String() string { return maskTail(string(s)) }
+func (s Secret) String() string { return redact.MaskTail(string(s)) }
 
 // GoString masks the value for the %#v verb.
-func (s Secret) GoString() string { return maskTail(string(s)) }
+func (s Secret) GoString() string { return redact.MaskTail(string(s)) }
 
 // LogValue masks the value in slog output.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(maskTail(string(s))) }
+func (s Secret) LogValue() slog.Value { return slog.StringValue(redact.MaskTail(string(s))) }
 
 // MarshalJSON encodes the masked value as a JSON string.
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(maskTail(string(s))) }
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(redact.MaskTail(string(s))) }
 
 // MarshalText returns the masked value, for encoders that use
 // encoding.TextMarshaler.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(maskTail(string(s))), nil }
+func (s Secret) MarshalText() ([]byte, error) { return []byte(redact.MaskTail(string(s))), nil }
 
 // Reveal returns the raw value. Call it only where the value is put into a
 // request header or compared with a received credential.
 func (s Secret) Reveal() string { return string(s) }
 
-// minVisibleLen is the shortest value whose last 4 characters may be shown:
-// below it, the tail would give away too large a part of the value.
-const minVisibleLen = 12
-
 // Mask masks a plain string such as a Dify app key. A key with the "app-"
 // prefix keeps it: "app-…x7Qz". Anything else is masked like a Secret.
 func Mask(s string) string { return redact.Mask(s) }
-
-func maskTail(s string) string {
-	switch {
-	case s == "":
-		return ""
-	case utf8.RuneCountInString(s) < minVisibleLen:
-		return "****"
-	default:
-		return "****" + lastRunes(s, 4)
-	}
-}
-
-func lastRunes(s string, n int) string {
-	i := len(s)
-	for ; n > 0 && i > 0; n-- {
-		_, size := utf8.DecodeLastRuneInString(s[:i])
-		i -= size
-	}
-	return s[i:]
-}
 
 // KeyRef shows a route's Dify key as output may: the variable it is read
 // from ($NAME) when there is one, else the key masked.

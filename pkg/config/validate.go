@@ -130,6 +130,27 @@ func (c *Config) Validate() error {
 				"e.g. the output of: openssl rand -hex 24")
 		}
 	}
+	if !slices.Contains(TransferModes, c.Attachments.Transfer) {
+		return bad("attachments.transfer", c.Attachments.Transfer, "invalid transfer mode", "want auto, remote_url or upload")
+	}
+	if c.Attachments.MaxMB < 1 || c.Attachments.MaxMB > 2048 {
+		return bad("attachments.max_mb", strconv.Itoa(c.Attachments.MaxMB), "must be between 1 and 2048", "")
+	}
+	if c.Attachments.DownloadTimeout <= 0 {
+		return bad("attachments.download_timeout", c.Attachments.DownloadTimeout.String(), "must be positive", `e.g. "60s"`)
+	}
+	if c.Voice.TranscriptionWait < 0 || c.Voice.TranscriptionWait > 10*time.Minute {
+		return bad("voice.transcription_wait", c.Voice.TranscriptionWait.String(), "must be between 0s and 10m", `"0s" when Chatwoot does not transcribe`)
+	}
+	if !slices.Contains(VoiceFallbacks, c.Voice.Fallback) {
+		return bad("voice.fallback", c.Voice.Fallback, "invalid fallback", "want ask or handoff")
+	}
+	if c.Voice.Fallback == VoiceAsk && strings.TrimSpace(c.Voice.AskMessage) == "" {
+		return bad("voice.ask_message", "", "required when voice.fallback is ask", "want the message asking the customer to type")
+	}
+	if c.Answer.Citations != "off" && c.Answer.Citations != "append" {
+		return bad("answer.citations", c.Answer.Citations, "invalid value", "want off or append")
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -73,9 +74,12 @@ type fixture struct {
 	mu   *sync.Mutex
 }
 
+// ownAt is when the fixture's conversation was last handed off.
+var ownAt = time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC)
+
 // newFixture journals conversation 5 of account 1 as a real run leaves it:
-// an answered message whose answer was in doubt and found, and a handoff
-// after a takeover held back a draft.
+// an answered message whose answer was in doubt and found, a handoff
+// after a takeover held back a draft, and who held it.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := t.Context()
@@ -138,6 +142,22 @@ func newFixture(t *testing.T) *fixture {
 		if err := tx.AddIntent(store.Intent{EventID: second.ID, Step: "superseded_note", AccountID: 1, ConversationID: 5,
 			Private: true, Content: "AI draft, not sent: Hi there"}); err != nil {
 			return err
+		}
+		// Who held it: an agent replied, gave it back, then the customer
+		// asked for a human; the same display id in account 2 had its own.
+		for _, o := range []store.Ownership{
+			{At: ownAt.Add(-2 * time.Hour), AccountID: 1, Kind: store.OwnTakeover, Owner: store.StateHuman, Cause: "agent_replied",
+				Detail: "an agent replied while the bot held it"},
+			{At: ownAt.Add(-time.Hour), AccountID: 1, Kind: store.OwnReturn, Owner: store.StateBot, Cause: "give-back",
+				Detail: "given back by <b>Jane</b> (agent 3); memory after a handoff: same Dify conversation"},
+			{At: ownAt, AccountID: 1, Kind: store.OwnHandoff, Owner: store.StateHuman, Cause: "customer_asked",
+				Detail: `customer asked for a human: "Hello?"`, EventID: second.ID},
+			{At: ownAt, AccountID: 2, Kind: store.OwnKeep, Owner: store.StateHuman, Cause: "keep", Detail: "other account"},
+		} {
+			o.ConversationID, o.RouteID = 5, 1
+			if err := tx.AddOwnership(o); err != nil {
+				return err
+			}
 		}
 		// The same display id in another account, and an ignored echo: never shown.
 		if err := tx.InsertEvent(&store.Event{Event: "message_created", AccountID: 2, ConversationID: 5, Status: store.StatusAnswered, Text: "other account"}); err != nil {
@@ -342,6 +362,45 @@ func TestConversationView(t *testing.T) {
 	}
 	if newest.Tokens != 46 || newest.DifyMS != 300 || len(newest.Posted) != 0 {
 		t.Errorf("second message figures = %+v", newest)
+	}
+	// Who held it, newest first, as `bridge conversations show` lists it.
+	var got []string
+	for _, o := range v.Ownership {
+		got = append(got, fmt.Sprintf("%s %s %s %s %d %q", o.At.UTC().Format(time.TimeOnly), o.Kind, o.Owner, o.Cause, o.EventID, o.Detail))
+	}
+	want := []string{
+		`09:00:00 handoff human customer_asked 2 "customer asked for a human: \"Hello?\""`,
+		`08:00:00 return bot give-back 0 "given back by <b>Jane</b> (agent 3); memory after a handoff: same Dify conversation"`,
+		`07:00:00 takeover human agent_replied 0 "an agent replied while the bot held it"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ownership:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestConversationViewOwnershipBounded: a conversation that changed hands
+// many times sends the page its newest entries only.
+func TestConversationViewOwnershipBounded(t *testing.T) {
+	f := newFixture(t)
+	err := f.db.Write(t.Context(), func(tx *store.Tx) error {
+		for i := range 60 {
+			if err := tx.AddOwnership(store.Ownership{At: ownAt.Add(time.Duration(i+1) * time.Minute), AccountID: 1, ConversationID: 5,
+				RouteID: 1, Kind: store.OwnResolved, Owner: store.StateHuman, Cause: "status resolved", Detail: fmt.Sprint("entry ", i+1)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := f.do("GET", "/app/api/conversation?account_id=1&conversation_id=5", testKey, "", "")
+	var v View
+	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("%d %v", w.Code, err)
+	}
+	if n := len(v.Ownership); n != maxOwnership || v.Ownership[0].Detail != "entry 60" || v.Ownership[n-1].Detail != "entry 11" {
+		t.Errorf("%d entries, from %q to %q; want the newest %d", n, v.Ownership[0].Detail, v.Ownership[n-1].Detail, maxOwnership)
 	}
 }
 

@@ -27,6 +27,9 @@ type View struct {
 	Conversation ConversationView `json:"conversation"`
 	Route        *RouteView       `json:"route"`
 	Events       []EventView      `json:"events"`
+	// Ownership is who held the conversation: the entries of its ownership
+	// journal, newest first, as `bridge conversations show` lists them.
+	Ownership []OwnershipView `json:"ownership"`
 	// Now is bridge's clock, so "3 min ago" does not depend on the agent's.
 	Now time.Time `json:"now"`
 }
@@ -104,6 +107,20 @@ type HopView struct {
 	Flag    string    `json:"flag"`
 }
 
+// OwnershipView is one change of holder (or a resolve, or a reopening):
+// Kind is store.OwnHandoff and the like, Owner who held it after.
+type OwnershipView struct {
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"`
+	Owner   string    `json:"owner"`
+	Cause   string    `json:"cause"`
+	Detail  string    `json:"detail"`
+	EventID int64     `json:"event_id,omitempty"`
+}
+
+// maxOwnership bounds the ownership entries the page receives.
+const maxOwnership = 50
+
 // PostView is a post bridge made or meant to make; MessageID is 0 while it
 // is (or was left) in doubt.
 type PostView struct {
@@ -155,6 +172,16 @@ func (h *handler) view(ctx context.Context, c store.Conversation) (*View, error)
 	}
 	for i := range evs {
 		v.Events = append(v.Events, eventView(&evs[i]))
+	}
+	own, err := h.o.Store.OwnershipOf(ctx, c.AccountID, c.ConversationID, maxOwnership)
+	if err != nil {
+		return nil, err
+	}
+	v.Ownership = make([]OwnershipView, 0, len(own))
+	for i := len(own) - 1; i >= 0; i-- { // oldest first in the journal
+		o := &own[i]
+		v.Ownership = append(v.Ownership, OwnershipView{At: o.At, Kind: o.Kind, Owner: o.Owner, Cause: o.Cause,
+			Detail: clip(o.Detail, maxDetail), EventID: o.EventID})
 	}
 	return v, nil
 }

@@ -114,18 +114,28 @@ func newHTTPClient() *http.Client {
 		ResponseHeaderTimeout: 100 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   16,
+		// No cap on connections: bridge's workers (and a route's
+		// max_in_flight) bound the calls in flight, each of which holds its
+		// connection for the whole answer. Enough of them stay open between
+		// bursts that the next burst does not dial (and, over TLS, shake
+		// hands) again for most of its calls.
+		MaxConnsPerHost:     0,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
 	}}
 }
 
 // String describes the client without its key.
 func (c *Client) String() string { return "dify.Client(" + c.base + ")" }
 
-// File is a file attached to a chat message.
+// File is a file attached to a chat message (api/factories/file_factory.py build_from_mapping):
+// a remote_url file by URL, which Dify fetches itself, or a local_file by the id POST
+// /files/upload returned.
 type File struct {
 	Type           string `json:"type"`            // image, document, audio, video, custom
 	TransferMethod string `json:"transfer_method"` // remote_url or local_file
 	URL            string `json:"url,omitempty"`
+	UploadFileID   string `json:"upload_file_id,omitempty"`
 }
 
 // ChatRequest is one user turn.
@@ -316,6 +326,87 @@ type Parameters struct {
 	OpeningStatement string
 	Inputs           []InputField
 	FileUploadImage  bool // the app accepts images
+	// FileUpload is the app's file upload feature; SpeechToText whether its
+	// POST /audio-to-text works.
+	FileUpload   FileUpload
+	SpeechToText bool
+	// Limits are Dify's upload size limits (system_parameters, in MB).
+	Limits SizeLimits
+}
+
+// FileUpload is the file_upload feature of an app as /parameters shows it (the app's
+// features_dict; api/core/file/models.py FileUploadConfig reads the same keys). The legacy
+// "image" block alone (Chatbot apps of older versions) turns images on.
+type FileUpload struct {
+	Enabled    bool
+	Types      []string // allowed_file_types: image, document, audio, video, custom
+	Extensions []string // allowed_file_extensions, for custom files (".zip")
+	Methods    []string // allowed_file_upload_methods; empty means both
+	Limit      int      // number_limits; 0 means none
+	// Image* is the legacy image block: its transfer_methods restrict images, and
+	// number_limits caps them.
+	ImageEnabled bool
+	ImageLimit   int
+	ImageMethods []string
+}
+
+// Accepts reports whether the app takes a file of this Dify type (and extension, with or
+// without its dot, for custom files), by this transfer method, as
+// file_factory._is_file_valid_with_config decides.
+func (f *FileUpload) Accepts(typ, ext, method string) bool {
+	if typ == FileImage && f.ImageEnabled && !f.Enabled {
+		return len(f.ImageMethods) == 0 || slices.Contains(f.ImageMethods, method)
+	}
+	if !f.Enabled {
+		return false
+	}
+	if len(f.Methods) > 0 && !slices.Contains(f.Methods, method) {
+		return false
+	}
+	if typ == FileImage && f.ImageEnabled && len(f.ImageMethods) > 0 && !slices.Contains(f.ImageMethods, method) {
+		return false
+	}
+	if typ == FileCustom {
+		if !slices.Contains(f.Types, FileCustom) {
+			return false
+		}
+		e := "." + strings.ToLower(strings.TrimPrefix(ext, "."))
+		return slices.ContainsFunc(f.Extensions, func(x string) bool { return strings.EqualFold(x, e) })
+	}
+	return len(f.Types) == 0 || slices.Contains(f.Types, typ)
+}
+
+// AcceptedTypes lists the file types the app takes, for people ("image, document").
+func (f *FileUpload) AcceptedTypes() []string {
+	var out []string
+	for _, t := range []string{FileImage, FileDocument, FileAudio, FileVideo} {
+		if f.Accepts(t, "", TransferLocalFile) || f.Accepts(t, "", TransferRemoteURL) {
+			out = append(out, t)
+		}
+	}
+	if f.Enabled && slices.Contains(f.Types, FileCustom) && len(f.Extensions) > 0 {
+		out = append(out, "custom ("+strings.Join(f.Extensions, " ")+")")
+	}
+	return out
+}
+
+// SizeLimits are Dify's upload limits in MB (UPLOAD_*_FILE_SIZE_LIMIT); 0 means unknown.
+type SizeLimits struct {
+	ImageMB, FileMB, AudioMB, VideoMB int
+}
+
+// For returns the limit in bytes for a Dify file type (0 when unknown).
+func (l SizeLimits) For(typ string) int64 {
+	mb := l.FileMB
+	switch typ {
+	case FileImage:
+		mb = l.ImageMB
+	case FileAudio:
+		mb = l.AudioMB
+	case FileVideo:
+		mb = l.VideoMB
+	}
+	return int64(mb) << 20
 }
 
 // RequiredInputs returns the input fields Dify will refuse to run without.
@@ -333,12 +424,26 @@ type parametersJSON struct {
 	OpeningStatement flexString                   `json:"opening_statement"`
 	UserInputForm    []map[string]json.RawMessage `json:"user_input_form"`
 	FileUpload       struct {
-		Enabled          bool     `json:"enabled"`
-		AllowedFileTypes []string `json:"allowed_file_types"`
-		Image            struct {
-			Enabled bool `json:"enabled"`
+		Enabled           bool     `json:"enabled"`
+		AllowedFileTypes  []string `json:"allowed_file_types"`
+		AllowedExtensions []string `json:"allowed_file_extensions"`
+		AllowedMethods    []string `json:"allowed_file_upload_methods"`
+		NumberLimits      flexInt  `json:"number_limits"`
+		Image             struct {
+			Enabled         bool     `json:"enabled"`
+			NumberLimits    flexInt  `json:"number_limits"`
+			TransferMethods []string `json:"transfer_methods"`
 		} `json:"image"`
 	} `json:"file_upload"`
+	SpeechToText struct {
+		Enabled bool `json:"enabled"`
+	} `json:"speech_to_text"`
+	System struct {
+		Image flexInt `json:"image_file_size_limit"`
+		File  flexInt `json:"file_size_limit"`
+		Audio flexInt `json:"audio_file_size_limit"`
+		Video flexInt `json:"video_file_size_limit"`
+	} `json:"system_parameters"`
 }
 
 type inputFieldJSON struct {
@@ -378,10 +483,13 @@ func (c *Client) Parameters(ctx context.Context) (*Parameters, error) {
 		}
 	}
 	fu := raw.FileUpload
-	p.FileUploadImage = fu.Image.Enabled
-	if fu.Enabled {
-		p.FileUploadImage = p.FileUploadImage || slices.Contains(fu.AllowedFileTypes, "image")
-	}
+	p.FileUpload = FileUpload{Enabled: fu.Enabled, Types: fu.AllowedFileTypes, Extensions: fu.AllowedExtensions,
+		Methods: fu.AllowedMethods, Limit: int(fu.NumberLimits), ImageEnabled: fu.Image.Enabled,
+		ImageLimit: int(fu.Image.NumberLimits), ImageMethods: fu.Image.TransferMethods}
+	p.FileUploadImage = p.FileUpload.Accepts(FileImage, "", TransferRemoteURL) || p.FileUpload.Accepts(FileImage, "", TransferLocalFile)
+	p.SpeechToText = raw.SpeechToText.Enabled
+	sys := raw.System
+	p.Limits = SizeLimits{ImageMB: int(sys.Image), FileMB: int(sys.File), AudioMB: int(sys.Audio), VideoMB: int(sys.Video)}
 	return p, nil
 }
 

@@ -45,9 +45,12 @@ func newFake(t *testing.T, handlers map[string]http.HandlerFunc) (*fakeDify, *Cl
 
 func (f *fakeDify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := recorded{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type")}
-	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
-		if err := json.Unmarshal(b, &rec.Body); err != nil {
-			f.t.Errorf("%s %s: body is not a JSON object: %q", r.Method, r.URL.Path, b)
+	// Uploads are left to the handler, which reads the parts.
+	if !strings.HasPrefix(rec.ContentType, "multipart/") {
+		if b, _ := io.ReadAll(r.Body); len(b) > 0 {
+			if err := json.Unmarshal(b, &rec.Body); err != nil {
+				f.t.Errorf("%s %s: body is not a JSON object: %q", r.Method, r.URL.Path, b)
+			}
 		}
 	}
 	f.mu.Lock()
@@ -168,7 +171,7 @@ func TestChatCorpusStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Text != "Here is the image: " || !reflect.DeepEqual(a.Files, []string{"https://example.com/cat.png"}) {
+	if a.Text != "Here is the image: " || !reflect.DeepEqual(fileURLs(a.Files), []string{"https://example.com/cat.png"}) {
 		t.Errorf("answer = %+v", a)
 	}
 	f.handlers["POST /v1/chat-messages"] = serveFile(t, "chatflow_human_input_pause.sse")
@@ -394,6 +397,9 @@ func TestParameters(t *testing.T) {
 			OpeningStatement: "Hello! How can I help you today?",
 			Inputs:           []InputField{{Type: "text-input", Variable: "city", Label: "City", Required: true, Options: nil}},
 			FileUploadImage:  true,
+			FileUpload: FileUpload{ImageEnabled: true, ImageLimit: 3,
+				ImageMethods: []string{TransferRemoteURL, TransferLocalFile}},
+			Limits: SizeLimits{ImageMB: 10, FileMB: 15, AudioMB: 50, VideoMB: 100},
 		}
 		if !reflect.DeepEqual(p, want) {
 			t.Errorf("parameters = %+v, want %+v", p, want)

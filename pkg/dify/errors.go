@@ -95,6 +95,21 @@ func (e *APIError) QuotaExceeded() bool {
 	return e.Code == "rate_limit_error"
 }
 
+// ConcurrencyCapped reports that the app is at its cap of requests in progress at once
+// (APP_MAX_ACTIVE_REQUESTS, or the app's own max_active_requests): Dify refuses the call at
+// once, before any work, while that many of the app's calls run
+// (core/app/features/rate_limiting/rate_limit.py, RateLimit.enter). Dify 1.13 answers it as a
+// 400 invalid_param whose message begins "Too many requests"; a release whose exception
+// handlers are ordered as intended answers 429 too_many_requests. A billing quota
+// (rate_limit_error) is not a cap on calls in progress and is not reported here.
+func (e *APIError) ConcurrencyCapped() bool {
+	if e.InStream || e.QuotaExceeded() {
+		return false
+	}
+	return e.Code == "too_many_requests" ||
+		e.Status == http.StatusBadRequest && e.Code == "invalid_param" && strings.HasPrefix(e.Message, "Too many requests")
+}
+
 // WorkflowError is a chatflow run that finished with a status other than succeeded or
 // partial-succeeded. Dify 1.13 does not relay the error event that follows it, so this is often
 // the only failure report.

@@ -11,6 +11,12 @@ import (
 // one carrying retriever resources or a long answer can pass bufio.Scanner's 64 KiB default.
 const DefaultMaxLine = 4 << 20
 
+// sseBuffer is the read buffer of an SSEReader. Lines longer than it are
+// assembled in the reader's line buffer, so it bounds no line; it is small
+// because bridge may hold a thousand streams open at once, each waiting for
+// Dify, and the bytes of one stream arrive a network packet at a time anyway.
+const sseBuffer = 4 << 10
+
 // SSEEvent is one dispatched server-sent event.
 type SSEEvent struct {
 	Name string // the "event:" field; "" for data-only frames, "ping" for Dify's keep-alive
@@ -35,7 +41,7 @@ func NewSSEReader(r io.Reader, maxLine int) *SSEReader {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLine
 	}
-	return &SSEReader{br: bufio.NewReaderSize(r, min(maxLine+2, 64<<10)), max: maxLine}
+	return &SSEReader{br: bufio.NewReaderSize(r, min(maxLine+2, sseBuffer)), max: maxLine}
 }
 
 // Next returns the next event. Unlike a browser's EventSource it also returns events that have

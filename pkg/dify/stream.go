@@ -30,13 +30,34 @@ type Answer struct {
 	ConversationID string
 	MessageID      string
 	TaskID         string
-	Files          []string // URLs from message_file events that carry no answer text
-	Paused         bool     // workflow_paused or human_input_required: the app wants a human
-	PauseReason    string
-	Usage          Usage
-	Events         int           // JSON events seen
-	Pings          int           // keep-alive events seen
-	FirstToken     time.Duration // from stream start to the first answer delta (0 if none)
+	// Files are the assistant's files: message_file events that carry no answer text, or the
+	// files of message_end when no such event came.
+	Files []AnswerFile
+	// Citations are message_end.metadata.retriever_resources: the knowledge the answer used.
+	Citations   []Citation
+	Paused      bool // workflow_paused or human_input_required: the app wants a human
+	PauseReason string
+	Usage       Usage
+	Events      int           // JSON events seen
+	Pings       int           // keep-alive events seen
+	FirstToken  time.Duration // from stream start to the first answer delta (0 if none)
+}
+
+// AnswerFile is a file the app produced for the customer. URL is where Dify serves it, signed
+// and short-lived (FILES_ACCESS_TIMEOUT, 300 s by default; api/core/tools/signature.py); it
+// is relative ("/files/tools/...") when Dify's FILES_URL is unset.
+type AnswerFile struct {
+	ID   string
+	Type string // image, document, audio, video, custom
+	URL  string
+	Name string // when Dify names it (message_end files)
+}
+
+// Citation is one retriever resource of an answer.
+type Citation struct {
+	Position     int
+	DatasetName  string
+	DocumentName string
 }
 
 // StreamOptions configures ReadStreamWith.
@@ -385,7 +406,14 @@ func (s *assembler) handle(ev SSEEvent) (bool, error) {
 		if e.Answer != nil {
 			s.appendMsg(string(*e.Answer))
 		} else if e.URL != "" && e.BelongsTo != "user" {
-			s.a.Files = append(s.a.Files, string(e.URL))
+			// Files are rare: their id and type are read only here, so text
+			// deltas cost nothing more.
+			var f struct {
+				ID   flexString `json:"id"`
+				Type flexString `json:"type"`
+			}
+			_ = json.Unmarshal(ev.Data, &f) // the event already decoded once; the URL is what matters
+			s.a.Files = append(s.a.Files, AnswerFile{ID: string(f.ID), Type: string(f.Type), URL: string(e.URL)})
 		}
 	case "message_replace":
 		if e.Answer != nil {
@@ -393,6 +421,12 @@ func (s *assembler) handle(ev SSEEvent) (bool, error) {
 		}
 	case "message_end":
 		s.takeUsage(e.Metadata)
+		var end struct {
+			Files json.RawMessage `json:"files"`
+		}
+		if len(s.a.Files) == 0 && json.Unmarshal(ev.Data, &end) == nil {
+			s.takeEndFiles(end.Files)
+		}
 		return true, nil
 	case "error":
 		return false, &APIError{Status: int(e.Status), Code: string(e.Code), Message: string(e.Message), InStream: true}
@@ -471,16 +505,61 @@ func (s *assembler) pause(reason string) {
 	s.a.PauseReason = reason
 }
 
-// takeUsage reads metadata.usage. Usage is accounting only, so a malformed value is ignored
-// rather than failing an otherwise complete answer.
+// takeUsage reads metadata.usage and metadata.retriever_resources. Both are extras, so a
+// malformed value is ignored rather than failing an otherwise complete answer.
 func (s *assembler) takeUsage(metadata json.RawMessage) {
 	var m struct {
-		Usage *usageJSON `json:"usage"`
+		Usage     *usageJSON `json:"usage"`
+		Resources []struct {
+			Position     flexInt    `json:"position"`
+			DatasetName  flexString `json:"dataset_name"`
+			DocumentName flexString `json:"document_name"`
+		} `json:"retriever_resources"`
 	}
-	if len(metadata) == 0 || json.Unmarshal(metadata, &m) != nil || m.Usage == nil {
+	if len(metadata) == 0 || json.Unmarshal(metadata, &m) != nil {
 		return
 	}
-	s.a.Usage = m.Usage.usage()
+	if m.Usage != nil {
+		s.a.Usage = m.Usage.usage()
+	}
+	for _, r := range m.Resources {
+		s.a.Citations = append(s.a.Citations, Citation{Position: int(r.Position), DatasetName: string(r.DatasetName),
+			DocumentName: string(r.DocumentName)})
+	}
+}
+
+// takeEndFiles reads message_end.files (File.to_dict: type, url, filename, related_id...), the
+// answer's files in newer chatflows, unless message_file events already named them.
+func (s *assembler) takeEndFiles(raw json.RawMessage) {
+	if len(s.a.Files) > 0 || len(raw) == 0 {
+		return
+	}
+	var files []struct {
+		ID        flexString `json:"id"`
+		RelatedID flexString `json:"related_id"`
+		Type      flexString `json:"type"`
+		URL       flexString `json:"url"`
+		RemoteURL flexString `json:"remote_url"`
+		Filename  flexString `json:"filename"`
+		BelongsTo flexString `json:"belongs_to"`
+	}
+	if json.Unmarshal(raw, &files) != nil {
+		return
+	}
+	for _, f := range files {
+		u := string(f.URL)
+		if u == "" {
+			u = string(f.RemoteURL)
+		}
+		if u == "" || f.BelongsTo == "user" {
+			continue
+		}
+		id := string(f.ID)
+		if id == "" {
+			id = string(f.RelatedID)
+		}
+		s.a.Files = append(s.a.Files, AnswerFile{ID: id, Type: string(f.Type), URL: u, Name: string(f.Filename)})
+	}
 }
 
 // flexString accepts a JSON string, or any other scalar as its literal text; null is "".

@@ -70,8 +70,8 @@ func TestReadStreamCorpus(t *testing.T) {
 			if a.Text != want.text {
 				t.Errorf("Text = %q, want %q", a.Text, want.text)
 			}
-			if !reflect.DeepEqual(a.Files, want.files) {
-				t.Errorf("Files = %q, want %q", a.Files, want.files)
+			if !reflect.DeepEqual(fileURLs(a.Files), want.files) {
+				t.Errorf("Files = %v, want %q", a.Files, want.files)
 			}
 			if a.Paused != want.paused || a.PauseReason != want.reason {
 				t.Errorf("Paused = %v %q, want %v %q", a.Paused, a.PauseReason, want.paused, want.reason)
@@ -245,8 +245,8 @@ func TestReadStreamRules(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ReadStream: %v", err)
 			}
-			if a.Text != tc.text || !reflect.DeepEqual(a.Files, tc.files) {
-				t.Errorf("Text %q Files %q, want %q %q", a.Text, a.Files, tc.text, tc.files)
+			if a.Text != tc.text || !reflect.DeepEqual(fileURLs(a.Files), tc.files) {
+				t.Errorf("Text %q Files %v, want %q %q", a.Text, a.Files, tc.text, tc.files)
 			}
 			if a.Paused != (tc.paused != "") || a.PauseReason != tc.paused {
 				t.Errorf("Paused %v %q, want %q", a.Paused, a.PauseReason, tc.paused)
@@ -410,5 +410,51 @@ func BenchmarkReadStreamLongAnswer(b *testing.B) {
 		if err != nil || a.Events != 2001 {
 			b.Fatalf("events %d, error %v", a.Events, err)
 		}
+	}
+}
+
+// fileURLs lists the URLs of an answer's files (nil when there are none).
+func fileURLs(fs []AnswerFile) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.URL)
+	}
+	return out
+}
+
+func TestStreamFilesAndCitations(t *testing.T) {
+	stream := `data: {"event": "message", "conversation_id": "c", "message_id": "m", "task_id": "t", "answer": "See the chart"}
+
+data: {"event": "message_file", "conversation_id": "c", "message_id": "m", "id": "f1", "type": "image", "belongs_to": "assistant", "url": "/files/tools/f1.png?timestamp=1&nonce=n&sign=s"}
+
+data: {"event": "message_file", "conversation_id": "c", "message_id": "m", "id": "f0", "type": "image", "belongs_to": "user", "url": "https://cdn.example/in.png"}
+
+data: {"event": "message_file", "conversation_id": "c", "message_id": "m", "task_id": "t", "answer": "."}
+
+data: {"event": "message_end", "conversation_id": "c", "message_id": "m", "task_id": "t", "metadata": {"retriever_resources": [{"position": 1, "dataset_name": "Manuals", "document_name": "returns.pdf", "score": 0.9}, {"position": "2", "dataset_name": "FAQ", "document_name": "shipping.md"}]}, "files": [{"related_id": "f9", "type": "document", "url": "https://dify/files/x.pdf", "filename": "x.pdf"}]}
+
+`
+	a, err := ReadStream(t.Context(), strings.NewReader(stream), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []AnswerFile{{ID: "f1", Type: "image", URL: "/files/tools/f1.png?timestamp=1&nonce=n&sign=s"}}
+	if a.Text != "See the chart." || !reflect.DeepEqual(a.Files, want) {
+		t.Errorf("text %q files %+v", a.Text, a.Files)
+	}
+	wantC := []Citation{{1, "Manuals", "returns.pdf"}, {2, "FAQ", "shipping.md"}}
+	if !reflect.DeepEqual(a.Citations, wantC) {
+		t.Errorf("citations %+v", a.Citations)
+	}
+	// Without message_file events, message_end's files are the answer's.
+	end := `data: {"event": "message_end", "conversation_id": "c", "message_id": "m", "task_id": "t", "metadata": {}, "files": [{"related_id": "f9", "type": "document", "url": "https://dify/files/x.pdf", "filename": "x.pdf"}, {"id": "u1", "type": "image", "url": "https://in", "belongs_to": "user"}]}
+
+`
+	a, err = ReadStream(t.Context(), strings.NewReader(end), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a.Files, []AnswerFile{{ID: "f9", Type: "document", URL: "https://dify/files/x.pdf", Name: "x.pdf"}}) {
+		t.Errorf("end files %+v", a.Files)
 	}
 }

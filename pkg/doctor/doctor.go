@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bridge-dev/bridge/internal/netaddr"
 	"github.com/bridge-dev/bridge/internal/text"
 	"github.com/bridge-dev/bridge/pkg/bridge"
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
@@ -828,53 +829,10 @@ func versionAtLeast(v string, major, minor, patch int) (known, atLeast bool) {
 	return true, true
 }
 
-// The ranges Chatwoot (4.14+, through the ssrf_filter gem) refuses to
-// deliver webhooks to.
-var (
-	blockedV4 = prefixes("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-		"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-		"203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32")
-	blockedV6 = prefixes("::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "100::/64", "2001::/32",
-		"2001:db8::/32", "2002::/16")
-	// IPv6 forms that embed an IPv4 address in their last 32 bits:
-	// IPv4-mapped, IPv4-compatible and NAT64.
-	embedsV4 = prefixes("::ffff:0:0/96", "::/96", "64:ff9b::/96")
-)
-
-func prefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
-	}
-	return out
-}
-
-func inAny(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // privateAddr reports whether Chatwoot 4.14+ refuses to deliver to a: a
 // private, loopback, link-local, CGNAT, documentation, multicast or
 // reserved address, in IPv4 or IPv6, including IPv4 ranges embedded in IPv6.
-func privateAddr(a netip.Addr) bool {
-	a = a.WithZone("")
-	if a.Is4() {
-		return inAny(blockedV4, a)
-	}
-	if inAny(blockedV6, a) {
-		return true
-	}
-	if inAny(embedsV4, a) {
-		b := a.As16()
-		return inAny(blockedV4, netip.AddrFrom4([4]byte(b[12:])))
-	}
-	return !a.IsValid()
-}
+func privateAddr(a netip.Addr) bool { return netaddr.Private(a) }
 
 // ---- Dify ----
 
@@ -901,23 +859,38 @@ func (e *MissingInputsError) Error() string {
 // the mode has a chat endpoint, and the route supplies every required input
 // (GET /parameters). base only names the server in errors. Errors are an
 // *AppModeError, a *MissingInputsError, or wrap the client's error (a
-// *dify.APIError when Dify answered).
-func VerifyApp(ctx context.Context, c *dify.Client, base string, inputs map[string]string) (*dify.AppInfo, error) {
+// *dify.APIError when Dify answered). The app's parameters come back too.
+func VerifyApp(ctx context.Context, c *dify.Client, base string, inputs map[string]string) (*dify.AppInfo, *dify.Parameters, error) {
 	info, err := c.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("verify dify key at %s: %w", base, err)
+		return nil, nil, fmt.Errorf("verify dify key at %s: %w", base, err)
 	}
 	if !dify.HasChatEndpoint(info.Mode) {
-		return nil, &AppModeError{Name: info.Name, Mode: info.Mode}
+		return nil, nil, &AppModeError{Name: info.Name, Mode: info.Mode}
 	}
 	params, err := c.Parameters(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read dify app parameters: %w", err)
+		return nil, nil, fmt.Errorf("read dify app parameters: %w", err)
 	}
 	if missing := MissingInputs(params, inputs); len(missing) > 0 {
-		return nil, &MissingInputsError{Name: info.Name, Missing: missing}
+		return nil, nil, &MissingInputsError{Name: info.Name, Missing: missing}
 	}
-	return info, nil
+	return info, params, nil
+}
+
+// FileSupport says what an app takes from customers besides text: the file
+// types its file upload feature accepts (anything else is named in the
+// query instead), and whether its speech to text can hear voice notes.
+func FileSupport(p *dify.Parameters) string {
+	files := "files: none (upload is off; attachments are named in the question)"
+	if types := p.FileUpload.AcceptedTypes(); len(types) > 0 {
+		files = "files: " + strings.Join(types, ", ")
+	}
+	voice := "speech to text: off"
+	if p.SpeechToText {
+		voice = "speech to text: on (it refuses WhatsApp's audio/ogg voice notes: 415)"
+	}
+	return files + "; " + voice
 }
 
 // MissingInputs lists, sorted, the required inputs of p that inputs lacks.
@@ -960,13 +933,13 @@ func (d *doctor) difyRoute(ctx context.Context, r *store.Route) Result {
 	pctx, cancel := d.probe(ctx)
 	defer cancel()
 	c := dify.NewClient(dify.Options{BaseURL: base, Key: key, HTTPClient: d.o.HTTPClient})
-	info, err := VerifyApp(pctx, c, base, r.Inputs)
+	info, params, err := VerifyApp(pctx, c, base, r.Inputs)
 	var modeErr *AppModeError
 	var inErr *MissingInputsError
 	var apiErr *dify.APIError
 	switch {
 	case err == nil:
-		return okResult(name, fmt.Sprintf("%q (%s) at %s, key %s", info.Name, info.Mode, base, masked))
+		return okResult(name, fmt.Sprintf("%q (%s) at %s, key %s; %s", info.Name, info.Mode, base, masked, FileSupport(params)))
 	case errors.As(err, &modeErr):
 		return failResult(name, fmt.Sprintf("%q is a %s app, which has no chat endpoint", modeErr.Name, modeErr.Mode),
 			"route the inbox to a Chatbot, Chatflow or Agent app: "+readd)

@@ -760,7 +760,7 @@ func TestVerifyAppErrors(t *testing.T) {
 	h.dify.AddApp(simulate.DifyApp{Key: "app-inputs00000000000000000", Name: "Form", Inputs: []simulate.DifyInput{
 		{Variable: "b", Required: true}, {Variable: "a", Required: true}}})
 	verify := func(key string, inputs map[string]string) error {
-		_, err := VerifyApp(t.Context(), dify.NewClient(dify.Options{BaseURL: h.difyURL, Key: key}), h.difyURL, inputs)
+		_, _, err := VerifyApp(t.Context(), dify.NewClient(dify.Options{BaseURL: h.difyURL, Key: key}), h.difyURL, inputs)
 		return err
 	}
 	var modeErr *AppModeError

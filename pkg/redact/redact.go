@@ -27,8 +27,7 @@ const minVisibleLen = 12
 const minSecretLen = 6
 
 // Mask is the masked form of one credential: "app-…x7Qz" for a Dify key,
-// "****" plus the last 4 characters for any other value of 12 characters
-// or more, "****" for a shorter one, "" for "".
+// and MaskTail's for any other value.
 func Mask(s string) string {
 	if rest, ok := strings.CutPrefix(s, "app-"); ok && rest != "" {
 		if utf8.RuneCountInString(s) < minVisibleLen {
@@ -36,6 +35,12 @@ func Mask(s string) string {
 		}
 		return "app-…" + lastRunes(s, 4)
 	}
+	return MaskTail(s)
+}
+
+// MaskTail is "****" plus the last 4 characters of a value of 12
+// characters or more, "****" for a shorter one, "" for "".
+func MaskTail(s string) string {
 	switch {
 	case s == "":
 		return ""

@@ -65,6 +65,11 @@ type ChatwootOptions struct {
 	KeepPendingOnBotFailure bool
 	// Now replaces time.Now for timestamps and signatures.
 	Now func() time.Time
+	// TranscribeAfter, when set, transcribes customers' audio attachments
+	// that have Speech this long after they arrive and delivers
+	// message_updated, as Chatwoot's own audio transcription does (an
+	// enterprise feature); 0 never transcribes.
+	TranscribeAfter time.Duration
 }
 
 // DefaultEchoDelay is the bound of the random delay of background
@@ -101,6 +106,8 @@ type Message struct {
 	// public outgoing or template message that the inbox's channel sent.
 	// External channels skip messages that carry a source_id.
 	Delivered bool
+	// Attachments are the message's files and other attachments.
+	Attachments []SentFile
 }
 
 // Call is one REST request the fake Chatwoot received.
@@ -135,6 +142,7 @@ type cwInbox struct {
 	botURL     string
 	identifier string
 	channel    string
+	hours      WorkingHours
 }
 
 type cwContact struct {
@@ -160,6 +168,8 @@ type cwConv struct {
 	team            int64
 	assigneeID      int64
 	assigneeType    string // "User" | "AgentBot" | ""
+	priority        string // "" (none) | low | medium | high | urgent
+	botHandoffs     int    // conversation.bot_handoff events dispatched
 	typing          string
 	msgs            []*cwMsg
 	lastPublic      *cwMsg // last non-activity, non-private message
@@ -196,6 +206,7 @@ type cwMsg struct {
 	sendID      string // the provider id the pending send will write
 	sendStatus  string // the status it will write
 	sendError   string // the external_error it will write
+	atts        []*cwAttachment
 }
 
 var messageTypes = [...]string{"incoming", "outgoing", "activity", "template"}
@@ -219,6 +230,7 @@ type Chatwoot struct {
 	contactInbs map[[2]int64]*cwContactInbox
 	convs       map[int64]*cwConv
 	teams       map[int64]string
+	agents      map[int64]string
 	acctHooks   []accountWebhook
 	nextConv    int64
 	nextMsg     int64
@@ -233,6 +245,12 @@ type Chatwoot struct {
 	holding     bool       // HoldEchoes: background deliveries wait in held
 	held        []Delivery // not sent yet, oldest event first
 	deliverySeq uint64
+
+	frontend       string // FRONTEND_URL: where data_url point
+	storage        string // the storage service blob redirects go to ("" = the fake)
+	storageTarget  string // a fixed redirect target, for tests of where downloads go
+	files          map[string]*cwAttachment
+	nextAttachment int64
 }
 
 // NewChatwoot returns a fake Chatwoot with one account.
@@ -269,6 +287,7 @@ func NewChatwoot(opts ChatwootOptions) *Chatwoot {
 		contactInbs: make(map[[2]int64]*cwContactInbox),
 		convs:       make(map[int64]*cwConv),
 		teams:       make(map[int64]string),
+		agents:      make(map[int64]string),
 		nextMsg:     firstMessageID,
 		faults:      make(map[string][]ChatwootFault),
 		calls:       newRing[Call](maxRecords),
@@ -314,7 +333,7 @@ func (c *Chatwoot) addInboxLocked(id int64, name, botURL, channel string) *cwInb
 	}
 	in := c.inboxes[id]
 	if in == nil {
-		in = &cwInbox{id: id, identifier: randToken(24), channel: ChannelAPI}
+		in = &cwInbox{id: id, identifier: randToken(24), channel: ChannelAPI, hours: defaultWorkingHours()}
 		c.inboxes[id] = in
 	}
 	in.name, in.botURL = name, botURL
@@ -420,11 +439,15 @@ func (m *cwMsg) export() Message {
 	if m.echoID != nil {
 		echo = stringify(m.echoID)
 	}
+	var files []SentFile
+	for _, a := range m.atts {
+		files = append(files, a.export())
+	}
 	return Message{
 		ID: m.id, ConversationID: m.conv, Content: m.content, MessageType: messageTypes[m.mtype],
 		Private: m.private, SenderType: m.senderKind, SenderID: m.senderID, SourceID: src,
 		ContentType: m.contentType, ContentAttributes: maps.Clone(m.attrs), EchoID: echo, CreatedAt: m.created,
-		Status: m.status, Delivered: m.delivered,
+		Status: m.status, Delivered: m.delivered, Attachments: files,
 	}
 }
 
@@ -655,6 +678,8 @@ func resolve(method, path string) (route, bool) {
 			rt.op, rt.handle = "messages", (*Chatwoot).listMessages
 		case len(seg) == 4 && seg[3] == "toggle_status" && method == http.MethodPost:
 			rt.op, rt.botOK, rt.handle = "toggle_status", true, (*Chatwoot).toggleStatus
+		case len(seg) == 4 && seg[3] == "toggle_priority" && method == http.MethodPost:
+			rt.op, rt.botOK, rt.handle = "toggle_priority", true, (*Chatwoot).togglePriority
 		case len(seg) == 4 && seg[3] == "toggle_typing_status" && method == http.MethodPost:
 			rt.op, rt.botOK, rt.handle = "toggle_typing_status", true, (*Chatwoot).toggleTyping
 		case len(seg) == 4 && seg[3] == "assignments" && method == http.MethodPost:
@@ -689,7 +714,20 @@ func resolve(method, path string) (route, bool) {
 
 // ServeHTTP implements http.Handler.
 func (c *Chatwoot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 40<<20))
+	if strings.HasPrefix(r.URL.Path, "/rails/active_storage/") {
+		c.serveBlob(w, r)
+		return
+	}
+	var (
+		body []byte
+		err  error
+	)
+	if isMultipart(r) {
+		// Files stream to the handler, which keeps only their digests.
+		body = []byte("(multipart/form-data)")
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, 40<<20))
+	}
 	tok := c.tokenKind(r)
 	recorded := body
 	if len(recorded) > maxCallBody {
@@ -726,16 +764,7 @@ func (c *Chatwoot) serve(w http.ResponseWriter, r *http.Request, tok string, bod
 		return errNotFound
 	}
 	c.mu.Lock()
-	var fault ChatwootFault
-	hasFault := false
-	if q := c.faults[rt.op]; len(q) > 0 {
-		fault, hasFault = q[0], true
-		if len(q) == 1 {
-			delete(c.faults, rt.op)
-		} else {
-			c.faults[rt.op] = q[1:]
-		}
-	}
+	fault, hasFault := c.takeFaultLocked(rt.op)
 	c.mu.Unlock()
 	if hasFault {
 		if !sleep(r.Context(), fault.Delay) {
@@ -773,6 +802,24 @@ func (c *Chatwoot) serve(w http.ResponseWriter, r *http.Request, tok string, bod
 	return rt.handle(c, r, rt, tok, body)
 }
 
+// takeFaultLocked takes the next scripted fault of an operation.
+func (c *Chatwoot) takeFaultLocked(op string) (ChatwootFault, bool) {
+	q := c.faults[op]
+	if len(q) == 0 {
+		return ChatwootFault{}, false
+	}
+	if len(q) == 1 {
+		delete(c.faults, op)
+	} else {
+		c.faults[op] = q[1:]
+	}
+	return q[0], true
+}
+
+func isMultipart(r *http.Request) bool {
+	return strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "multipart/form-data")
+}
+
 func (c *Chatwoot) getVersion(_ *http.Request, _ route, _ string, _ []byte) reply {
 	return jsonReply(http.StatusOK, obj{
 		{"version", c.opts.Version},
@@ -803,10 +850,10 @@ func (c *Chatwoot) getProfile(_ *http.Request, _ route, _ string, _ []byte) repl
 func (c *Chatwoot) inboxJSON(in *cwInbox) obj {
 	o := obj{
 		{"id", in.id}, {"avatar_url", ""}, {"channel_id", in.id}, {"name", in.name}, {"channel_type", in.channel},
-		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", false},
+		{"greeting_enabled", false}, {"greeting_message", nil}, {"working_hours_enabled", in.hours.Enabled},
 		{"enable_email_collect", true}, {"csat_survey_enabled", false}, {"enable_auto_assignment", true},
-		{"auto_assignment_config", obj{}}, {"out_of_office_message", nil}, {"working_hours", []any{}},
-		{"timezone", "UTC"}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
+		{"auto_assignment_config", obj{}}, {"out_of_office_message", nullable(in.hours.OutOfOffice)}, {"working_hours", in.hours.json()},
+		{"timezone", in.hours.timezone()}, {"callback_webhook_url", nil}, {"allow_messages_after_resolved", true},
 		{"lock_to_single_conversation", false}, {"sender_name_type", "friendly"}, {"business_name", nil},
 	}
 	var phone, provider any
@@ -1011,7 +1058,52 @@ func stringify(v any) string {
 
 func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byte) reply {
 	var in postMessageBody
-	if len(body) > 0 {
+	var files []Attachment
+	var digests []string
+	if isMultipart(r) {
+		// Messages::MessageBuilder#process_attachments: each attachments[]
+		// part becomes an attachment whose file_type follows its type.
+		mr, err := r.MultipartReader()
+		if err != nil {
+			return cwError(http.StatusBadRequest, "Invalid request body")
+		}
+		for {
+			part, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return cwError(http.StatusBadRequest, "Invalid request body")
+			}
+			if part.FileName() == "" {
+				v, _ := io.ReadAll(io.LimitReader(part, 1<<20)) // a field is small
+				val := string(v)
+				switch part.FormName() {
+				case "content":
+					in.Content = &val
+				case "message_type":
+					in.MessageType = val
+				case "private":
+					in.Private = val
+				case "content_type":
+					in.ContentType = val
+				}
+				continue
+			}
+			if part.FormName() != "attachments[]" {
+				continue
+			}
+			a, sum, err := c.readPostedFile(part.FileName(), part.Header.Get("Content-Type"), part)
+			if err != nil {
+				return cwError(http.StatusBadRequest, "Invalid request body")
+			}
+			files, digests = append(files, a), append(digests, sum)
+		}
+		if len(files) > 15 {
+			// Message#validate_attachments_limit; messages#create answers 422.
+			return cwError(http.StatusUnprocessableEntity, "Validation failed: Attachments exceeded maximum allowed")
+		}
+	} else if len(body) > 0 {
 		if err := json.Unmarshal(body, &in); err != nil {
 			return cwError(http.StatusBadRequest, "Invalid request body")
 		}
@@ -1084,7 +1176,13 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 		m.senderKind, m.senderID = "user", c.opts.UserID
 	}
 	c.addMessageLocked(conv, m)
-	resp := c.restMessageLocked(conv, m, true)
+	for i, f := range files {
+		a := c.newAttachmentLocked(m, f)
+		a.posted, a.sha = true, digests[i]
+	}
+	// Rendered under the lock: the channel's send job writes into the
+	// message (its attributes) in the background.
+	resp := jsonReply(http.StatusOK, c.restMessageLocked(conv, m, true))
 	var echo []byte
 	if !c.opts.NoEcho && mtype != 2 {
 		// The snapshot: conversation status and all as they are now.
@@ -1099,7 +1197,7 @@ func (c *Chatwoot) postMessage(r *http.Request, rt route, tok string, body []byt
 	if sends {
 		c.finishSendLater(conv.id, m, !c.opts.NoEcho)
 	}
-	return jsonReply(http.StatusOK, resp)
+	return resp
 }
 
 // sendOnChannelLocked is SendReplyJob deciding the fate of a new message:
@@ -1126,6 +1224,11 @@ func (c *Chatwoot) sendOnChannelLocked(conv *cwConv, m *cwMsg) bool {
 	}
 	if tr.windowError != "" && !c.canReplyLocked(conv) {
 		m.sendPending, m.sendStatus, m.sendError = true, "failed", tr.windowError
+		return true
+	}
+	if limit, refusal := lengthLimit(conv.inbox.channel); limit > 0 && len([]rune(m.content)) > limit {
+		// The provider refuses the text; the send job stores its error.
+		m.sendPending, m.sendStatus, m.sendError = true, "failed", refusal
 		return true
 	}
 	m.delivered = true
@@ -1215,10 +1318,21 @@ func (c *Chatwoot) toggleStatus(r *http.Request, rt route, tok string, body []by
 		// ArgumentError is not rescued by Chatwoot.
 		return jsonReply(http.StatusInternalServerError, obj{{"status", 500}, {"error", "Internal Server Error"}})
 	}
-	if tok == "bot" && conv.status == "pending" && next == "open" && conv.waitingSince == 0 {
-		conv.waitingSince = c.opts.Now().Unix() // bot_handoff!
+	handoff := tok == "bot" && conv.status == "pending" && next == "open"
+	if handoff {
+		// bot_handoff!: waiting_since, open, and conversation.bot_handoff
+		// dispatched (what Chatwoot's bot-handoff report counts).
+		if conv.waitingSince == 0 {
+			conv.waitingSince = c.opts.Now().Unix()
+		}
+		conv.botHandoffs++
 	}
 	changed := c.setStatusLocked(conv, next)
+	if tok == "user" && conv.status == "open" && conv.assigneeType == "AgentBot" {
+		// handle_human_open: a person opening it clears the AI assignee (the
+		// simulated user is an administrator, so it is not self-assigned).
+		conv.assigneeID, conv.assigneeType = 0, ""
+	}
 	var event []byte
 	if changed && !c.opts.NoEcho {
 		event = railsJSON.marshal(c.statusEventLocked(conv))
@@ -1277,14 +1391,29 @@ func (c *Chatwoot) assign(r *http.Request, rt route, tok string, body []byte) re
 		})
 	}
 	id, _ := strconv.ParseInt(stringify(in.AssigneeID), 10, 64)
-	if id <= 0 {
+	if in.AssigneeType == "AgentBot" {
+		if id != c.opts.BotID {
+			return jsonReply(http.StatusOK, nil) // assign_ai_assignee returns nil for an unknown bot
+		}
+		conv.assigneeID, conv.assigneeType = id, "AgentBot"
+		c.setStatusLocked(conv, "pending")
+		return jsonReply(http.StatusOK, c.assigneeLocked(conv))
+	}
+	// Conversations::AssignmentService#assignee: account.users.find_by(id:),
+	// so an id that is no user of the account unassigns.
+	if id <= 0 || !c.isUserLocked(id) {
 		conv.assigneeID, conv.assigneeType = 0, ""
 		return jsonReply(http.StatusOK, nil)
 	}
-	conv.assigneeID, conv.assigneeType = id, "User"
-	if in.AssigneeType == "AgentBot" {
-		conv.assigneeType = "AgentBot"
+	if conv.assigneeType == "AgentBot" && conv.status == "pending" {
+		// open_on_assignment?: a person assigned to a conversation an AI
+		// held opens it, without bot_handoff!.
+		c.setStatusLocked(conv, "open")
+		if conv.waitingSince == 0 {
+			conv.waitingSince = c.opts.Now().Unix()
+		}
 	}
+	conv.assigneeID, conv.assigneeType = id, "User"
 	return jsonReply(http.StatusOK, c.assigneeLocked(conv))
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,14 @@ type DifyApp struct {
 	// Reply computes the answer; nil means DefaultReply. history holds the
 	// earlier (query, answer) turns of this Dify conversation, oldest first.
 	Reply func(history []Turn, query string, inputs map[string]any) string
+	// Respond, when set, replaces Reply and may answer with files and
+	// citations; it also sees the files that came with the message.
+	Respond func(DifyCall) DifyResponse
+	// FileUpload is the app's file upload feature; nil means off (files
+	// sent with a message are then ignored, as Dify does).
+	FileUpload *DifyFileUpload
+	// SpeechToText turns /audio-to-text on for the app.
+	SpeechToText bool
 }
 
 // DifyInput is one variable of an app's input form.
@@ -125,6 +135,7 @@ type DifyRequest struct {
 	At               time.Time
 	NewConversation  bool   // conversation_id was empty: the call asks for a new conversation
 	TaskID           string // task id of the answer (valid for /stop once streaming started)
+	Files            []DifyFileIn
 }
 
 type difyApp struct {
@@ -167,6 +178,17 @@ type Dify struct {
 	requests ring[DifyRequest]
 	stops    ring[string]
 	changed  notifier
+
+	filesURL       string
+	filesTimeout   time.Duration
+	blockPrivate   bool
+	uploads        []DifyUpload
+	feedbacks      []DifyFeedback
+	transcriptions []DifyTranscription
+	toolFiles      map[string]*toolFile
+	toolDownloads  int
+	messages       map[string]msgOwner // answer message id → its app and user
+	hosts          map[string]string   // MapHost
 }
 
 // NewDify returns a fake Dify serving the given apps.
@@ -363,7 +385,9 @@ func (d *Dify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d.serveDeleteConversation(w, r, strings.TrimPrefix(p, "/v1/conversations/"))
 		}
 	default:
-		difyNotFound(w)
+		if !d.serveFiles(w, r) {
+			difyNotFound(w)
+		}
 	}
 }
 
@@ -529,21 +553,54 @@ func (d *Dify) serveParameters(w http.ResponseWriter, r *http.Request) {
 		form = append(form, obj{{typ, spec}})
 	}
 	off := obj{{"enabled", false}}
+	fileUpload := obj{{"image", obj{
+		{"enabled", false}, {"number_limits", 3}, {"detail", "high"},
+		{"transfer_methods", []string{"remote_url", "local_file"}},
+	}}}
+	if fu := app.FileUpload; fu != nil {
+		methods := fu.Methods
+		if len(methods) == 0 {
+			methods = []string{"local_file", "remote_url"}
+		}
+		imageMethods := fu.ImageMethods
+		if len(imageMethods) == 0 {
+			imageMethods = methods
+		}
+		limit := fu.Limit
+		if limit == 0 {
+			limit = 3
+		}
+		imageLimit := fu.ImageLimit
+		if imageLimit == 0 {
+			imageLimit = limit
+		}
+		types := fu.Types
+		if types == nil {
+			types = []string{"image", "document", "audio", "video"}
+		}
+		exts := fu.Extensions
+		if exts == nil {
+			exts = []string{}
+		}
+		fileUpload = obj{{"enabled", true}, {"allowed_file_types", types}, {"allowed_file_extensions", exts},
+			{"allowed_file_upload_methods", methods}, {"number_limits", limit},
+			{"image", obj{{"enabled", slices.Contains(types, "image")}, {"number_limits", imageLimit}, {"detail", "high"},
+				{"transfer_methods", imageMethods}}},
+			{"fileUploadConfig", obj{{"image_file_size_limit", 10}, {"file_size_limit", 15}, {"audio_file_size_limit", 50},
+				{"video_file_size_limit", 100}, {"workflow_file_upload_limit", 10}}}}
+	}
 	writeJSON(w, http.StatusOK, pythonJSON.marshal(obj{
 		{"opening_statement", ""},
 		{"suggested_questions", []string{}},
 		{"suggested_questions_after_answer", off},
-		{"speech_to_text", off},
+		{"speech_to_text", obj{{"enabled", app.SpeechToText}}},
 		{"text_to_speech", obj{{"enabled", false}, {"voice", ""}, {"language", ""}, {"autoPlay", "disabled"}}},
 		{"retriever_resource", obj{{"enabled", true}}},
 		{"annotation_reply", off},
 		{"more_like_this", off},
 		{"sensitive_word_avoidance", off},
 		{"user_input_form", form},
-		{"file_upload", obj{{"image", obj{
-			{"enabled", false}, {"number_limits", 3}, {"detail", "high"},
-			{"transfer_methods", []string{"remote_url", "local_file"}},
-		}}}},
+		{"file_upload", fileUpload},
 		{"system_parameters", obj{
 			{"file_size_limit", 15}, {"image_file_size_limit", 10}, {"audio_file_size_limit", 50},
 			{"video_file_size_limit", 100}, {"workflow_file_upload_limit", 10},
@@ -675,6 +732,7 @@ type chatBody struct {
 	ResponseMode     *string         `json:"response_mode"`
 	ConversationID   *string         `json:"conversation_id"`
 	AutoGenerateName *bool           `json:"auto_generate_name"`
+	Files            json.RawMessage `json:"files"`
 }
 
 // chatCall is one accepted chat-messages call on its way to an answer.
@@ -695,6 +753,8 @@ type chatCall struct {
 	workflowID string
 	clock      func() time.Time
 	began      time.Time // wall clock, for latency figures
+	files      []DifyFileIn
+	response   *DifyResponse // the app's answer, once computed
 }
 
 func (c *chatCall) elapsed() float64 { return time.Since(c.began).Seconds() }
@@ -838,6 +898,22 @@ func (d *Dify) serveChat(w http.ResponseWriter, r *http.Request) {
 		difyError(w, http.StatusBadRequest, "invalid_param", msg)
 		return
 	}
+	files, msg := d.resolveFiles(ctx, app, body.Files)
+	if msg != "" {
+		difyError(w, http.StatusBadRequest, "invalid_param", msg)
+		return
+	}
+	call.files = files
+	if len(files) > 0 {
+		d.mu.Lock()
+		for seq := d.requests.total; seq > 0 && seq+64 > d.requests.total; seq-- {
+			if rec := d.requests.at(seq - 1); rec != nil && rec.TaskID == call.taskID {
+				rec.Files = files
+				break
+			}
+		}
+		d.mu.Unlock()
+	}
 
 	d.mu.Lock()
 	if convID != "" {
@@ -934,17 +1010,35 @@ func (d *Dify) answer(call *chatCall) string {
 	d.mu.Lock()
 	history := append([]Turn(nil), call.conv.turns...)
 	d.mu.Unlock()
+	if call.app.Respond != nil {
+		r := call.app.Respond(DifyCall{History: history, Query: call.query, Inputs: call.inputs, Files: call.files})
+		call.response = &r
+		return r.Text
+	}
 	reply := call.app.Reply
 	if reply == nil {
 		reply = DefaultReply
 	}
-	return reply(history, call.query, call.inputs)
+	text := reply(history, call.query, call.inputs)
+	if len(call.files) > 0 {
+		// The default brain says what it was given, so a test can see it.
+		var got []string
+		for _, f := range call.files {
+			got = append(got, fmt.Sprintf("%s %q", f.Type, f.Name))
+		}
+		text += "\n\n(I received: " + strings.Join(got, ", ") + ")"
+	}
+	return text
 }
 
 // finish records the turn so later calls of the conversation see it.
 func (d *Dify) finish(call *chatCall, answer string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.messages == nil {
+		d.messages = map[string]msgOwner{}
+	}
+	d.messages[call.msgID] = msgOwner{key: call.app.Key, user: call.user}
 	c := call.conv
 	if len(c.turns) >= maxTurns {
 		c.turns = append(c.turns[:1], c.turns[2:]...)

@@ -160,11 +160,20 @@ func (c *chatCall) usage(answer string, history int) obj {
 }
 
 func (c *chatCall) metadata(answer string, history int) obj {
+	resources := []any{}
+	if c.response != nil {
+		for i, cit := range c.response.Citations {
+			// api/core/rag/entities/citation_metadata.py
+			resources = append(resources, obj{{"position", i + 1}, {"dataset_id", newUUID()}, {"dataset_name", cit.DatasetName},
+				{"document_id", newUUID()}, {"document_name", cit.DocumentName}, {"data_source_type", "upload_file"},
+				{"segment_id", newUUID()}, {"retriever_from", "api"}, {"score", 0.87}, {"content", "..."}})
+		}
+	}
 	if c.app.Mode == ModeAdvancedChat {
 		// Chatflow metadata has no annotation_reply when none matched.
-		return obj{{"usage", c.usage(answer, history)}, {"retriever_resources", []any{}}}
+		return obj{{"usage", c.usage(answer, history)}, {"retriever_resources", resources}}
 	}
-	return obj{{"annotation_reply", nil}, {"retriever_resources", []any{}}, {"usage", c.usage(answer, history)}}
+	return obj{{"annotation_reply", nil}, {"retriever_resources", resources}, {"usage", c.usage(answer, history)}}
 }
 
 func (d *Dify) historyLen(call *chatCall) int {
@@ -307,6 +316,20 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 	history := d.historyLen(call)
 	chunks := splitAnswer(d.answer(call))
 	p.interval = call.latency / time.Duration(len(chunks)+1)
+	if call.response != nil {
+		for _, f := range call.response.Files {
+			id, u := d.toolFileURL(f)
+			// task_pipeline/message_cycle_manager.py message_file_to_stream_response
+			if !s.event("message_file", true, field{"id", id}, field{"type", f.Type}, field{"belongs_to", "assistant"}, field{"url", u}) {
+				return
+			}
+			if call.app.Mode == ModeChat {
+				// Once the message has an assistant file, a chat app relabels
+				// its text deltas message_file (get_message_event_type).
+				deltaName = "message_file"
+			}
+		}
+	}
 	var sent strings.Builder
 	stopped := false
 	for i, chunk := range chunks {
@@ -324,7 +347,7 @@ func (d *Dify) stream(ctx context.Context, w http.ResponseWriter, call *chatCall
 			break
 		}
 		delta := []field{{"id", call.msgID}, {"answer", chunk}}
-		if deltaName == "message" {
+		if deltaName != "agent_message" {
 			var sel any
 			if adv {
 				sel = []string{"llm", "text"}

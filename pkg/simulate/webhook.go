@@ -66,6 +66,10 @@ func Signature(secret, timestamp string, body []byte) string {
 // reopened first (pending in an inbox with an agent bot, open otherwise)
 // and that status change is delivered before the message.
 func (c *Chatwoot) CustomerSays(ctx context.Context, convID int64, text string) (Delivery, error) {
+	return c.customerMessage(ctx, convID, text, nil)
+}
+
+func (c *Chatwoot) customerMessage(ctx context.Context, convID int64, text string, atts []Attachment) (Delivery, error) {
 	c.mu.Lock()
 	conv := c.convs[convID]
 	if conv == nil {
@@ -90,8 +94,12 @@ func (c *Chatwoot) CustomerSays(ctx context.Context, convID int64, text string) 
 		m.sourceID = tr.inID() // the provider's id of the customer's message
 	}
 	c.addMessageLocked(conv, m)
+	for _, a := range atts {
+		c.newAttachmentLocked(m, a)
+	}
 	body := railsJSON.marshal(c.messageEventLocked(conv, m, "message_created"))
 	c.mu.Unlock()
+	c.transcribeLater(m)
 	if reopened != nil {
 		_, _ = c.post(ctx, c.newDelivery(reopened, "conversation_status_changed", convID, 0)) // recorded in Deliveries
 	}
@@ -508,7 +516,7 @@ func (c *Chatwoot) assigneeLocked(conv *cwConv) any {
 	case conv.assigneeID == c.opts.UserID:
 		return c.userObj()
 	}
-	name := "Agent " + strconv.FormatInt(conv.assigneeID, 10)
+	name := c.agents[conv.assigneeID]
 	return obj{{"id", conv.assigneeID}, {"name", name}, {"available_name", name}, {"avatar_url", ""},
 		{"type", "user"}, {"availability_status", "online"}, {"thumbnail", ""}}
 }
@@ -532,6 +540,9 @@ func (c *Chatwoot) restMessageLocked(conv *cwConv, m *cwMsg, response bool) obj 
 		if m.echoID != nil {
 			o = append(o, field{"echo_id", m.echoID})
 		}
+		if len(m.atts) > 0 {
+			o = append(o, field{"attachments", c.attachmentsJSON(m)})
+		}
 		return o
 	}
 	o := obj{
@@ -550,6 +561,10 @@ func (c *Chatwoot) restMessageLocked(conv *cwConv, m *cwMsg, response bool) obj 
 	if sender != nil {
 		// A message without a sender has no "sender" key at all here.
 		o = append(o, field{"sender", sender})
+	}
+	if len(m.atts) > 0 {
+		// Message#push_event_data adds attachments when there are some.
+		o = append(o, field{"attachments", c.attachmentsJSON(m)})
 	}
 	return o
 }
@@ -607,7 +622,7 @@ func (c *Chatwoot) conversationLocked(conv *cwConv) obj {
 		{"snoozed_until", nil},
 		{"unread_count", conv.unread},
 		{"first_reply_created_at", firstReply},
-		{"priority", nil},
+		{"priority", nullable(conv.priority)},
 		{"waiting_since", conv.waitingSince},
 		{"agent_last_seen_at", conv.agentLastSeen},
 		{"contact_last_seen_at", conv.contactLastSeen},
@@ -629,7 +644,7 @@ func (c *Chatwoot) messageEventLocked(conv *cwConv, m *cwMsg, event string) obj 
 	case "agent_bot":
 		sender = obj{{"id", c.opts.BotID}, {"name", botName}, {"type", "agent_bot"}}
 	}
-	return obj{
+	o := obj{
 		{"account", c.accountObj()},
 		{"additional_attributes", obj{}},
 		{"content_attributes", m.attrs},
@@ -643,8 +658,12 @@ func (c *Chatwoot) messageEventLocked(conv *cwConv, m *cwMsg, event string) obj 
 		{"private", m.private},
 		{"sender", sender},
 		{"source_id", m.sourceID},
-		{"event", event},
 	}
+	if len(m.atts) > 0 {
+		// Message#webhook_data adds attachments only when there are some.
+		o = append(o, field{"attachments", c.attachmentsJSON(m)})
+	}
+	return append(o, field{"event", event})
 }
 
 // statusEventLocked is conversation_status_changed: the conversation object

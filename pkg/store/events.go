@@ -25,6 +25,10 @@ const (
 const (
 	KindMessage  = "message"  // a customer message to answer
 	KindTakeover = "takeover" // a human replied: open the conversation
+	// KindReopen: Chatwoot reopened a human-held conversation as a bot
+	// status, and the route does not give it back that way: open it again
+	// for the humans.
+	KindReopen = "reopen"
 )
 
 // Statuses lists every event state.

@@ -35,15 +35,19 @@ type Route struct {
 	Enabled       bool
 	AppName       string
 	AppMode       string
+	Options       RouteOptions
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	// MaxInFlight caps the route's events in progress at once (0: no cap
+	// beyond worker.concurrency).
+	MaxInFlight int
 }
 
 // ErrDuplicateInbox is returned when an inbox already has a route.
 var ErrDuplicateInbox = errors.New("inbox already has a route")
 
 const routeCols = `id, name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode, keywords,
-	handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at`
+	handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight, options`
 
 func scanRoute(sc interface{ Scan(...any) error }) (Route, error) {
 	var r Route
@@ -52,8 +56,13 @@ func scanRoute(sc interface{ Scan(...any) error }) (Route, error) {
 	var team sql.NullInt64
 	var created, updated int64
 	var enabled int
+	var options string
 	if err := sc.Scan(&r.ID, &r.Name, &r.InboxID, &r.DifyURL, &r.DifyKey, &r.DifyKeyEnv, &inputs, &r.Mode,
-		&keywords, &team, &labels, &enabled, &r.AppName, &r.AppMode, &created, &updated); err != nil {
+		&keywords, &team, &labels, &enabled, &r.AppName, &r.AppMode, &created, &updated, &r.MaxInFlight, &options); err != nil {
+		return r, err
+	}
+	var err error
+	if r.Options, err = parseRouteOptions(r.ID, options); err != nil {
 		return r, err
 	}
 	r.Enabled = enabled != 0
@@ -118,13 +127,17 @@ func (db *DB) AddRoute(ctx context.Context, r *Route) error {
 	if r.HandoffTeam != nil {
 		team = *r.HandoffTeam
 	}
+	options, err := r.Options.json()
+	if err != nil {
+		return err
+	}
 	return db.Write(ctx, func(tx *Tx) error {
 		now := ms(tx.Now())
 		err := tx.QueryRow(`INSERT INTO routes (name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode,
-			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight, options)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			r.Name, r.InboxID, r.DifyURL, r.DifyKey, r.DifyKeyEnv, string(inputs), r.Mode, kw, team, lb,
-			boolInt(r.Enabled), r.AppName, r.AppMode, now, now).Scan(&r.ID)
+			boolInt(r.Enabled), r.AppName, r.AppMode, now, now, max(r.MaxInFlight, 0), options).Scan(&r.ID)
 		if err != nil {
 			if isUniqueViolation(err, "routes.inbox_id", "routes_inbox_id_key") {
 				return fmt.Errorf("inbox %d: %w", r.InboxID, ErrDuplicateInbox)

@@ -163,6 +163,10 @@ func WithPool(n int) Option {
 	}
 }
 
+// WithNow sets the clock before the writer starts (tests move time with
+// it; setting DB.Now later would race with the writer).
+func WithNow(now func() time.Time) Option { return func(db *DB) { db.Now = now } }
+
 // SetCommitFault makes every commit call fn first; an error from it fails
 // the commit as a full disk would (transient, retried by Write). nil
 // removes it. It is the seam through which tests make the journal

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -434,5 +435,63 @@ func testIntents(t *testing.T, b backend) {
 	}
 	if _, ok := match(1, 9, "other", false); !ok {
 		t.Error("the new intent does not match its echo")
+	}
+}
+
+func TestRichMessageTables(t *testing.T) {
+	ctx := t.Context()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := &Route{InboxID: 4, DifyKey: "app-x", Enabled: true, Options: RouteOptions{Transfer: "upload", Format: "whatsapp", VoiceFallback: "handoff"}}
+	if err := db.AddRoute(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Route(ctx, r.ID)
+	if err != nil || got.Options != r.Options {
+		t.Fatalf("options %+v %v", got.Options, err)
+	}
+	var ev Event
+	err = db.Write(ctx, func(tx *Tx) error {
+		ev = Event{Event: "message_created", Kind: KindMessage, Status: StatusAccepted, MessageID: 900}
+		if err := tx.InsertEvent(&ev); err != nil {
+			return err
+		}
+		if id, ok, err := tx.OpenMessageEvent(900); err != nil || !ok || id != ev.ID {
+			return fmt.Errorf("open event %d %v %v", id, ok, err)
+		}
+		if _, ok, err := tx.OpenMessageEvent(901); err != nil || ok {
+			return fmt.Errorf("no event for 901: %v %v", ok, err)
+		}
+		if err := tx.SetTranscript(900, "hello"); err != nil {
+			return err
+		}
+		if err := tx.SavePlan(ev.ID, []byte(`[{"step":"answer"}]`)); err != nil {
+			return err
+		}
+		if err := tx.RecordPosted(5001, ev.ID, "answer_2"); err != nil {
+			return err
+		}
+		return tx.RecordAnswer(Answer{AccountID: 1, ConversationID: 2, EventID: ev.ID, RouteID: r.ID, DifyMessageID: "m1", DifyUser: "u"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, ok, err := db.Transcript(ctx, 900); err != nil || !ok || text != "hello" {
+		t.Errorf("transcript %q %v %v", text, ok, err)
+	}
+	if plan, ok, err := db.Plan(ctx, ev.ID); err != nil || !ok || string(plan) != `[{"step":"answer"}]` {
+		t.Errorf("plan %s %v %v", plan, ok, err)
+	}
+	if id, step, ok, err := db.PostedBy(ctx, 5001); err != nil || !ok || id != ev.ID || step != "answer_2" {
+		t.Errorf("posted by %d %q %v %v", id, step, ok, err)
+	}
+	if a, ok, err := db.LastAnswer(ctx, 1, 2); err != nil || !ok || a.DifyMessageID != "m1" || a.RouteID != r.ID {
+		t.Errorf("answer %+v %v %v", a, ok, err)
+	}
+	if _, ok, err := db.LastAnswer(ctx, 1, 3); err != nil || ok {
+		t.Errorf("no answer: %v %v", ok, err)
 	}
 }

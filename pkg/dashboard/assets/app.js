@@ -181,6 +181,7 @@
     var holder = $('holder');
     $('summary').hidden = !s;
     $('history').hidden = !d;
+    $('owners').hidden = !(d && d.ownership && d.ownership.length);
     document.body.setAttribute('data-state', s ? s.state : '');
     if (!s) {
       holder.hidden = true;
@@ -213,6 +214,7 @@
     $('fact-counts').textContent = plural(s.messages, 'message') + ' · ' + plural(s.answers, 'answer') + ' · ' + plural(s.handoffs, 'handoff');
 
     updateButtons(s);
+    renderOwnership(d);
     renderEvents(d);
   }
 
@@ -220,6 +222,32 @@
     $('give-back').disabled = !!(s && s.state === 'bot');
     $('keep').disabled = !!(s && s.state === 'human');
     $('give-back').className = s && s.state === 'human' ? 'primary' : '';
+  }
+
+  // renderOwnership lists the ownership journal, as `bridge conversations
+  // show` does: when, what changed, who held it after, why.
+  function renderOwnership(d) {
+    var list = $('ownership');
+    list.textContent = '';
+    (d.ownership || []).forEach(function (o) {
+      var li = el('li', 'owner');
+      li.setAttribute('data-kind', o.kind);
+      li.appendChild(el('span', 't', clock(o.at)));
+      var what = el('span', 'what');
+      what.appendChild(el('span', 'change', ownKind(o.kind)));
+      what.appendChild(document.createTextNode(' → '));
+      what.appendChild(el('span', 'who ' + (o.owner === 'human' ? 'human' : 'bot'), o.owner === 'human' ? 'human' : 'bot'));
+      if (o.cause) what.appendChild(el('span', 'cause', ' · ' + o.cause));
+      if (o.detail || o.event_id) {
+        what.appendChild(el('span', 'detail', (o.detail || '') + (o.event_id ? (o.detail ? ' · ' : '') + 'event #' + o.event_id : '')));
+      }
+      li.appendChild(what);
+      list.appendChild(li);
+    });
+  }
+
+  function ownKind(k) {
+    return { handoff: 'handed off', takeover: 'taken over', keep: 'kept', 'return': 'returned', resolved: 'resolved', reopened: 'reopened' }[k] || k;
   }
 
   function renderEvents(d) {
