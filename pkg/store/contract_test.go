@@ -65,6 +65,15 @@ func TestContract(t *testing.T) {
 		{"ConcurrentHops", testConcurrentHops},
 		{"TextThatIsNotUTF8", testTextThatIsNotUTF8},
 		{"Durable", testDurable},
+		{"FairQueueQueries", testFairQueueQueries},
+		{"RouteMaxInFlight", testRouteMaxInFlight},
+		{"OwnershipJournal", testOwnershipJournal},
+		{"ConvLifecycle", testConvLifecycle},
+		{"IdleHuman", testIdleHuman},
+		{"RouteLifecycleSettings", testRouteLifecycleSettings},
+		{"Stats", testStats},
+		{"PruneOwnership", testPruneOwnership},
+		{"RichMessageTables", testRichMessageTables},
 	}
 	shared := []struct {
 		name string

@@ -438,13 +438,9 @@ func testIntents(t *testing.T, b backend) {
 	}
 }
 
-func TestRichMessageTables(t *testing.T) {
+func testRichMessageTables(t *testing.T, b backend) {
 	ctx := t.Context()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "b.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := b.open(t)
 	r := &Route{InboxID: 4, DifyKey: "app-x", Enabled: true, Options: RouteOptions{Transfer: "upload", Format: "whatsapp", VoiceFallback: "handoff"}}
 	if err := db.AddRoute(ctx, r); err != nil {
 		t.Fatal(err)
