@@ -37,6 +37,19 @@ var copyTables = []copyTable{
 	{name: "posted", key: []string{"message_id"}, cols: []string{"message_id", "event_id", "step", "at"},
 		sums: []string{"message_id", "event_id"}},
 	{name: "intents", key: []string{"event_id", "step"}, cols: split(intentCols), sums: []string{"event_id", "message_id"}},
+	{name: "transcripts", key: []string{"message_id"}, cols: []string{"message_id", "text", "at"}, sums: []string{"message_id", "at"}},
+	{name: "outbox", key: []string{"event_id"}, cols: []string{"event_id", "parts", "at"}, sums: []string{"event_id", "at"}},
+	{name: "answers", key: []string{"account_id", "conversation_id"},
+		cols: []string{"account_id", "conversation_id", "event_id", "route_id", "dify_message_id", "dify_user", "at"},
+		sums: []string{"conversation_id", "event_id", "at"}},
+	{name: "route_lifecycle", key: []string{"route_id"}, cols: []string{"route_id", "settings", "updated_at"},
+		sums: []string{"route_id", "updated_at"}},
+	{name: "ownership", key: []string{"id"},
+		cols: []string{"id", "at", "account_id", "conversation_id", "route_id", "kind", "owner", "cause", "detail", "event_id"},
+		sums: []string{"id", "at"}},
+	{name: "conversation_lifecycle", key: []string{"account_id", "conversation_id"},
+		cols: []string{"account_id", "conversation_id", "last_human_at", "handoff_cause", "summary"},
+		sums: []string{"conversation_id", "last_human_at"}},
 }
 
 func split(cols string) []string {
@@ -344,6 +357,7 @@ func carryIDs(ctx context.Context, src, dst *DB) error {
 			for _, q := range []string{
 				"SELECT setval(pg_get_serial_sequence('routes', 'id'), greatest(?, (SELECT coalesce(max(id), 0) FROM routes), 1), ? > 0 OR EXISTS (SELECT 1 FROM routes))",
 				"SELECT setval(pg_get_serial_sequence('events', 'id'), greatest((SELECT coalesce(max(id), 0) FROM events), 1), EXISTS (SELECT 1 FROM events))",
+				"SELECT setval(pg_get_serial_sequence('ownership', 'id'), greatest((SELECT coalesce(max(id), 0) FROM ownership), 1), EXISTS (SELECT 1 FROM ownership))",
 			} {
 				args := []any{}
 				if strings.Contains(q, "routes") {

@@ -23,6 +23,9 @@ func fillJournal(t *testing.T, db *DB, events int) int64 {
 	if err := db.RemoveRoute(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
+	if err := db.SetRouteLifecycle(ctx, 1, `{"return":"idle"}`); err != nil {
+		t.Fatal(err)
+	}
 	var working int64
 	err := db.Write(ctx, func(tx *Tx) error {
 		for i := range events {
@@ -46,6 +49,21 @@ func fillJournal(t *testing.T, db *DB, events int) int64 {
 				return err
 			}
 			if err := tx.RecordPosted(int64(5000+i), e.ID, "answer"); err != nil {
+				return err
+			}
+			if err := tx.SetTranscript(e.MessageID, "spoken"); err != nil {
+				return err
+			}
+			if err := tx.SavePlan(e.ID, []byte(`[{"text":"a"}]`)); err != nil {
+				return err
+			}
+			if err := tx.RecordAnswer(Answer{AccountID: 1, ConversationID: conv, EventID: e.ID, RouteID: 3, DifyMessageID: "m", DifyUser: "u"}); err != nil {
+				return err
+			}
+			if err := tx.AddOwnership(Ownership{At: e.ReceivedAt, AccountID: 1, ConversationID: conv, RouteID: 3, Kind: OwnHandoff, Owner: StateHuman, Cause: "customer_asked"}); err != nil {
+				return err
+			}
+			if err := tx.NoteHuman(1, conv, e.ReceivedAt); err != nil {
 				return err
 			}
 			working = e.ID
@@ -88,7 +106,8 @@ func TestCopy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]int64{"routes": 2, "conversations": 7, "events": 120, "hops": 120, "posted": 120, "intents": 120}
+			want := map[string]int64{"routes": 2, "conversations": 7, "events": 120, "hops": 120, "posted": 120, "intents": 120,
+				"transcripts": 120, "outbox": 120, "answers": 7, "route_lifecycle": 1, "ownership": 120, "conversation_lifecycle": 7}
 			for _, c := range checks {
 				if !c.Same || c.Source != want[c.Table] || c.Dest != want[c.Table] {
 					t.Errorf("%s: %+v, want %d rows on both sides", c.Table, c, want[c.Table])
