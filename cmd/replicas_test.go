@@ -144,11 +144,27 @@ func TestReplicasSurviveKill(t *testing.T) {
 	}
 	var sent atomic.Int64
 	killAt := int64(convs * perConv / 3)
+	// The kill lands while replica 1 holds an event: which replica wins a
+	// claim is a race, so a count of messages sent alone cannot promise it.
+	watch, err := store.Open(t.Context(), database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	holder := fmt.Sprintf("%%:%d:%%", procs[1].cmd.Process.Pid)
+	holds := func() bool {
+		var n int
+		err := watch.Reader().QueryRow(`SELECT count(*) FROM events WHERE status = 'working' AND lease_owner LIKE $1`, holder).Scan(&n)
+		return err == nil && n > 0
+	}
 	killed := make(chan struct{})
 	go func() {
 		defer close(killed)
-		for sent.Load() < killAt {
-			time.Sleep(time.Millisecond) // polling a counter, not timing behaviour
+		for sent.Load() < killAt || !holds() {
+			if sent.Load() == convs*perConv {
+				break // every message sent and replica 1 never held one: the assertion below reports it
+			}
+			time.Sleep(time.Millisecond) // polling a condition, not timing behaviour
 		}
 		procs[1].signal(syscall.SIGKILL)
 		procs[1].exit(10 * time.Second)
