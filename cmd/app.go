@@ -112,8 +112,8 @@ func (a *app) openStore(ctx context.Context, use storeUse) (*store.DB, error) {
 		return nil, err
 	}
 	path := cfg.Database
-	if use != createStore {
-		if _, err := os.Stat(path); err != nil {
+	if use != createStore && !store.IsPostgres(path) {
+		if _, err := os.Stat(store.SQLitePath(path)); err != nil {
 			return nil, a.noDatabase(cfg, err)
 		}
 	}
@@ -147,7 +147,7 @@ func (a *app) noDatabase(cfg *config.Config, err error) error {
 		from, fix = "is the default, relative to "+workDir(), "run in the directory of your bridge.db, or give --db or --config"
 	}
 	return usagef(fix+"; only 'bridge serve' and 'bridge routes add' create a database",
-		"database %s %s (the path %s)", absPath(cfg.Database), why, from)
+		"database %s %s (the path %s)", dbDisplay(cfg.Database), why, from)
 }
 
 func workDir() string {
@@ -188,4 +188,13 @@ func absPath(p string) string {
 		return abs
 	}
 	return p
+}
+
+// dbDisplay is the database setting as output shows it: a SQLite file by
+// its absolute path, a PostgreSQL URL with its password masked.
+func dbDisplay(database string) string {
+	if store.IsPostgres(database) {
+		return store.Display(database)
+	}
+	return absPath(store.SQLitePath(database))
 }

@@ -50,8 +50,12 @@ goroutine profiles and runtime.MemStats at that moment.
 
 serve runs as a child process (this binary), so memory figures are its own;
 --in-process runs it inside this process instead (memory then includes the
-simulators; --cpuprofile and --profile imply it). Exits 1 when a message
-was lost or answered twice.`,
+simulators; --cpuprofile and --profile imply it). Exits 1 when a message was lost or answered twice.
+
+--database postgres://… runs on PostgreSQL (synchronous_commit=on) in a schema
+the bench creates and drops; --replicas N starts N serve processes on it
+behind a round-robin balancer (CPU and journal figures are their sum, memory
+the first one's).`,
 		Example: `  bridge bench
   bridge bench --duration 10s --concurrency 64 --json
   bridge bench --rate 1000 --duration 10s
@@ -61,7 +65,8 @@ was lost or answered twice.`,
   bridge bench --customers 1000 --dify-latency 6s --profile prof
   bridge bench --customers 1000 --dify-latency 6s --memory-limit 96MiB
   bridge bench --flood 3000 --customers 10
-  bridge bench --prefill 1GiB --duration 2s`,
+  bridge bench --prefill 1GiB --duration 2s
+  bridge bench --database "postgres://bridge@127.0.0.1:5432/bench" --replicas 2 --workers 32`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
@@ -91,6 +96,8 @@ was lost or answered twice.`,
 	f.StringVar(&o.MemoryLimit, "memory-limit", "", "serve's memory_limit, e.g. 96MiB (default: none)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 60*time.Second, "give up waiting for answers after this long without progress")
 	f.BoolVar(&o.Keep, "keep", false, "keep the bench database and print its path")
+	f.StringVar(&o.Database, "database", "", "run on this PostgreSQL database, in a schema of the bench's own (default: a temporary SQLite file)")
+	f.IntVar(&o.Replicas, "replicas", 1, "serve processes sharing the --database, webhooks round-robin over them")
 	return c
 }
 
@@ -136,8 +143,12 @@ func printBench(a *app, r *bench.Report) {
 		return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms", l.P50, l.P90, l.P99, l.Max)
 	}
 	fmt.Fprintln(out, st.bold.Render("bridge bench"), st.dim.Render(r.Command))
+	serve := r.Config.Serve
+	if r.Config.Replicas > 1 {
+		serve = fmt.Sprintf("%d child processes", r.Config.Replicas)
+	}
 	fmt.Fprintf(out, "  machine      %d CPUs, %s/%s, %s; serve %s; journal %s, synchronous=%s\n",
-		r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, r.Config.Serve, r.Durability.JournalMode, r.Durability.Synchronous)
+		r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, serve, r.Durability.JournalMode, r.Durability.Synchronous)
 	fmt.Fprintf(out, "  startup      ready in %.1f ms with a %.1f MiB journal\n", r.Startup.ReadyMS, bench.MiB(float64(r.Startup.JournalBytes)))
 	w := r.Webhooks
 	fmt.Fprintf(out, "  webhooks     %d sent, %d accepted, %d errors in %.2f s: %.0f durable acks/s\n",

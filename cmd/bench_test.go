@@ -49,7 +49,10 @@ func TestBenchJSON(t *testing.T) {
 func TestBenchFailsWhenAnAnswerIsLost(t *testing.T) {
 	var out, errOut bytes.Buffer
 	a := &app{io: IO{Out: &out, Err: &errOut}, v: viper.New(), now: time.Now, json: true}
-	o := &bench.Options{Duration: 500 * time.Millisecond, Concurrency: 2, Rate: 20, Workers: 2, Conversations: 3,
+	// A conversation per message: a later message in the conversation of
+	// the refused answer would be lost too (superseded by the handoff) or
+	// ignored, depending on how fast the handoff goes.
+	o := &bench.Options{Duration: 500 * time.Millisecond, Concurrency: 2, Rate: 20, Workers: 2, Conversations: 50,
 		DrainTimeout: 5 * time.Second, InProcess: true, Fault: bench.FaultRefusePost}
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)

@@ -56,7 +56,76 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 	if strings.Contains(unit, "ListenStream") {
-		t.Error("a socket is configured, but serve does not take one from systemd")
+		t.Error("the service binds no socket of its own: bridge.socket does")
+	}
+	if !strings.Contains(unit, "After=network-online.target bridge.socket") {
+		t.Error("bridge.service does not start after bridge.socket")
+	}
+}
+
+// TestSystemdSocketUnit: bridge.socket hands serve one listening socket
+// (Accept=no, one ListenStream=, as inheritedListener requires), on the
+// address the packaged config listens on, and the packages install it.
+func TestSystemdSocketUnit(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "contrib", "systemd", "bridge.socket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(data)
+	if n := strings.Count(unit, "\nListenStream="); n != 1 {
+		t.Errorf("%d ListenStream= lines, want 1: serve takes exactly one socket", n)
+	}
+	for _, want := range []string{"ListenStream=127.0.0.1:8080\n", "Accept=no\n", "WantedBy=sockets.target"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("bridge.socket lacks %q", strings.TrimSpace(want))
+		}
+	}
+	release, err := os.ReadFile(filepath.Join("..", ".goreleaser.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(release), "dst: /usr/lib/systemd/system/bridge.socket") {
+		t.Error("the packages do not install bridge.socket")
+	}
+}
+
+// TestKubernetesManifests: contrib/kubernetes runs two replicas on
+// PostgreSQL that a rolling upgrade never leaves without a ready pod (one
+// more first, none less), ready only on /readyz, alive on /healthz, with a
+// preStop pause and a grace period longer than it plus serve's drain; the
+// database URL comes from the Secret, and a drain takes one pod at a time.
+func TestKubernetesManifests(t *testing.T) {
+	read := func(name string) string {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join("..", "contrib", "kubernetes", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	dep := read("deployment.yaml")
+	for _, want := range []string{"replicas: 2\n", "maxUnavailable: 0\n", "maxSurge: 1\n", "path: /readyz\n", "path: /healthz\n",
+		"preStop:", "seconds: 10\n", "terminationGracePeriodSeconds: 35\n", "name: bridge\n", "secretRef:", "configMapRef:",
+		"runAsNonRoot: true", "readOnlyRootFilesystem: true", "image: ghcr.io/bridge-dev/bridge:"} {
+		if !strings.Contains(dep, want) {
+			t.Errorf("deployment.yaml lacks %q", strings.TrimSpace(want))
+		}
+	}
+	if !strings.Contains(read("secret.example.yaml"), `BRIDGE_DATABASE: "postgres://`) {
+		t.Error("secret.example.yaml gives no PostgreSQL database")
+	}
+	if !strings.Contains(read("pdb.yaml"), "minAvailable: 1\n") {
+		t.Error("pdb.yaml lets a drain take both replicas")
+	}
+	kust := read("kustomization.yaml")
+	for _, f := range []string{"configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "pdb.yaml"} {
+		if !strings.Contains(kust, "- "+f+"\n") {
+			t.Errorf("kustomization.yaml does not list %s", f)
+		}
+	}
+	ignore, err := os.ReadFile(filepath.Join("..", ".gitignore"))
+	if err != nil || !strings.Contains(string(ignore), "/contrib/kubernetes/secret.yaml") {
+		t.Error("the filled-in secret.yaml is not ignored by git")
 	}
 }
 

@@ -125,8 +125,8 @@ func newRoot(io IO, v *viper.Viper, now func() time.Time) *cobra.Command {
 		Long: tagline + `: answers Chatwoot conversations with Dify apps.
 (Not iproute2's bridge(8), the Linux network bridge tool.)
 
-Chatwoot POSTs webhooks to 'bridge serve'; bridge journals each one in SQLite
-before it acknowledges, asks the Dify app the inbox is routed to, and posts the
+Chatwoot POSTs webhooks to 'bridge serve'; bridge journals each one (in SQLite,
+or PostgreSQL for several serve processes) before it acknowledges, asks the Dify app the inbox is routed to, and posts the
 answer back. When the customer asks for a person, the AI asks for help, or the
 AI fails, the conversation goes to a human agent (status open, with a private
 note saying why).
@@ -149,7 +149,7 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 	a.root = root
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", "", "config file (default ./bridge.toml, then $XDG_CONFIG_HOME/bridge/bridge.toml)")
-	pf.StringVar(&a.dbPath, "db", "", "database file (overrides the database key)")
+	pf.StringVar(&a.dbPath, "db", "", "database file or postgres:// URL (overrides the database key)")
 	pf.BoolVar(&a.noColor, "no-color", false, "no colour in output (also NO_COLOR)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return flagError(c, err)
@@ -167,6 +167,7 @@ Start with 'bridge demo' (needs nothing), then 'bridge routes add' and
 		a.jsonFlag(newBenchCmd(a)),
 		a.jsonFlag(newDoctorCmd(a)),
 		a.jsonFlag(newConfigCmd(a)),
+		a.jsonFlag(newMigrateCmd(a)),
 		newManCmd(a),
 	)
 	root.InitDefaultCompletionCmd()

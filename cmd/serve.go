@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bridge-dev/bridge/internal/drain"
 	"github.com/bridge-dev/bridge/pkg/bridge"
-	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/config"
 	"github.com/bridge-dev/bridge/pkg/redact"
 	"github.com/bridge-dev/bridge/pkg/store"
@@ -42,7 +42,15 @@ The port is checked before the database is opened. If the workers cannot start
 serve logs why and exits 1, so a supervisor restarts it.
 
 Without chatwoot.webhook_secret or chatwoot.webhook_token, serve listens only on
-a loopback address, unless chatwoot.allow_unauthenticated = true.`,
+a loopback address, unless chatwoot.allow_unauthenticated = true.
+
+Given a listening socket by systemd (bridge.socket: LISTEN_FDS=1, LISTEN_PID),
+serve takes it instead of binding the listen key: connections made while serve
+restarts wait in the socket's queue. Running events then get 3 s on a stop.
+
+With database = "postgres://…" any number of serve processes can share one
+database; an event a process that died was driving is resumed by another after
+worker.lease.`,
 		Example: `  bridge serve
   bridge serve --listen 0.0.0.0:8080 --config /etc/bridge/bridge.toml`,
 		Args: cobra.NoArgs,
@@ -69,7 +77,13 @@ type server struct {
 	served    chan error
 	ran       chan error
 	cancelRun context.CancelFunc
+
+	drain *drain.Listener
 }
+
+// freshDrainWait bounds how long a stop waits for accepted connections to
+// send their first request (a client that connects and sends nothing).
+const freshDrainWait = 2 * time.Second
 
 // serveTuning adjusts what startServer builds: the demo's retry pace, and in
 // tests the journal's and the workers' timings.
@@ -79,64 +93,28 @@ type serveTuning struct {
 	// red masks secrets in what is stored and shown; nil builds one from
 	// the configuration.
 	red *redact.Redactor
-}
-
-// bridgeOptions turns the configuration into the core's options.
-func bridgeOptions(cfg *config.Config, db *store.DB, log *slog.Logger) bridge.Options {
-	o := bridge.Options{
-		Store:            db,
-		Logger:           log,
-		Chatwoot:         chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL, Token: cfg.Chatwoot.APIToken.Reveal()}),
-		WebhookToken:     cfg.Chatwoot.WebhookToken.Reveal(),
-		WebhookSecret:    cfg.Chatwoot.WebhookSecret.Reveal(),
-		BotStatuses:      cfg.Chatwoot.BotStatuses,
-		DashboardKey:     cfg.Dashboard.Key.Reveal(),
-		PublicURL:        cfg.PublicURL,
-		EchoWait:         cfg.Chatwoot.EchoWait,
-		DifyBaseURL:      cfg.Dify.BaseURL,
-		DifyTimeout:      cfg.Dify.Timeout,
-		DifyIdleTimeout:  cfg.Dify.IdleTimeout,
-		DifyMaxRetries:   cfg.Dify.MaxRetries,
-		Concurrency:      cfg.Worker.Concurrency,
-		Debounce:         cfg.Worker.Debounce,
-		RetentionIgnored: cfg.Retention.Ignored,
-		Redactor:         redact.New(cfg.Secrets()...),
-		Transfer:         cfg.Attachments.Transfer,
-		MaxFileBytes:     int64(cfg.Attachments.MaxMB) << 20,
-		DownloadTimeout:  cfg.Attachments.DownloadTimeout,
-		VoiceWait:        cfg.Voice.TranscriptionWait,
-		VoiceFallback:    cfg.Voice.Fallback,
-		VoiceAskMessage:  cfg.Voice.AskMessage,
-		Citations:        cfg.Answer.Citations,
-		CSATFeedback:     cfg.Feedback.CSAT,
-		Handoff: bridge.HandoffOptions{
-			Keywords:         cfg.Handoff.Keywords,
-			AIMarker:         cfg.Handoff.AIMarker,
-			Message:          cfg.Handoff.Message,
-			Labels:           cfg.Handoff.Labels,
-			TeamID:           cfg.Handoff.TeamID,
-			OpenOnAgentReply: cfg.Handoff.OpenOnAgentReply,
-		},
-	}
-	if cfg.Chatwoot.UserToken != "" {
-		o.ChatwootUser = chatwoot.NewClient(chatwoot.Options{BaseURL: cfg.Chatwoot.BaseURL, Token: cfg.Chatwoot.UserToken.Reveal()})
-	}
-	return o
+	// ln, when set, is the listening socket to serve on (one passed by
+	// systemd) instead of one bound to the listen key.
+	ln net.Listener
 }
 
 // startServer binds the listener first (so a busy or bad address fails
 // before the database is created or migrated), opens the store and starts
 // HTTP and workers.
 func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune serveTuning) (*server, error) {
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
+	ln := tune.ln
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
+		}
 	}
 	red := tune.red
 	if red == nil {
 		red = redact.New(cfg.Secrets()...)
 	}
-	db, err := store.Open(ctx, cfg.Database, append([]store.Option{store.WithRedactor(red.String)}, tune.store...)...)
+	db, err := store.Open(ctx, cfg.Database, append([]store.Option{store.WithRedactor(red.String), store.WithLease(cfg.Worker.Lease)},
+		tune.store...)...)
 	if err != nil {
 		_ = ln.Close() // the open error is the one worth reporting
 		return nil, err
@@ -147,8 +125,11 @@ func startServer(ctx context.Context, cfg *config.Config, log *slog.Logger, tune
 		tune.bridge(&opts)
 	}
 	core := bridge.New(opts)
-	s := &server{db: db, core: core, ln: ln, log: log, served: make(chan error, 1), ran: make(chan error, 1)}
+	dl := drain.Wrap(ln)
+	ln = dl
+	s := &server{db: db, core: core, ln: ln, drain: dl, log: log, served: make(chan error, 1), ran: make(chan error, 1)}
 	s.http = core.Server()
+	s.http.ConnState = dl.ConnState
 	// Called once Shutdown has closed the listener: from here on new
 	// connections are refused and only requests in flight are served.
 	s.http.RegisterOnShutdown(func() { log.Info("stopped accepting webhooks; finishing requests in flight") })
@@ -196,6 +177,7 @@ func (s *server) wait(ctx context.Context) error {
 	}
 	s.cancelRun()
 	s.log.Info("shutting down")
+	s.drain.Stop(freshDrainWait)
 	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	herr := s.http.Shutdown(shCtx)
@@ -209,7 +191,7 @@ func (s *server) wait(ctx context.Context) error {
 		runErr = <-s.ran
 	}
 	cerr := s.db.Close()
-	if errors.Is(serveErr, http.ErrServerClosed) {
+	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, net.ErrClosed) {
 		serveErr = nil
 	}
 	return errors.Join(serveErr, herr, runErr, cerr)
@@ -220,7 +202,25 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	ln, err := inheritedListener()
+	if err != nil {
+		return err
+	}
+	tune := serveTuning{red: a.red, ln: ln}
+	if ln != nil {
+		// The address is the socket unit's; the loopback rule below
+		// applies to it.
+		cfg.Listen = ln.Addr().String()
+		// Webhooks that arrive while serve restarts wait in the socket's
+		// queue, and Chatwoot gives up on a delivery after 5 s: the next
+		// process must be accepting well before then. Events cut short
+		// are resumed by it.
+		tune.bridge = func(o *bridge.Options) { o.ShutdownGrace = inheritedGrace }
+	}
 	if err := cfg.CheckWebhookAuth(); err != nil {
+		if ln != nil {
+			_ = ln.Close() // the configuration error is the one worth reporting
+		}
 		return err
 	}
 	log := a.log()
@@ -229,11 +229,15 @@ func runServe(ctx context.Context, a *app, _ *serveOptions) error {
 		// and the bench also run inside other processes.
 		debug.SetMemoryLimit(n)
 	}
-	s, err := startServer(ctx, cfg, log, serveTuning{red: a.red})
+	s, err := startServer(ctx, cfg, log, tune)
 	if err != nil {
 		return err
 	}
-	log.Info("bridge serving", "listen", s.Addr(), "database", absPath(cfg.Database),
+	socket := "bound"
+	if ln != nil {
+		socket = "inherited"
+	}
+	log.Info("bridge serving", "listen", s.Addr(), "socket", socket, "database", dbDisplay(cfg.Database),
 		"webhook", "http://"+s.Addr()+"/webhooks/chatwoot", "chatwoot", cfg.Chatwoot.BaseURL,
 		"memory_limit", memoryLimitText(debug.SetMemoryLimit(-1)))
 	if w := cfg.FilePermissionsWarning(); w != "" {

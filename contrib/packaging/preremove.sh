@@ -4,7 +4,7 @@ set -e
 case "$1" in
 remove|0)
 	if [ -d /run/systemd/system ]; then
-		systemctl disable --now bridge.service >/dev/null 2>&1 || true
+		systemctl disable --now bridge.service bridge.socket >/dev/null 2>&1 || true
 	fi
 	;;
 esac

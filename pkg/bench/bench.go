@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +74,13 @@ type Options struct {
 	MemoryLimit   string        // serve's memory_limit ("": none)
 	DrainTimeout  time.Duration // give up waiting for answers after this long without progress
 	Keep          bool          // keep the bench database
+	// Database is a PostgreSQL URL: the bench runs in a schema of its own
+	// there (dropped at the end unless Keep). "" uses a temporary SQLite
+	// file.
+	Database string
+	// Replicas is how many serve processes share the database (PostgreSQL
+	// only); webhooks go round-robin over them.
+	Replicas int
 
 	// Set by tests only.
 	Bin   string // bridge binary for serve (default: this executable)
@@ -116,6 +126,19 @@ func (o *Options) Validate() error {
 		return optionErr("bridge bench --conversations 1000", "--conversations must be at least 1")
 	case o.DrainTimeout <= 0:
 		return optionErr("bridge bench --drain-timeout 60s", "--drain-timeout must be positive")
+	case o.Database != "" && !store.IsPostgres(o.Database):
+		return optionErr(`bridge bench --database "postgres://user@host:5432/db"`,
+			"--database takes a postgres:// URL (without it the bench uses a temporary SQLite file)")
+	case o.Replicas < 0 || o.Replicas > 16:
+		return optionErr("bridge bench --replicas 2", "--replicas must be between 1 and 16")
+	case o.Replicas > 1 && o.Database == "":
+		return optionErr(`bridge bench --replicas 2 --database "postgres://user@host:5432/db"`,
+			"--replicas needs --database: replicas share a PostgreSQL database")
+	case o.Prefill != "" && o.Database != "":
+		return optionErr("bridge bench --prefill 1GiB", "--prefill fills the SQLite journal; it does not go with --database")
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
 	}
 	if o.MemoryLimit != "" {
 		c := config.Defaults()
@@ -136,6 +159,9 @@ func (o *Options) Validate() error {
 	}
 	if o.CPUProfile != "" || o.Profile != "" {
 		o.InProcess = true
+	}
+	if o.InProcess && o.Replicas > 1 {
+		return optionErr("bridge bench --replicas 2", "--replicas runs serve as child processes; it does not go with --in-process or --cpuprofile")
 	}
 	return nil
 }
@@ -171,6 +197,8 @@ type Machine struct {
 }
 
 type RunConfig struct {
+	Database      string  `json:"database"` // "sqlite", or the PostgreSQL URL with its password masked
+	Replicas      int     `json:"replicas"`
 	Duration      string  `json:"duration"`
 	Concurrency   int     `json:"concurrency"`
 	Rate          float64 `json:"rate"`
@@ -434,18 +462,22 @@ func MiB(b float64) float64 { return round3(b / (1 << 20)) }
 
 // bench is one run: simulators, serve, records.
 type bench struct {
-	o     *Options
-	env   Env
-	dir   string
-	cw    *simulate.Chatwoot
-	dify  *simulate.Dify
-	recs  benchRecs
-	srv   benchServer
-	hc    *http.Client
-	ack   hist
-	e2e   hist
-	share hist
-	difyH hist
+	o    *Options
+	env  Env
+	dir  string
+	cw   *simulate.Chatwoot
+	dify *simulate.Dify
+	recs benchRecs
+	srv  benchServer   // the first serve: memory and readiness are its
+	srvs []benchServer // every serve, srv first
+	hc   *http.Client
+
+	database string // the setting serve gets: the SQLite file, or the URL of the bench's schema
+	schema   string // PostgreSQL: the bench's schema
+	ack      hist
+	e2e      hist
+	share    hist
+	difyH    hist
 
 	convMu    sync.Mutex
 	convs     []int64
@@ -514,12 +546,23 @@ func Run(ctx context.Context, o *Options, env Env) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	b := &bench{o: o, env: env, dir: dir, hc: &http.Client{Timeout: 10 * time.Second}, database: filepath.Join(dir, "bridge.db")}
+	if o.Database != "" {
+		schema, err := benchSchema(ctx, o.Database)
+		if err != nil {
+			_ = os.RemoveAll(dir) // nothing was written there yet
+			return nil, err
+		}
+		b.database, b.schema = schema.url, schema.name
+		if !o.Keep {
+			defer schema.drop()
+		}
+	}
 	if o.Keep {
-		fmt.Fprintln(env.Log, "bench database:", filepath.Join(dir, "bridge.db"))
+		fmt.Fprintln(env.Log, "bench database:", store.Display(b.database))
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	b := &bench{o: o, env: env, dir: dir, hc: &http.Client{Timeout: 10 * time.Second}}
 	return b.run(ctx)
 }
 
@@ -528,13 +571,16 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep := &Report{
 		Command: benchCommand(o),
 		Machine: Machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Go: runtime.Version()},
-		Config: RunConfig{Duration: o.Duration.String(), Concurrency: o.Concurrency, Rate: o.Rate,
+		Config: RunConfig{Database: "sqlite", Replicas: o.Replicas, Duration: o.Duration.String(), Concurrency: o.Concurrency, Rate: o.Rate,
 			DifyLatency: o.DifyLatency.String(), Backlog: o.Backlog, Customers: o.Customers, Flood: o.Flood,
 			Workers: o.Workers, Conversations: o.Conversations,
 			Serve: "child process", Fault: o.Fault, MemoryLimit: o.MemoryLimit},
 	}
 	if o.InProcess {
 		rep.Config.Serve = "in process"
+	}
+	if o.Database != "" {
+		rep.Config.Database = store.Display(o.Database)
 	}
 	if o.Backlog > 0 || o.Customers > 0 {
 		rep.Config.Duration = ""
@@ -557,7 +603,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	b.cw.AddInbox(2, "Sales", "")
 	b.dify.AddApp(simulate.DifyApp{Key: benchSalesKey, Name: "Bench sales", Mode: simulate.ModeChat})
 
-	dbPath := filepath.Join(b.dir, "bridge.db")
+	dbPath := b.database
 	prefillStart := time.Now()
 	if err := b.prepareDB(ctx, dbPath, difyKey); err != nil {
 		return nil, err
@@ -565,7 +611,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	if o.Prefill != "" {
 		rep.Startup.PrefillSecs = round3(time.Since(prefillStart).Seconds())
 	}
-	rep.Startup.JournalBytes = fileSize(dbPath)
+	rep.Startup.JournalBytes = b.journalBytes(ctx)
 
 	env := benchEnv{db: dbPath, chatwoot: cwSrv.URL, botToken: botToken, secret: secret,
 		dify: difySrv.URL + "/v1", workers: o.Workers, memoryLimit: o.MemoryLimit}
@@ -582,12 +628,27 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	defer b.srv.stop()
+	b.srvs = []benchServer{b.srv}
 	ready, err := b.waitReady(ctx, start)
 	if err != nil {
 		return nil, err
 	}
 	rep.Startup.ReadyMS = round3(float64(ready) / float64(time.Millisecond))
-	b.cw.SetWebhook("http://"+b.srv.addr()+"/webhooks/chatwoot", secret)
+	for range o.Replicas - 1 {
+		s, err := startChild(srvCtx, o.Bin, b.dir, env)
+		if err != nil {
+			return nil, err
+		}
+		defer s.stop()
+		b.srvs = append(b.srvs, s)
+	}
+	hook := "http://" + b.srv.addr() + "/webhooks/chatwoot"
+	if len(b.srvs) > 1 {
+		front := httptest.NewServer(b.roundRobin())
+		defer front.Close()
+		hook = front.URL + "/webhooks/chatwoot"
+	}
+	b.cw.SetWebhook(hook, secret)
 
 	// Idle memory: after start, before any load.
 	time.Sleep(250 * time.Millisecond) // let start-up garbage be collected before sampling idle memory
@@ -603,7 +664,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		b.cw.Fail("messages", simulate.ChatwootFault{Status: http.StatusUnprocessableEntity})
 	}
 
-	cpu0, benchCPU0 := procCPU(b.srv.pid()), procCPU(os.Getpid())
+	cpu0, benchCPU0 := b.serveCPU(), procCPU(os.Getpid())
 	sampleCtx, cancelSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
 	go func() { defer close(sampled); b.sampleMemory(sampleCtx) }()
@@ -645,7 +706,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	stopSampling()
-	cpu1, benchCPU1 := procCPU(b.srv.pid()), procCPU(os.Getpid())
+	cpu1, benchCPU1 := b.serveCPU(), procCPU(os.Getpid())
 	final, err := b.scrape(ctx)
 	if err != nil {
 		return nil, err
@@ -682,7 +743,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	writes := final["bridge_journal_writes_total"] - idle["bridge_journal_writes_total"]
 	syncs := final["bridge_journal_syncs_total"] - idle["bridge_journal_syncs_total"]
 	rep.Journal = Journal{Commits: int64(commits), Fsyncs: int64(syncs), Writes: int64(writes),
-		DBBytes: fileSize(dbPath)}
+		DBBytes: b.journalBytes(ctx)}
 	if rep.Webhooks.Sent > 0 {
 		rep.Journal.CommitsPerWebhook = round3(commits / float64(rep.Webhooks.Sent))
 		rep.Journal.FsyncsPerWebhook = round3(syncs / float64(rep.Webhooks.Sent))
@@ -717,8 +778,10 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	rep.Correctness = b.verify()
 
-	if err := b.srv.stop(); err != nil {
-		return nil, fmt.Errorf("stop serve: %w", err)
+	for _, s := range b.srvs {
+		if err := s.stop(); err != nil {
+			return nil, fmt.Errorf("stop serve: %w", err)
+		}
 	}
 	mode, sync, err := journalSettings(ctx, dbPath)
 	if err != nil {
@@ -762,6 +825,12 @@ func benchCommand(o *Options) string {
 	}
 	if o.InProcess {
 		args = append(args, "--in-process")
+	}
+	if o.Database != "" {
+		args = append(args, "--database", store.Display(o.Database))
+	}
+	if o.Replicas > 1 {
+		args = append(args, "--replicas", strconv.Itoa(o.Replicas))
 	}
 	return strings.Join(args, " ")
 }
@@ -1073,10 +1142,28 @@ func (b *bench) waitReady(ctx context.Context, start time.Time) (time.Duration, 
 	}
 }
 
-// scrape reads serve's /metrics into name → value (series with labels are
-// summed).
+// scrape reads the /metrics of every serve into name → value (series with
+// labels, and replicas, are summed).
 func (b *bench) scrape(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.srv.addr()+"/metrics", nil)
+	srvs := b.srvs
+	if len(srvs) == 0 {
+		srvs = []benchServer{b.srv}
+	}
+	out := map[string]float64{}
+	for _, s := range srvs {
+		m, err := b.scrapeOne(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) scrapeOne(ctx context.Context, s benchServer) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr()+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1569,7 +1656,7 @@ func (b *bench) runBacklog(ctx context.Context) (*Backlog, error) {
 		return nil, err
 	}
 	bl.RSSMiB, bl.HeapMiB = MiB(b.rss()), MiB(m["go_memstats_heap_inuse_bytes"])
-	bl.JournalBytes = fileSize(filepath.Join(b.dir, "bridge.db")) + fileSize(filepath.Join(b.dir, "bridge.db-wal"))
+	bl.JournalBytes = b.journalBytes(ctx)
 	bl.released = time.Now().UnixNano()
 	b.dify.Release()
 	return bl, nil
@@ -1681,4 +1768,84 @@ func Verdict(n int, accepted func(int) bool, counts []int32, misplaced int64) Co
 	}
 	c.OK = c.Lost == 0 && c.Duplicated == 0 && c.Misplaced == 0
 	return c
+}
+
+// ---- PostgreSQL and replicas ----
+
+// pgSchema is the bench's schema in a PostgreSQL database.
+type pgSchema struct {
+	name, url string
+	drop      func()
+}
+
+// benchSchema creates a schema of the bench's own in the database base
+// names, so that a run neither sees nor leaves anything beside it.
+func benchSchema(ctx context.Context, base string) (*pgSchema, error) {
+	db, err := sql.Open("pgx", base)
+	if err != nil {
+		return nil, fmt.Errorf("--database: %w", err)
+	}
+	name := "bridge_bench_" + strings.ToLower(rand.Text()[:10])
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
+		_ = db.Close() // the create error is the one worth reporting
+		return nil, fmt.Errorf("--database %s: create the bench's schema: %w", store.Display(base), err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("--database: %w", err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	return &pgSchema{name: name, url: u.String(), drop: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = db.ExecContext(ctx, "DROP SCHEMA "+name+" CASCADE") // best effort: the name says what it is
+		_ = db.Close()
+	}}, nil
+}
+
+// journalBytes is the size of the journal: the SQLite file and its WAL,
+// or the bench schema's tables with their indexes and TOAST.
+func (b *bench) journalBytes(ctx context.Context) int64 {
+	if b.schema == "" {
+		return fileSize(b.database) + fileSize(b.database+"-wal")
+	}
+	db, err := sql.Open("pgx", b.database)
+	if err != nil {
+		return 0
+	}
+	defer db.Close()
+	var n sql.NullInt64
+	_ = db.QueryRowContext(ctx, `SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'`, b.schema).Scan(&n) // 0 when it cannot be read
+	return n.Int64
+}
+
+// serveCPU is the CPU time of every serve process.
+func (b *bench) serveCPU() time.Duration {
+	var t time.Duration
+	seen := map[int]bool{}
+	for _, s := range append([]benchServer{b.srv}, b.srvs...) {
+		if !seen[s.pid()] {
+			seen[s.pid()] = true
+			t += procCPU(s.pid())
+		}
+	}
+	return t
+}
+
+// roundRobin is the load balancer in front of the replicas.
+func (b *bench) roundRobin() http.Handler {
+	var next atomic.Int64
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 1024, 512
+	return &httputil.ReverseProxy{
+		Transport: tr,
+		Rewrite: func(r *httputil.ProxyRequest) {
+			s := b.srvs[int(next.Add(1))%len(b.srvs)]
+			r.SetURL(&url.URL{Scheme: "http", Host: s.addr()})
+		},
+	}
 }

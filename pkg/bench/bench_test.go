@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bridge-dev/bridge/pkg/store/pgtest"
 )
 
 // figures are the JSON paths a report must always have.
@@ -126,6 +129,51 @@ func TestBacklogChild(t *testing.T) {
 	}
 }
 
+// TestReplicasOnPostgres: two serve processes on a PostgreSQL database, in
+// a schema the bench creates and drops, behind its balancer: every message
+// answered once, the durability PostgreSQL's, both replicas' work counted.
+func TestReplicasOnPostgres(t *testing.T) {
+	base := pgtest.URL(t) // the bench makes its own schema beside this test's
+	o := &Options{Duration: time.Second, Rate: 100, Concurrency: 8, Workers: 4, Conversations: 10,
+		DrainTimeout: 30 * time.Second, Bin: buildBridge(t), Database: base, Replicas: 2}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	schemas := func() int {
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'bridge_bench_%'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := schemas()
+	var log strings.Builder
+	rep, err := Run(t.Context(), o, Env{Log: &log})
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	if !rep.Correctness.OK || rep.Correctness.Messages == 0 {
+		t.Errorf("correctness = %+v", rep.Correctness)
+	}
+	if rep.Durability.JournalMode != "postgres" || rep.Durability.Synchronous != "on" || rep.Config.Replicas != 2 {
+		t.Errorf("durability %+v, config %+v", rep.Durability, rep.Config)
+	}
+	if rep.Journal.Writes < rep.Webhooks.Accepted || rep.Journal.DBBytes == 0 {
+		t.Errorf("journal = %+v for %d webhooks", rep.Journal, rep.Webhooks.Accepted)
+	}
+	if !strings.Contains(rep.Command, "--replicas 2") {
+		t.Errorf("command %q", rep.Command)
+	}
+	if after := schemas(); after != before {
+		t.Errorf("%d bench schemas before the run, %d after: the bench's schema was left behind", before, after)
+	}
+}
+
 // TestCustomersChild: customers who write at once, alone or after a flood
 // on the other route, are each answered once and their time to answer is
 // reported; with a slow Dify it includes Dify's time. It asserts no speed.
@@ -217,6 +265,10 @@ func TestValidate(t *testing.T) {
 		{"--rate", func(o *Options) { o.Rate = -1 }},
 		{"--prefill", func(o *Options) { o.Prefill = "lots" }},
 		{"--duration", func(o *Options) { o.Duration = 0 }},
+		{"--database", func(o *Options) { o.Database = "bridge.db" }},
+		{"--replicas", func(o *Options) { o.Replicas = 2 }},
+		{"--replicas", func(o *Options) { o.Database, o.Replicas, o.InProcess = "postgres://db/x", 2, true }},
+		{"--prefill", func(o *Options) { o.Database, o.Prefill = "postgres://db/x", "1MiB" }},
 		{"--customers", func(o *Options) { o.Customers = -1 }},
 		{"--flood", func(o *Options) { o.Flood = 10 }},
 		{"--customers", func(o *Options) { o.Customers, o.Backlog = 10, 10 }},

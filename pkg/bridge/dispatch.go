@@ -175,8 +175,9 @@ func (h *timerHeap) Pop() any {
 
 // release is a worker's report when it lets go of a conversation.
 type release struct {
-	key   convKey
-	route int64
+	key     convKey
+	route   int64
+	claimed bool // false: another process holds the event (or the claim failed)
 }
 
 // routeSignal is what a Dify exchange says about its route's capacity.
@@ -290,6 +291,12 @@ func (d *dispatcher) pass(ctx context.Context, start starter) (next time.Time) {
 	// A conversation a worker let go of: its next event, if any, is found
 	// in one seek (it may sit behind the walk's cursor).
 	for _, r := range released {
+		if !r.claimed {
+			// Another process won the claim (or the journal refused it):
+			// looking again at once would only lose the race again.
+			d.later(r.key, &convEntry{state: convElsewhere, route: r.route, until: now.Add(safetyPoll)})
+			continue
+		}
 		d.lookup(ctx, r.key, now)
 	}
 	for len(d.timers) > 0 && !d.timers[0].at.After(now) {

@@ -18,6 +18,7 @@ import (
 	"github.com/bridge-dev/bridge/pkg/chatwoot"
 	"github.com/bridge-dev/bridge/pkg/simulate"
 	"github.com/bridge-dev/bridge/pkg/store"
+	"github.com/bridge-dev/bridge/pkg/store/pgtest"
 )
 
 // Known secrets: tests search every output for them.
@@ -31,17 +32,18 @@ const (
 // env is a running bridge against the simulated Chatwoot and Dify, all on
 // loopback.
 type env struct {
-	t       *testing.T
-	db      *store.DB
-	cw      *simulate.Chatwoot
-	cwSrv   *httptest.Server
-	dify    *simulate.Dify
-	difySrv *httptest.Server
-	core    *Bridge
-	srv     *httptest.Server
-	route   *store.Route
-	logs    *syncBuffer
-	stop    func()
+	t        *testing.T
+	database string // the setting db was opened with
+	db       *store.DB
+	cw       *simulate.Chatwoot
+	cwSrv    *httptest.Server
+	dify     *simulate.Dify
+	difySrv  *httptest.Server
+	core     *Bridge
+	srv      *httptest.Server
+	route    *store.Route
+	logs     *syncBuffer
+	stop     func()
 }
 
 type syncBuffer struct {
@@ -73,12 +75,18 @@ type envOptions struct {
 	logLevel slog.Level
 	// storeOpts tune the journal (busy timeout, retries) for fault tests.
 	storeOpts []store.Option
+	// database overrides the test's own database (testDatabase).
+	database string
 }
 
 func newEnv(t *testing.T, eo envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "bridge.db"), eo.storeOpts...)
+	database := eo.database
+	if database == "" {
+		database = testDatabase(t)
+	}
+	db, err := store.Open(ctx, database, eo.storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +141,7 @@ func newEnv(t *testing.T, eo envOptions) *env {
 	}
 	cw.SetWebhook(hook, secret)
 	cw.AddInbox(1, "Website", hook) // the agent bot of inbox 1 points at bridge
-	e := &env{t: t, db: db, cw: cw, cwSrv: cwSrv, dify: d, difySrv: difySrv, core: core, srv: srv, logs: logs}
+	e := &env{t: t, database: database, db: db, cw: cw, cwSrv: cwSrv, dify: d, difySrv: difySrv, core: core, srv: srv, logs: logs}
 	if !eo.noRoute {
 		r := &store.Route{InboxID: 1, Name: "support", DifyKey: testDifyKey, Mode: store.ModeAuto, Enabled: true}
 		if eo.route != nil {
@@ -170,6 +178,17 @@ func newEnv(t *testing.T, eo envOptions) *env {
 	}
 	t.Cleanup(e.stop)
 	return e
+}
+
+// testDatabase is the database of one test: a SQLite file, or with
+// BRIDGE_TEST_STORE=postgres a schema of its own on BRIDGE_TEST_POSTGRES's
+// server, to run the whole pipeline's tests on PostgreSQL.
+func testDatabase(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("BRIDGE_TEST_STORE") == "postgres" {
+		return pgtest.URL(t)
+	}
+	return filepath.Join(t.TempDir(), "bridge.db")
 }
 
 // wait blocks until cond holds, re-checking after every journal commit and

@@ -433,6 +433,7 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		b.log.Info("webhook accepted", eventAttrs(&rec, keyStage, StageDecision, "kind", rec.Kind, "message_id", rec.MessageID)...)
 		if verdict.Kind == store.KindTakeover {
 			b.stopRunning(ev.AccountID, ev.Conversation.ID)
+			b.notifyTakeover(ev.AccountID, ev.Conversation.ID)
 		}
 		if verdict.Kind == KindTranscript {
 			b.transcripts.wake(ev.MessageID)

@@ -41,6 +41,7 @@ type Metrics struct {
 	stale      *queueCollector
 	requeues   *prometheus.CounterVec
 	unjournal  prometheus.Counter
+	leasesLost prometheus.Counter
 }
 
 // NewMetrics builds the series on reg (a fresh registry with the Go and
@@ -88,12 +89,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.stale = &queueCollector{desc: prometheus.NewDesc("bridge_events_working_stale",
 		"Events working without progress for longer than dify.timeout: their worker is stuck, waits for the journal, or is gone.", nil, nil)}
 	m.requeues = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bridge_events_requeued_total",
-		Help: "Events put back in the queue: after an error in their processing (error), found working with no worker (orphaned), or refused by a Dify app at its concurrency cap (dify_busy)."},
+		Help: "Events put back in the queue: after an error in their processing (error), found working with no worker (orphaned), refused by a Dify app at its concurrency cap (dify_busy), or, with replicas, found with a lease that ran out (lease_expired)."},
 		[]string{"reason"})
+	m.leasesLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "bridge_leases_lost_total",
+		Help: "Events this process stopped driving because another process took their lease (this one could not renew it in time)."})
 	m.unjournal = prometheus.NewCounter(prometheus.CounterOpts{Name: "bridge_webhook_rejections_unjournaled_total",
 		Help: "Refused requests not written to the journal because their source address exceeded its share."})
 	reg.MustRegister(m.webhooks, m.ackLatency, m.events, m.handoffs, m.retries, m.difyLat, m.difyTTFT, m.cwLat, m.inDoubt, m.queue, build,
-		m.stale, m.requeues, m.unjournal)
+		m.stale, m.requeues, m.unjournal, m.leasesLost)
 	return m
 }
 
@@ -129,6 +132,7 @@ func (m *Metrics) postInDoubt(outcome string) { m.inDoubt.WithLabelValues(outcom
 func (m *Metrics) finished(state string)      { m.events.WithLabelValues(state).Inc() }
 func (m *Metrics) requeued(reason string)     { m.requeues.WithLabelValues(reason).Inc() }
 func (m *Metrics) rejectionUnjournaled()      { m.unjournal.Inc() }
+func (m *Metrics) leaseLost()                 { m.leasesLost.Inc() }
 func (m *Metrics) handoff(reason string)      { m.handoffs.WithLabelValues(reason).Inc() }
 func (m *Metrics) retry(upstream string)      { m.retries.WithLabelValues(upstream).Inc() }
 

@@ -82,6 +82,7 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	}
 	b.watchQueue()
 	b.watchJournal()
+	b.startShared(ctx)
 	b.startLifecycle(ctx)
 	// Events are interrupted on their own context, not Run's, so that the
 	// grace period can let them finish.
@@ -93,13 +94,16 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 	defer b.sched.Store(nil)
 	startWorker := func(id int64, key convKey, route int64) {
 		wg.Go(func() {
-			defer d.release(release{key: key, route: route})
+			// The dispatcher picks; the claim decides: with replicas,
+			// another process may have claimed the event since.
+			claimed := false
+			defer func() { d.release(release{key: key, route: route, claimed: claimed}) }()
 			full, err := b.o.Store.Event(workCtx, id)
 			if err != nil {
 				b.log.Error("read event", keyEventID, id, keyErr, err)
 				return
 			}
-			b.process(workCtx, full)
+			claimed = b.process(workCtx, full)
 		})
 	}
 
@@ -133,6 +137,7 @@ func (b *Bridge) Run(ctx context.Context) (err error) {
 				interrupt()
 				<-finished
 			}
+			b.releaseLeases()
 			b.bg.Wait()
 			return nil
 		case <-b.wake:
@@ -179,6 +184,11 @@ func (b *Bridge) resume(ctx context.Context) error {
 // worst an event a live process still drives is driven twice, and the steps
 // it recorded are not repeated.
 func (b *Bridge) reclaimOrphans(ctx context.Context) {
+	if b.o.Store.Shared() {
+		// Other processes' events are theirs while their leases last.
+		b.reclaimExpired(ctx)
+		return
+	}
 	before := b.o.Now().Add(-(b.o.DifyTimeout + b.o.OrphanGrace))
 	stale, err := b.o.Store.StaleWorking(ctx, before, dispatchPage)
 	if err != nil {
@@ -251,6 +261,8 @@ func (b *Bridge) process(ctx context.Context, e store.Event) (claimed bool) {
 	e.Attempts++
 	b.held.Store(e.ID, struct{}{})
 	defer b.held.Delete(e.ID)
+	ctx, release := b.holdLease(ctx, &e)
+	defer release()
 	b.logHop("hop", &e, store.Hop{Stage: StageWorker, Outcome: "started"})
 	var merged []store.Event
 	switch e.Kind {

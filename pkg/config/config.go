@@ -24,7 +24,7 @@ type Config struct {
 	sources map[string]Source
 
 	Listen    string    `mapstructure:"listen"`     // address of the HTTP server, host:port
-	Database  string    `mapstructure:"database"`   // path of the SQLite file
+	Database  string    `mapstructure:"database"`   // path of the SQLite file, or a postgres:// URL
 	PublicURL string    `mapstructure:"public_url"` // how Chatwoot reaches bridge; "" when unknown
 	LogLevel  string    `mapstructure:"log_level"`  // debug, info, warn or error
 	LogFormat string    `mapstructure:"log_format"` // text or json
@@ -176,6 +176,10 @@ type Worker struct {
 	// Debounce joins customer messages of one conversation that arrive
 	// within this window into one Dify call; 0 answers each at once.
 	Debounce time.Duration `mapstructure:"debounce"`
+	// Lease is how long an event a process claimed stays its own without
+	// renewal (replicas on PostgreSQL): the longest an event of a process
+	// that died waits before another process resumes it.
+	Lease time.Duration `mapstructure:"lease"`
 }
 
 // Retention holds the [retention] table.
@@ -223,6 +227,7 @@ func Defaults() Config {
 		Worker: Worker{
 			Concurrency: 1024,
 			Debounce:    0,
+			Lease:       15 * time.Second,
 		},
 		Retention: Retention{
 			Ignored: 168 * time.Hour,

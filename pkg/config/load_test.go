@@ -117,8 +117,8 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	if len(keys) != 37 {
-		t.Errorf("len(Keys()) = %d, want 37: %v", len(keys), keys)
+	if len(keys) != 38 {
+		t.Errorf("len(Keys()) = %d, want 38: %v", len(keys), keys)
 	}
 	for i := 1; i < len(keys); i++ {
 		if keys[i-1] >= keys[i] {
@@ -256,6 +256,7 @@ var envValues = map[string]struct {
 	"handoff.open_on_agent_reply":    {"false", false},
 	"worker.concurrency":             {"16", 16},
 	"worker.debounce":                {"2s", 2 * time.Second},
+	"worker.lease":                   {"40s", 40 * time.Second},
 	"retention.ignored":              {"24h", 24 * time.Hour},
 	"dashboard.key":                  {"dash-key-from-env-E5-0123456789", Secret("dash-key-from-env-E5-0123456789")},
 	"attachments.transfer":           {"upload", "upload"},

@@ -3,6 +3,8 @@ package config
 import (
 	"encoding/json"
 	"log/slog"
+	"net/url"
+	"strings"
 
 	"github.com/bridge-dev/bridge/pkg/redact"
 )
@@ -57,5 +59,29 @@ func (c *Config) Secrets() []string {
 			}
 		}
 	}
+	if p := DatabasePassword(c.Database); p != "" {
+		out = append(out, p)
+	}
 	return out
+}
+
+// DatabasePassword is the password a PostgreSQL URL in the database key
+// carries ("" for a SQLite path or a URL without one).
+func DatabasePassword(database string) string {
+	if !IsPostgresURL(database) {
+		return ""
+	}
+	u, err := url.Parse(strings.TrimSpace(database))
+	if err != nil || u.User == nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	return p
+}
+
+// IsPostgresURL reports whether the database key names a PostgreSQL
+// database (postgres:// or postgresql://) rather than a SQLite file.
+func IsPostgresURL(database string) bool {
+	d := strings.ToLower(strings.TrimSpace(database))
+	return strings.HasPrefix(d, "postgres://") || strings.HasPrefix(d, "postgresql://")
 }

@@ -69,6 +69,11 @@ func (c *Config) Settings() []Setting {
 			s.Value = strings.Join(x, ",")
 		case time.Duration:
 			s.Value = x.String()
+		case string:
+			s.Value = x
+			if f.key == "database" {
+				s.Value = redactURL(x) // a PostgreSQL URL may carry a password
+			}
 		case bool:
 			s.Value = strconv.FormatBool(x)
 		default:

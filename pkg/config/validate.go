@@ -38,7 +38,13 @@ func (c *Config) Validate() error {
 		return bad("listen", c.Listen, "invalid address", "want host:port, e.g. 127.0.0.1:8080")
 	}
 	if strings.TrimSpace(c.Database) == "" {
-		return bad("database", "", "required", "want the path of the SQLite file")
+		return bad("database", "", "required", "want the path of the SQLite file, or a postgres:// URL")
+	}
+	if IsPostgresURL(c.Database) {
+		if u, err := url.Parse(strings.TrimSpace(c.Database)); err != nil || u.Host == "" {
+			return bad("database", redactURL(c.Database), "invalid PostgreSQL URL",
+				"want postgres://user:password@host:5432/dbname?sslmode=require")
+		}
 	}
 	if c.PublicURL != "" && !validHTTPURL(c.PublicURL) {
 		return bad("public_url", redactURL(c.PublicURL), "invalid URL", "want the http(s) URL at which Chatwoot reaches bridge, or empty")
@@ -119,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Debounce < 0 {
 		return bad("worker.debounce", c.Worker.Debounce.String(), "must not be negative", `"0s" answers each message at once`)
+	}
+	if c.Worker.Lease < time.Second {
+		return bad("worker.lease", c.Worker.Lease.String(), "must be at least 1s", `e.g. "15s"; the worker renews it every third of that`)
 	}
 	if c.Retention.Ignored < 0 {
 		return bad("retention.ignored", c.Retention.Ignored.String(), "must not be negative", `e.g. "168h"`)

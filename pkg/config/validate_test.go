@@ -53,6 +53,7 @@ func TestValidate(t *testing.T) {
 		{"team_id negative", func(c *Config) { c.Handoff.TeamID = -3 }, "handoff.team_id", "-3"},
 		{"concurrency zero", func(c *Config) { c.Worker.Concurrency = 0 }, "worker.concurrency", "0"},
 		{"debounce negative", func(c *Config) { c.Worker.Debounce = -time.Millisecond }, "worker.debounce", "-1ms"},
+		{"lease too short", func(c *Config) { c.Worker.Lease = 500 * time.Millisecond }, "worker.lease", "500ms"},
 		{"retention negative", func(c *Config) { c.Retention.Ignored = -time.Hour }, "retention.ignored", "-1h0m0s"},
 		{"dashboard.key short", func(c *Config) { c.Dashboard.Key = "hunter2secret" }, "dashboard.key", ""},
 		{"dashboard.key not url-safe", func(c *Config) { c.Dashboard.Key = "hunter2secret&with=query+chars" }, "dashboard.key", ""},

@@ -51,8 +51,8 @@ func FromConfig(ctx context.Context, cfg *config.Config, timeout time.Duration) 
 	close = func() {}
 	// Doctor does not create a database where there is none: a missing file
 	// usually means the wrong directory or database key.
-	if _, err := os.Stat(cfg.Database); errors.Is(err, fs.ErrNotExist) {
-		o.StoreErr = fmt.Errorf("%s does not exist: %w", cfg.Database, fs.ErrNotExist)
+	if _, err := os.Stat(store.SQLitePath(cfg.Database)); !store.IsPostgres(cfg.Database) && errors.Is(err, fs.ErrNotExist) {
+		o.StoreErr = fmt.Errorf("%s does not exist: %w", store.SQLitePath(cfg.Database), fs.ErrNotExist)
 	} else {
 		db, err := store.Open(ctx, cfg.Database)
 		if err != nil {

@@ -236,7 +236,7 @@ func (d *doctor) database(ctx context.Context) []Result {
 	}
 	// Opening the store tightens the file to 0600; a file it could not
 	// change (another owner) stays readable by others.
-	if fi, err := os.Stat(db.Path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	if fi, err := os.Stat(db.Path); db.Backend() == "sqlite" && err == nil && fi.Mode().Perm()&0o077 != 0 {
 		out = append(out, warnResult("database file", fmt.Sprintf("%s is readable by group or others (mode %04o): it holds customer messages and may hold Dify keys",
 			db.Path, fi.Mode().Perm()), fmt.Sprintf("chmod 600 %s %s-wal %s-shm (as its owner)", db.Path, db.Path, db.Path)))
 	}
@@ -983,7 +983,7 @@ func (d *doctor) journal(ctx context.Context) []Result {
 // without knowing whether the first one had reached Chatwoot: a customer may
 // have received that message twice. With chatwoot.user_token bridge reads
 // the conversation instead of guessing.
-func (d *doctor) postedAgain(ctx context.Context, q *sql.DB) Result {
+func (d *doctor) postedAgain(ctx context.Context, q *store.Reader) Result {
 	const name = "posts in doubt"
 	var n int
 	var newest sql.NullInt64
@@ -1004,7 +1004,7 @@ func (d *doctor) postedAgain(ctx context.Context, q *sql.DB) Result {
 
 func unixMS(t time.Time) int64 { return t.UnixMilli() }
 
-func (d *doctor) silence(ctx context.Context, q *sql.DB) Result {
+func (d *doctor) silence(ctx context.Context, q *store.Reader) Result {
 	const name = "webhooks received"
 	var last sql.NullInt64
 	var recent int
@@ -1026,7 +1026,7 @@ func (d *doctor) silence(ctx context.Context, q *sql.DB) Result {
 	return okResult(name, fmt.Sprintf("last %s ago, %d in the last 24h", agoText(age), recent))
 }
 
-func (d *doctor) rejected(ctx context.Context, q *sql.DB) Result {
+func (d *doctor) rejected(ctx context.Context, q *store.Reader) Result {
 	const name = "rejected webhooks"
 	groups, res := recentGroups(ctx, q, name, `SELECT reason, count(*), max(id) FROM events
 		WHERE status = 'rejected' AND received_at >= ? GROUP BY reason ORDER BY count(*) DESC, max(id) DESC`,
@@ -1047,7 +1047,7 @@ type eventGroup struct {
 // recentGroups runs a query of (key, count, newest id) groups over the last
 // 24 hours. With no group, or when the journal cannot be read, it returns
 // nil and the check's result (ok, or failed).
-func recentGroups(ctx context.Context, q *sql.DB, name, query string, args ...any) ([]eventGroup, Result) {
+func recentGroups(ctx context.Context, q *store.Reader, name, query string, args ...any) ([]eventGroup, Result) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, failResult(name, "cannot read the journal: "+text.OneLine(err.Error(), 300), "check the database")
@@ -1088,7 +1088,7 @@ func groupText(gs []eventGroup) string {
 	return strings.Join(parts, "; ")
 }
 
-func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
+func (d *doctor) unrouted(ctx context.Context, q *store.Reader) Result {
 	const name = "unrouted inboxes"
 	rows, err := q.QueryContext(ctx, `SELECT inbox_id, count(*) FROM events
 		WHERE status = 'ignored' AND reason = ? AND inbox_id != 0 AND received_at >= ?
@@ -1127,7 +1127,7 @@ func (d *doctor) unrouted(ctx context.Context, q *sql.DB) Result {
 		fmt.Sprintf("bridge routes add --inbox %d --dify-key-env VAR (or detach the agent bot from inboxes bridge should not answer)", first))
 }
 
-func (d *doctor) failed(ctx context.Context, q *sql.DB) Result {
+func (d *doctor) failed(ctx context.Context, q *store.Reader) Result {
 	const name = "failed events"
 	groups, res := recentGroups(ctx, q, name, `SELECT last_error, count(*), max(id) FROM events
 		WHERE status = 'failed' AND (finished_at >= ? OR received_at >= ?)
@@ -1143,7 +1143,7 @@ func (d *doctor) failed(ctx context.Context, q *sql.DB) Result {
 		fmt.Sprintf("bridge events show %d to see where it stopped, fix the cause, then bridge replay %d", groups[0].newest, groups[0].newest))
 }
 
-func (d *doctor) stuck(ctx context.Context, q *sql.DB) Result {
+func (d *doctor) stuck(ctx context.Context, q *store.Reader) Result {
 	const name = "stuck events"
 	cutoff := unixMS(d.now.Add(-doctorStuck))
 	var n int

@@ -50,8 +50,30 @@ func scanConv(sc interface{ Scan(...any) error }) (Conversation, error) {
 
 // Conversation reads a conversation in a write transaction; ok is false when
 // bridge has not seen it.
+//
+// On a shared database (PostgreSQL) it also locks the conversation until
+// the transaction ends, seen or not: webhooks of one conversation that
+// reach different processes at once then decide one after the other, as
+// SQLite's single writer makes them, so a duplicate is recognised, a
+// takeover is never overtaken by a message decided on the state before it,
+// and the conversation's events get ids in the order they were decided. A
+// known conversation is locked by its row (FOR UPDATE, which also returns
+// the row as the last writer committed it); one not seen yet by an
+// advisory lock on its ids, taken before reading again, since a statement
+// that waits for a lock still reads what it saw when it began.
 func (tx *Tx) Conversation(account, id int64) (c Conversation, ok bool, err error) {
-	c, err = scanConv(tx.QueryRow("SELECT "+convCols+" FROM conversations WHERE account_id = ? AND conversation_id = ?", account, id))
+	const q = "SELECT " + convCols + " FROM conversations WHERE account_id = ? AND conversation_id = ?"
+	if tx.db.dialect == postgresDialect {
+		c, err = scanConv(tx.QueryRow(q+" FOR UPDATE", account, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			if _, err := tx.Exec("SELECT pg_advisory_xact_lock(?)", tx.db.pg.conversationKey(account, id)); err != nil {
+				return c, false, fmt.Errorf("lock conversation %d: %w", id, err)
+			}
+			c, err = scanConv(tx.QueryRow(q+" FOR UPDATE", account, id))
+		}
+	} else {
+		c, err = scanConv(tx.QueryRow(q, account, id))
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Conversation{AccountID: account, ConversationID: id, State: StateBot}, false, nil
 	}
@@ -81,11 +103,13 @@ func (tx *Tx) TouchConversation(account, id, inbox, contact int64, status string
 	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, inbox_id, contact_id, status, status_at, messages_in, last_activity_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
-			inbox_id = CASE WHEN excluded.inbox_id != 0 THEN excluded.inbox_id ELSE inbox_id END,
-			contact_id = CASE WHEN excluded.contact_id != 0 THEN excluded.contact_id ELSE contact_id END,
-			status = CASE WHEN excluded.status != '' AND excluded.status_at >= status_at THEN excluded.status ELSE status END,
-			status_at = CASE WHEN excluded.status != '' AND excluded.status_at >= status_at THEN excluded.status_at ELSE status_at END,
-			messages_in = messages_in + excluded.messages_in,
+			inbox_id = CASE WHEN excluded.inbox_id != 0 THEN excluded.inbox_id ELSE conversations.inbox_id END,
+			contact_id = CASE WHEN excluded.contact_id != 0 THEN excluded.contact_id ELSE conversations.contact_id END,
+			status = CASE WHEN excluded.status != '' AND excluded.status_at >= conversations.status_at
+				THEN excluded.status ELSE conversations.status END,
+			status_at = CASE WHEN excluded.status != '' AND excluded.status_at >= conversations.status_at
+				THEN excluded.status_at ELSE conversations.status_at END,
+			messages_in = conversations.messages_in + excluded.messages_in,
 			last_activity_at = excluded.last_activity_at`,
 		account, id, inbox, contact, status, ms(statusAt), in, ms(tx.now))
 	if err != nil {
@@ -100,7 +124,7 @@ func (tx *Tx) SetConversationState(account, id int64, state, reason string) erro
 		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
 			state = excluded.state, state_reason = excluded.state_reason, state_at = excluded.state_at,
-			handoffs = handoffs + CASE WHEN excluded.state = 'human' AND state != 'human' THEN 1 ELSE 0 END`,
+			handoffs = conversations.handoffs + CASE WHEN excluded.state = 'human' AND conversations.state != 'human' THEN 1 ELSE 0 END`,
 		account, id, state, tx.db.text(reason), ms(tx.now), ms(tx.now))
 	if err != nil {
 		return fmt.Errorf("set conversation %d state: %w", id, err)

@@ -120,17 +120,19 @@ func (tx *Tx) InsertEvent(e *Event) error {
 	if e.Finished() && e.FinishedAt.IsZero() {
 		e.FinishedAt = tx.now
 	}
-	res, err := tx.Exec(`INSERT INTO events (received_at, delivery_id, event, kind, account_id, inbox_id,
+	err := tx.QueryRow(`INSERT INTO events (received_at, delivery_id, event, kind, account_id, inbox_id,
 		conversation_id, message_id, contact_id, route_id, status, reason, http_status, payload, text,
-		not_before, updated_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		not_before, updated_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		ms(e.ReceivedAt), tx.db.text(e.DeliveryID), e.Event, e.Kind, e.AccountID, e.InboxID, e.ConversationID, e.MessageID,
 		e.ContactID, e.RouteID, e.Status, tx.db.text(e.Reason), e.HTTPStatus, tx.db.payload(e), e.Text, ms(e.NotBefore),
-		ms(e.UpdatedAt), ms(e.FinishedAt))
+		ms(e.UpdatedAt), ms(e.FinishedAt)).Scan(&e.ID)
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
-	e.ID, err = res.LastInsertId()
-	return err
+	if e.Status == StatusAccepted {
+		tx.wake = true
+	}
+	return nil
 }
 
 // payload is the body stored with e: as received for a webhook bridge
@@ -162,13 +164,23 @@ func (tx *Tx) AddHop(h Hop) error {
 	if h.At.IsZero() {
 		h.At = tx.now
 	}
-	_, err := tx.Exec(`INSERT INTO hops (event_id, seq, at, stage, outcome, detail, duration_ms)
-		VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM hops WHERE event_id = ?), ?, ?, ?, ?, ?)`,
-		h.EventID, h.EventID, ms(h.At), h.Stage, tx.db.text(h.Outcome), tx.db.text(h.Detail), float64(h.Duration)/float64(time.Millisecond))
-	if err != nil {
-		return fmt.Errorf("add hop to event %d: %w", h.EventID, err)
+	// Two writers adding to one trace at once (on PostgreSQL, where writes
+	// run side by side) may pick the same seq: the loser waits for the
+	// winner's commit, finds the row taken, and its next statement, with a
+	// fresh snapshot, takes the next seq. Every round lands one writer.
+	for range 64 {
+		res, err := tx.Exec(`INSERT INTO hops (event_id, seq, at, stage, outcome, detail, duration_ms)
+			VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM hops WHERE event_id = ?), ?, ?, ?, ?, ?)
+			ON CONFLICT (event_id, seq) DO NOTHING`,
+			h.EventID, h.EventID, ms(h.At), h.Stage, tx.db.text(h.Outcome), tx.db.text(h.Detail), float64(h.Duration)/float64(time.Millisecond))
+		if err != nil {
+			return fmt.Errorf("add hop to event %d: %w", h.EventID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
 	}
-	return nil
+	return fmt.Errorf("add hop to event %d: its trace keeps growing under this write", h.EventID)
 }
 
 // EventUpdate changes an event's state; zero fields are left alone.
@@ -196,6 +208,15 @@ func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
 		}
 		sets = append(sets, "finished_at = ?")
 		args = append(args, fin)
+		// An event made working is this process's to drive; any other
+		// state ends whatever lease it had.
+		if u.Status == StatusWorking {
+			sets = append(sets, "lease_owner = ?", "lease_until = "+tx.db.leaseUntil())
+			args = append(args, tx.db.owner)
+		} else {
+			sets = append(sets, "lease_owner = ''", "lease_until = 0")
+			tx.wake = true
+		}
 	}
 	if u.Reason != nil {
 		sets = append(sets, "reason = ?")
@@ -214,7 +235,7 @@ func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
 	}
 	if u.AddStep != "" {
 		sets = append(sets, `steps = CASE WHEN steps = '' THEN ?
-			WHEN instr(',' || steps || ',', ',' || ? || ',') > 0 THEN steps ELSE steps || ',' || ? END`)
+			WHEN `+tx.db.dialect.contains("steps")+` THEN steps ELSE steps || ',' || ? END`)
 		args = append(args, u.AddStep, u.AddStep, u.AddStep)
 	}
 	if u.MergedInto != 0 {
@@ -237,11 +258,29 @@ func (tx *Tx) UpdateEvent(id int64, u EventUpdate) error {
 // (another worker, or a replay in another process, took it).
 var ErrNotClaimable = errors.New("event is not waiting")
 
-// Claim moves an accepted event to working and counts the attempt, only if
-// it is still accepted, so two processes never drive the same event.
+// Claim moves an accepted event to working, counts the attempt and takes
+// its lease for this process, only if it is still accepted, so two
+// processes never drive the same event, and only if no earlier event of its
+// conversation is still open, so each conversation is answered one event at
+// a time in arrival order whatever a dispatcher (or, on a shared database,
+// another process) proposes. On PostgreSQL it also skips (SKIP LOCKED) a row
+// another process is claiming or changing at that moment instead of waiting
+// for it. An event refused for any of these reasons is not claimable now
+// (ErrNotClaimable) and the dispatcher moves on.
 func (tx *Tx) Claim(id int64) error {
-	res, err := tx.Exec(`UPDATE events SET status = 'working', attempts = attempts + 1, updated_at = ?
-		WHERE id = ? AND status = 'accepted'`, ms(tx.now), id)
+	q := `UPDATE events SET status = 'working', attempts = attempts + 1, updated_at = ?,
+		lease_owner = ?, lease_until = ` + tx.db.leaseUntil() + ` WHERE id = ? AND status = 'accepted'
+		AND NOT EXISTS (SELECT 1 FROM events o WHERE o.account_id = events.account_id
+			AND o.conversation_id = events.conversation_id AND o.id < events.id AND o.status IN ('accepted', 'working'))`
+	if tx.db.dialect == postgresDialect {
+		q = `UPDATE events SET status = 'working', attempts = attempts + 1, updated_at = ?,
+			lease_owner = ?, lease_until = ` + tx.db.leaseUntil() + `
+			WHERE id = (SELECT e.id FROM events e WHERE e.id = ? AND e.status = 'accepted'
+				AND NOT EXISTS (SELECT 1 FROM events o WHERE o.account_id = e.account_id
+					AND o.conversation_id = e.conversation_id AND o.id < e.id AND o.status IN ('accepted', 'working'))
+				FOR UPDATE SKIP LOCKED)`
+	}
+	res, err := tx.Exec(q, ms(tx.now), tx.db.owner, id)
 	if err != nil {
 		return fmt.Errorf("claim event %d: %w", id, err)
 	}
@@ -422,15 +461,27 @@ func (db *DB) CountOpen(ctx context.Context) (int, error) {
 }
 
 // ResetWorking returns events left `working` by a stopped process to
-// `accepted`, so they are resumed.
+// `accepted`, so they are resumed. On SQLite, which one serve uses, that is
+// every working event; on a shared database only those whose lease ran
+// out and those of this process (its workers have not started), since the
+// others are being driven by live processes.
 func (db *DB) ResetWorking(ctx context.Context) (int64, error) {
 	var n int64
 	err := db.Write(ctx, func(tx *Tx) error {
-		res, err := tx.Exec("UPDATE events SET status = 'accepted', updated_at = ? WHERE status = 'working'", ms(tx.now))
+		q := "UPDATE events SET status = 'accepted', lease_owner = '', lease_until = 0, updated_at = ? WHERE status = 'working'"
+		args := []any{ms(tx.now)}
+		if db.Shared() {
+			// Called before this process's workers start: its own leases
+			// are left from an earlier run of them.
+			q += " AND (lease_until < " + db.dialect.nowMS() + " OR lease_owner = ?)"
+			args = append(args, db.owner)
+		}
+		res, err := tx.Exec(q, args...)
 		if err != nil {
 			return fmt.Errorf("reset working events: %w", err)
 		}
 		n, err = res.RowsAffected()
+		tx.wake = n > 0
 		return err
 	})
 	return n, err
@@ -458,7 +509,9 @@ func (db *DB) DeleteIgnoredBefore(ctx context.Context, t time.Time, limit int) (
 
 // lastTouch is when a working event last showed progress: its row changed
 // or its trace grew (trace steps do not touch the row).
-const lastTouch = `max(events.updated_at, coalesce((SELECT max(at) FROM hops WHERE hops.event_id = events.id), 0))`
+func (d dialect) lastTouch() string {
+	return d.greatest() + `(events.updated_at, coalesce((SELECT max(at) FROM hops WHERE hops.event_id = events.id), 0))`
+}
 
 // StaleEvent is a working event and when it last showed progress.
 type StaleEvent struct {
@@ -470,8 +523,8 @@ type StaleEvent struct {
 // no progress since before, oldest first: claimed by a worker that is gone,
 // or stuck.
 func (db *DB) StaleWorking(ctx context.Context, before time.Time, limit int) ([]StaleEvent, error) {
-	rows, err := db.query(ctx, `SELECT id, `+lastTouch+` AS touched FROM events INDEXED BY events_queue
-		WHERE status IN ('accepted', 'working') AND status = 'working' AND `+lastTouch+` < ? ORDER BY id LIMIT ?`, ms(before), limit)
+	rows, err := db.query(ctx, `SELECT id, `+db.dialect.lastTouch()+` AS touched FROM events INDEXED BY events_queue
+		WHERE status IN ('accepted', 'working') AND status = 'working' AND `+db.dialect.lastTouch()+` < ? ORDER BY id LIMIT ?`, ms(before), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list stale working events: %w", err)
 	}
@@ -494,7 +547,7 @@ func (db *DB) StaleWorking(ctx context.Context, before time.Time, limit int) ([]
 func (db *DB) CountStaleWorking(ctx context.Context, before time.Time) (n int, oldest int64, err error) {
 	var o sql.NullInt64
 	err = db.queryRow(ctx, `SELECT count(*), min(id) FROM events INDEXED BY events_queue
-		WHERE status IN ('accepted', 'working') AND status = 'working' AND `+lastTouch+` < ?`, ms(before)).Scan(&n, &o)
+		WHERE status IN ('accepted', 'working') AND status = 'working' AND `+db.dialect.lastTouch()+` < ?`, ms(before)).Scan(&n, &o)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count stale working events: %w", err)
 	}
@@ -505,11 +558,12 @@ func (db *DB) CountStaleWorking(ctx context.Context, before time.Time) (n int, o
 // in the queue, and reports whether it did: an event that moved on meanwhile
 // is left alone.
 func (tx *Tx) Reclaim(id int64, before time.Time) (bool, error) {
-	res, err := tx.Exec(`UPDATE events SET status = 'accepted', updated_at = ?
-		WHERE id = ? AND status = 'working' AND `+lastTouch+` < ?`, ms(tx.now), id, ms(before))
+	res, err := tx.Exec(`UPDATE events SET status = 'accepted', lease_owner = '', lease_until = 0, updated_at = ?
+		WHERE id = ? AND status = 'working' AND `+tx.db.dialect.lastTouch()+` < ?`, ms(tx.now), id, ms(before))
 	if err != nil {
 		return false, fmt.Errorf("reclaim event %d: %w", id, err)
 	}
 	n, err := res.RowsAffected()
+	tx.wake = tx.wake || n > 0
 	return n > 0, err
 }

@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-func TestOwnershipJournal(t *testing.T) {
-	db := mustOpen(t)
+func testOwnershipJournal(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	err := db.Write(ctx, func(tx *Tx) error {
@@ -28,8 +28,8 @@ func TestOwnershipJournal(t *testing.T) {
 	}
 }
 
-func TestConvLifecycle(t *testing.T) {
-	db := mustOpen(t)
+func testConvLifecycle(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	err := db.Write(ctx, func(tx *Tx) error {
@@ -56,8 +56,8 @@ func TestConvLifecycle(t *testing.T) {
 	}
 }
 
-func TestIdleHuman(t *testing.T) {
-	db := mustOpen(t)
+func testIdleHuman(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	db.Now = func() time.Time { return t0 }
@@ -87,8 +87,8 @@ func TestIdleHuman(t *testing.T) {
 	}
 }
 
-func TestRouteLifecycleSettings(t *testing.T) {
-	db := mustOpen(t)
+func testRouteLifecycleSettings(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	r := &Route{InboxID: 3, DifyKey: "app-x", Enabled: true}
 	if err := db.AddRoute(ctx, r); err != nil {
@@ -115,8 +115,8 @@ func TestRouteLifecycleSettings(t *testing.T) {
 	}
 }
 
-func TestStats(t *testing.T) {
-	db := mustOpen(t)
+func testStats(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) int64 { return t0.Add(d).UnixMilli() }

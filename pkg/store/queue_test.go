@@ -73,9 +73,9 @@ func queueEvent(t *testing.T, db *DB, route, conv int64, status string, notBefor
 	return e.ID
 }
 
-func TestFairQueueQueries(t *testing.T) {
+func testFairQueueQueries(t *testing.T, b backend) {
 	ctx := t.Context()
-	db := mustOpen(t)
+	db := b.open(t)
 	if id, err := db.LastEventID(ctx); err != nil || id != 0 {
 		t.Fatalf("LastEventID of an empty journal = %d, %v", id, err)
 	}
@@ -150,9 +150,9 @@ func TestFairQueueQueries(t *testing.T) {
 	}
 }
 
-func TestRouteMaxInFlight(t *testing.T) {
+func testRouteMaxInFlight(t *testing.T, b backend) {
 	ctx := t.Context()
-	db := mustOpen(t)
+	db := b.open(t)
 	capped := &Route{InboxID: 1, DifyKey: "app-1", MaxInFlight: 4, Enabled: true}
 	free := &Route{InboxID: 2, DifyKey: "app-2", MaxInFlight: -3, Enabled: true}
 	for _, r := range []*Route{capped, free} {

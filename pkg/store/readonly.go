@@ -19,9 +19,14 @@ var ErrReadOnly = errors.New("database opened read-only")
 var ErrSchemaBehind = errors.New("database schema is older than this bridge")
 
 // OpenReadOnly opens an existing database for reading only: it never
-// creates the file, applies no migration, and every Write fails with
-// ErrReadOnly. A missing file is an error wrapping fs.ErrNotExist.
-func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
+// creates the file (or schema), applies no migration, and every Write fails
+// with ErrReadOnly. A missing SQLite file is an error wrapping
+// fs.ErrNotExist.
+func OpenReadOnly(ctx context.Context, database string) (*DB, error) {
+	if IsPostgres(database) {
+		return openPostgresReadOnly(ctx, database)
+	}
+	path := SQLitePath(database)
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
@@ -39,28 +44,25 @@ func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	db := &DB{Path: path, Now: time.Now, w: r, r: r, reqs: make(chan *writeReq), stop: make(chan struct{}), exited: make(chan struct{})}
+	db := newDB(path, sqliteDialect)
+	db.w, db.r, db.readOnly = r, r, true
+	if err := db.checkReadable(ctx); err != nil {
+		_ = r.Close() // nothing was read
+		return nil, err
+	}
+	close(db.exited) // no writer: writes are refused before they queue
+	return db, nil
+}
+
+// checkReadable makes sure a read-only database is a bridge database with
+// every migration this binary knows.
+func (db *DB) checkReadable(ctx context.Context) error {
 	applied, known, err := db.SchemaVersion(ctx)
 	if err != nil {
-		_ = r.Close() // the read error is the one worth reporting
-		return nil, fmt.Errorf("open database %s: not a bridge database: %w", path, err)
+		return fmt.Errorf("open database %s: not a bridge database: %w", db.Path, err)
 	}
 	if applied < known {
-		_ = r.Close() // nothing was read
-		return nil, fmt.Errorf("open database %s: %w (version %d, this bridge has %d)", path, ErrSchemaBehind, applied, known)
+		return fmt.Errorf("open database %s: %w (version %d, this bridge has %d)", db.Path, ErrSchemaBehind, applied, known)
 	}
-	// Writes are answered, not queued: the refusing writer stands in for
-	// the real one so that Write and Close need no special case.
-	db.wg.Go(func() {
-		defer close(db.exited)
-		for {
-			select {
-			case req := <-db.reqs:
-				req.done <- ErrReadOnly
-			case <-db.stop:
-				return
-			}
-		}
-	})
-	return db, nil
+	return nil
 }

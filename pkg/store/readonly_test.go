@@ -21,8 +21,8 @@ func TestOpenReadOnlyNeverCreates(t *testing.T) {
 // TestOpenReadOnlyReadsAndRefusesWrites reads what a writer committed,
 // both while the writer has the database open (a running serve) and after
 // it closed, and refuses every write.
-func TestOpenReadOnlyReadsAndRefusesWrites(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bridge.db")
+func testOpenReadOnlyReadsAndRefusesWrites(t *testing.T, b backend) {
+	path := b.database(t)
 	w, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 // never acted in go, in batches that carry on from the last entry looked
 // at; those of conversations it acted in (or is about to), and younger
 // ones, stay.
-func TestPruneOwnership(t *testing.T) {
-	db := mustOpen(t)
+func testPruneOwnership(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	t0 := time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)
 	cut := t0.Add(24 * time.Hour)

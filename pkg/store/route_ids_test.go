@@ -17,8 +17,8 @@ func addTestRoute(t *testing.T, db *DB, inbox int64) int64 {
 
 // TestRouteIDsAreNeverReused: removing the newest route and adding another
 // gives a new id, also across a reopen.
-func TestRouteIDsAreNeverReused(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bridge.db")
+func testRouteIDsAreNeverReused(t *testing.T, b backend) {
+	path := b.database(t)
 	db, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)

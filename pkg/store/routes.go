@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -134,20 +133,19 @@ func (db *DB) AddRoute(ctx context.Context, r *Route) error {
 	}
 	return db.Write(ctx, func(tx *Tx) error {
 		now := ms(tx.Now())
-		res, err := tx.Exec(`INSERT INTO routes (name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode,
+		err := tx.QueryRow(`INSERT INTO routes (name, inbox_id, dify_url, dify_key, dify_key_env, inputs, mode,
 			keywords, handoff_team, handoff_labels, enabled, app_name, app_mode, created_at, updated_at, max_in_flight, options)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			r.Name, r.InboxID, r.DifyURL, r.DifyKey, r.DifyKeyEnv, string(inputs), r.Mode, kw, team, lb,
-			boolInt(r.Enabled), r.AppName, r.AppMode, now, now, max(r.MaxInFlight, 0), options)
+			boolInt(r.Enabled), r.AppName, r.AppMode, now, now, max(r.MaxInFlight, 0), options).Scan(&r.ID)
 		if err != nil {
-			if strings.Contains(err.Error(), "UNIQUE constraint failed: routes.inbox_id") {
+			if isUniqueViolation(err, "routes.inbox_id", "routes_inbox_id_key") {
 				return fmt.Errorf("inbox %d: %w", r.InboxID, ErrDuplicateInbox)
 			}
 			return fmt.Errorf("insert route: %w", err)
 		}
-		r.ID, err = res.LastInsertId()
 		r.CreatedAt, r.UpdatedAt = tx.Now(), tx.Now()
-		return err
+		return nil
 	})
 }
 

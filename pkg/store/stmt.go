@@ -67,8 +67,12 @@ func (c *stmtCache) close() error {
 	return errors.Join(errs...)
 }
 
-// query runs a read through a cached prepared statement.
+// query runs a read through a cached prepared statement. On PostgreSQL
+// pgx keeps its own cache of prepared statements on each connection.
 func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if db.dialect == postgresDialect {
+		return db.r.QueryContext(ctx, rebind(query), pgArgs(args)...)
+	}
 	if s := db.rstmts.prepare(ctx, db.r, query); s != nil {
 		return s.QueryContext(ctx, args...)
 	}
@@ -77,6 +81,9 @@ func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, 
 
 // queryRow is query for one row.
 func (db *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if db.dialect == postgresDialect {
+		return db.r.QueryRowContext(ctx, rebind(query), pgArgs(args)...)
+	}
 	if s := db.rstmts.prepare(ctx, db.r, query); s != nil {
 		return s.QueryRowContext(ctx, args...)
 	}

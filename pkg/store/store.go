@@ -1,12 +1,17 @@
 // Package store keeps bridge's routes, conversation mappings and the event
-// journal in one SQLite file.
+// journal, in one SQLite file (the default: one binary, one file) or in a
+// PostgreSQL database that several bridge processes share.
 //
-// Every write of a running server goes through one writer goroutine that
-// batches whatever is waiting into a single transaction (group commit), so
-// concurrent webhooks share one fsync instead of queueing for one each.
-// The database runs in WAL mode with synchronous=FULL: a commit has been
-// fsync'd to the WAL when Write returns, so an acknowledged event survives a
-// power loss, not only a crash of the process.
+// SQLite: every write of a running server goes through one writer goroutine
+// that batches whatever is waiting into a single transaction (group
+// commit), so concurrent webhooks share one fsync instead of queueing for
+// one each. The database runs in WAL mode with synchronous=FULL: a commit
+// has been fsync'd to the WAL when Write returns, so an acknowledged event
+// survives a power loss, not only a crash of the process.
+//
+// PostgreSQL: see postgres.go. Each write is a transaction of its own on a
+// pool of connections, committed with synchronous_commit on; PostgreSQL
+// flushes the commits of concurrent transactions with one WAL fsync.
 package store
 
 import (
@@ -28,8 +33,16 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrations embed.FS
+
+// migrationGlob is where each backend's numbered migrations are.
+func (d dialect) migrationGlob() string {
+	if d == postgresDialect {
+		return "migrations/postgres/*.sql"
+	}
+	return "migrations/*.sql"
+}
 
 // BusyTimeout bounds how long a statement waits for another process's write
 // lock. It stays well inside the webhook handler's budget (Chatwoot gives up
@@ -59,11 +72,25 @@ var ErrNotFound = errors.New("not found")
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("store closed")
 
+// ErrSchemaAhead is returned by Open when the database holds migrations
+// this binary does not know: a newer bridge wrote it, and this one could
+// misread what it does not know about.
+var ErrSchemaAhead = errors.New("database schema is newer than this bridge")
+
 // DB is an open bridge database.
 type DB struct {
+	// Path names the database: the SQLite file, or the PostgreSQL URL with
+	// its password masked.
 	Path string
 	// Now is the clock for every timestamp the store writes (UTC).
 	Now func() time.Time
+
+	dialect  dialect
+	readOnly bool
+	owner    string        // this process, as lease_owner records it
+	leaseTTL time.Duration // how long a claim lasts without renewal
+	poolSize int
+	pg       *pgState // PostgreSQL only
 
 	redact   func(string) string
 	busy     time.Duration
@@ -115,6 +142,27 @@ func WithBusyTimeout(d time.Duration) Option { return func(db *DB) { db.busy = d
 // RetryFor); 0 or less reports the first failure.
 func WithRetry(d time.Duration) Option { return func(db *DB) { db.retryFor = d } }
 
+// WithLease sets how long a claim on an event lasts without renewal
+// (default LeaseTTL): the time after which another process sharing the
+// database resumes the event of a process that died.
+func WithLease(d time.Duration) Option {
+	return func(db *DB) {
+		if d > 0 {
+			db.leaseTTL = d
+		}
+	}
+}
+
+// WithPool sets how many connections to PostgreSQL the store keeps at
+// most (default 16); SQLite ignores it.
+func WithPool(n int) Option {
+	return func(db *DB) {
+		if n > 0 {
+			db.poolSize = n
+		}
+	}
+}
+
 // WithNow sets the clock before the writer starts (tests move time with
 // it; setting DB.Now later would race with the writer).
 func WithNow(now func() time.Time) Option { return func(db *DB) { db.Now = now } }
@@ -145,13 +193,21 @@ type Tx struct {
 	ctx context.Context
 	db  *DB
 	now time.Time
+
+	// PostgreSQL only: the transaction made an event ready for a worker,
+	// and other processes are told once it commits.
+	wake bool
 }
 
 // Now is the time the batch began; all rows written in it share the clock.
 func (t *Tx) Now() time.Time { return t.now }
 
-// Exec runs a statement in the transaction.
+// Exec runs a statement in the transaction. The query is written with `?`
+// placeholders (see dialect.go).
 func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	if t.db.dialect == postgresDialect {
+		return t.tx.ExecContext(t.ctx, rebind(query), pgArgs(args)...)
+	}
 	if s := t.stmt(query); s != nil {
 		return s.ExecContext(t.ctx, args...)
 	}
@@ -160,6 +216,9 @@ func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
 
 // QueryRow runs a query in the transaction.
 func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	if t.db.dialect == postgresDialect {
+		return t.tx.QueryRowContext(t.ctx, rebind(query), pgArgs(args)...)
+	}
 	if s := t.stmt(query); s != nil {
 		return s.QueryRowContext(t.ctx, args...)
 	}
@@ -168,6 +227,9 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 
 // Query runs a query in the transaction.
 func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	if t.db.dialect == postgresDialect {
+		return t.tx.QueryContext(t.ctx, rebind(query), pgArgs(args)...)
+	}
 	if s := t.stmt(query); s != nil {
 		return s.QueryContext(t.ctx, args...)
 	}
@@ -194,11 +256,47 @@ func dsn(path string, writer bool, busy time.Duration) string {
 	return "file:" + path + "?" + strings.Join(q, "&")
 }
 
-// Open opens (creating with mode 0600 if needed) the database at path,
-// applies pending migrations and starts the writer. An existing file that
-// group or others may read is tightened to 0600: it holds customer
-// messages and may hold Dify keys.
-func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+// IsPostgres reports whether a database setting names a PostgreSQL
+// database (a postgres:// or postgresql:// URL) rather than a SQLite file.
+func IsPostgres(database string) bool {
+	d := strings.ToLower(strings.TrimSpace(database))
+	return strings.HasPrefix(d, "postgres://") || strings.HasPrefix(d, "postgresql://")
+}
+
+// SQLitePath is the file a database setting names: the setting itself, or
+// what follows an explicit "sqlite:" (sqlite:bridge.db,
+// sqlite:///var/lib/bridge/bridge.db).
+func SQLitePath(database string) string {
+	if p, ok := strings.CutPrefix(database, "sqlite:"); ok {
+		if rest, ok := strings.CutPrefix(p, "//"); ok {
+			return rest
+		}
+		return p
+	}
+	return database
+}
+
+// Display is a database setting as it may be shown or logged: a SQLite
+// path as is, a PostgreSQL URL with its password masked.
+func Display(database string) string {
+	if !IsPostgres(database) {
+		return SQLitePath(database)
+	}
+	return redactURL(database)
+}
+
+// Open opens the database a setting names: a PostgreSQL URL (see
+// IsPostgres), or a SQLite file, created with mode 0600 if needed. It
+// applies pending migrations, refuses a schema newer than this binary
+// knows (ErrSchemaAhead), and starts the writer.
+//
+// An existing SQLite file that group or others may read is tightened to
+// 0600: it holds customer messages and may hold Dify keys.
+func Open(ctx context.Context, database string, opts ...Option) (*DB, error) {
+	if IsPostgres(database) {
+		return openPostgres(ctx, database, opts...)
+	}
+	path := SQLitePath(database)
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
@@ -215,8 +313,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	tighten(path)
-	db := &DB{Path: path, Now: time.Now, reqs: make(chan *writeReq, maxBatch), stop: make(chan struct{}), exited: make(chan struct{}),
-		busy: BusyTimeout, retryFor: RetryFor}
+	db := newDB(path, sqliteDialect)
 	for _, o := range opts {
 		o(db)
 	}
@@ -243,6 +340,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	return db, nil
 }
 
+// newDB is a DB with the defaults both backends share.
+func newDB(path string, d dialect) *DB {
+	return &DB{Path: path, Now: time.Now, dialect: d, reqs: make(chan *writeReq, maxBatch), stop: make(chan struct{}),
+		exited: make(chan struct{}), busy: BusyTimeout, retryFor: RetryFor, leaseTTL: LeaseTTL, poolSize: defaultPool,
+		owner: newOwner()}
+}
+
 // tighten takes group and other permissions off the database and its WAL
 // files (SQLite gives those the database's mode). A file bridge does not own
 // keeps its mode; doctor reports it.
@@ -262,6 +366,9 @@ func (db *DB) Close() error {
 	}
 	close(db.stop)
 	db.wg.Wait()
+	if db.dialect == postgresDialect {
+		return db.closePostgres()
+	}
 	// Fold the WAL back so a copied file is self-contained.
 	_, _ = db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)") // best effort: the WAL is replayed on next open anyway
 	return errors.Join(db.wstmts.close(), db.rstmts.close(), db.w.Close(), db.r.Close())
@@ -340,6 +447,12 @@ func (db *DB) write(ctx context.Context, req *writeReq) error {
 func (db *DB) writeOnce(ctx context.Context, req *writeReq) error {
 	if db.closed.Load() {
 		return ErrClosed
+	}
+	if db.readOnly {
+		return ErrReadOnly
+	}
+	if db.dialect == postgresDialect {
+		return db.pgWrite(ctx, req)
 	}
 	select {
 	case db.reqs <- req:
@@ -509,8 +622,14 @@ func safeCall(fn func(*Tx) error, t *Tx) (err error) {
 }
 
 // Durability reports the journal mode and synchronous level in force on the
-// writer connection, the one every commit goes through ("wal", "FULL").
+// writer connection, the one every commit goes through ("wal", "FULL"). On
+// PostgreSQL they are "postgres" and the synchronous_commit a write
+// transaction runs with ("on"), with ", fsync off" added when the server
+// does not flush at all.
 func (db *DB) Durability(ctx context.Context) (journalMode, synchronous string, err error) {
+	if db.dialect == postgresDialect {
+		return db.pgDurability(ctx)
+	}
 	var level int
 	err = db.Write(ctx, func(tx *Tx) error {
 		if err := tx.QueryRow("PRAGMA journal_mode").Scan(&journalMode); err != nil {
@@ -528,8 +647,44 @@ func (db *DB) Durability(ctx context.Context) (journalMode, synchronous string, 
 	return journalMode, names[level], nil
 }
 
-// Reader is the pool for queries; reads never wait on the writer in WAL mode.
-func (db *DB) Reader() *sql.DB { return db.r }
+// Reader runs read queries (and, for tests and repairs, statements outside
+// the writer) on the reader pool, written in the shared dialect with `?`
+// placeholders. On SQLite reads never wait on the writer in WAL mode.
+func (db *DB) Reader() *Reader { return &Reader{db: db} }
+
+// Reader is the query side of a DB; see DB.Reader.
+type Reader struct{ db *DB }
+
+func (r *Reader) prep(query string, args []any) (string, []any) {
+	if r.db.dialect == postgresDialect {
+		return rebind(query), pgArgs(args)
+	}
+	return query, args
+}
+
+// QueryContext runs a query.
+func (r *Reader) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	query, args = r.prep(query, args)
+	return r.db.r.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs a query for one row.
+func (r *Reader) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	query, args = r.prep(query, args)
+	return r.db.r.QueryRowContext(ctx, query, args...)
+}
+
+// QueryRow is QueryRowContext without a context.
+func (r *Reader) QueryRow(query string, args ...any) *sql.Row {
+	return r.QueryRowContext(context.Background(), query, args...)
+}
+
+// ExecContext runs a statement outside the writer: only tests and repairs
+// do, never a running server.
+func (r *Reader) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	query, args = r.prep(query, args)
+	return r.db.r.ExecContext(ctx, query, args...)
+}
 
 // Ping checks that the database answers and is writable: it runs a write
 // through the writer that inserts and removes a row, so the commit reaches
@@ -546,51 +701,119 @@ func (db *DB) Ping(ctx context.Context) error {
 	}})
 }
 
+// migrate applies the migrations the database lacks, each in a
+// transaction of its own that also records it. On PostgreSQL each first
+// takes a lock that every process sharing the database takes, so replicas
+// starting together apply each migration once. It then refuses a schema
+// newer than this binary knows.
 func (db *DB) migrate(ctx context.Context) error {
-	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("create migrations table: %w", err)
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	names, err := fs.Glob(migrations, db.dialect.migrationGlob())
 	if err != nil {
 		return err
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		base := filepath.Base(name)
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: bad name: %w", base, err)
-		}
-		var n int
-		if err := db.w.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE version = ?", v).Scan(&n); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if n > 0 {
-			continue
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
+		if err := db.applyMigration(ctx, name); err != nil {
 			return err
 		}
-		tx, err := db.w.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			_ = tx.Rollback() // the statement error is the one worth reporting
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-			v, base, db.Now().UnixMilli()); err != nil {
-			_ = tx.Rollback() // the insert error is the one worth reporting
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
+	}
+	applied, known, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if applied > known {
+		return fmt.Errorf("%w (version %d, this bridge knows up to %d): upgrade bridge", ErrSchemaAhead, applied, known)
 	}
 	return nil
+}
+
+func (db *DB) applyMigration(ctx context.Context, name string) error {
+	base := filepath.Base(name)
+	v, err := migrationVersion(base)
+	if err != nil {
+		return err
+	}
+	const create = `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
+	q := db.sqlFor
+	if db.dialect == sqliteDialect {
+		// Outside a transaction: an existing table is no write, so a start
+		// while another process holds the write lock waits only if there is
+		// something to migrate.
+		if _, err := db.w.ExecContext(ctx, create); err != nil {
+			return fmt.Errorf("create migrations table: %w", err)
+		}
+	}
+	// Applied already (the common case): no write, no lock.
+	var n int
+	if err := db.w.QueryRowContext(ctx, q("SELECT count(*) FROM schema_migrations WHERE version = ?"), v).Scan(&n); err == nil && n > 0 {
+		return nil
+	}
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migration %s: %w", base, err)
+	}
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit; otherwise the error below is the one worth reporting
+	if db.dialect == postgresDialect {
+		// A migration (an index on a big journal) may take longer than the
+		// store's usual bounds, and so may waiting for another process's.
+		if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0"); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", db.pg.lockKey("migrate")); err != nil {
+			return fmt.Errorf("migration %s: lock: %w", base, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, create); err != nil {
+		return fmt.Errorf("create migrations table: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, q("SELECT count(*) FROM schema_migrations WHERE version = ?"), v).Scan(&n); err != nil {
+		return fmt.Errorf("migration %s: %w", base, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	body, err := migrations.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return fmt.Errorf("migration %s: %w", base, err)
+	}
+	if _, err := tx.ExecContext(ctx, q("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+		v, base, db.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("migration %s: %w", base, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migration %s: %w", base, err)
+	}
+	return nil
+}
+
+func migrationVersion(base string) (int, error) {
+	v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+	if err != nil {
+		return 0, fmt.Errorf("migration %s: bad name: %w", base, err)
+	}
+	return v, nil
+}
+
+// KnownVersions lists the migration numbers this binary has for a backend
+// ("sqlite" or "postgres"), in order.
+func KnownVersions(backend string) []int {
+	d := sqliteDialect
+	if backend == "postgres" {
+		d = postgresDialect
+	}
+	names, _ := fs.Glob(migrations, d.migrationGlob()) // the pattern is constant and valid
+	var out []int
+	for _, name := range names {
+		if v, err := migrationVersion(filepath.Base(name)); err == nil {
+			out = append(out, v)
+		}
+	}
+	sort.Ints(out)
+	return out
 }
 
 // SchemaVersion reports the newest applied migration and the newest this
@@ -599,14 +822,24 @@ func (db *DB) SchemaVersion(ctx context.Context) (applied, known int, err error)
 	if err := db.r.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&applied); err != nil {
 		return 0, 0, fmt.Errorf("read schema version: %w", err)
 	}
-	names, _ := fs.Glob(migrations, "migrations/*.sql") // the pattern is constant and valid
-	for _, name := range names {
-		if v, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0]); err == nil && v > known {
-			known = v
-		}
+	if vs := KnownVersions(db.Backend()); len(vs) > 0 {
+		known = vs[len(vs)-1]
 	}
 	return applied, known, nil
 }
+
+// Backend names the kind of database: "sqlite" or "postgres".
+func (db *DB) Backend() string {
+	if db.dialect == postgresDialect {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// Shared reports whether other bridge processes may use the database at
+// the same time as this one (PostgreSQL): events are then claimed with
+// leases that other processes take over when they run out.
+func (db *DB) Shared() bool { return db.dialect == postgresDialect }
 
 func ms(t time.Time) int64 {
 	if t.IsZero() {

@@ -32,7 +32,7 @@ func (db *DB) ConversationTrace(ctx context.Context, account, conv int64, limit 
 	// the newest-first walk; the hop and intent reads take the same ids.
 	const ids = `SELECT id FROM events WHERE account_id = ? AND conversation_id = ?
 		AND status NOT IN ('ignored', 'rejected') ORDER BY id DESC LIMIT ?`
-	rows, err := tx.QueryContext(ctx, "SELECT "+eventCols+" FROM events WHERE id IN ("+ids+") ORDER BY id DESC",
+	rows, err := tx.QueryContext(ctx, db.sqlFor("SELECT "+eventCols+" FROM events WHERE id IN ("+ids+") ORDER BY id DESC"),
 		account, conv, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read trace of conversation %d: %w", conv, err)
@@ -55,8 +55,8 @@ func (db *DB) ConversationTrace(ctx context.Context, account, conv int64, limit 
 		return nil, nil
 	}
 
-	rows, err = tx.QueryContext(ctx, `SELECT event_id, seq, at, stage, outcome, detail, duration_ms
-		FROM hops WHERE event_id IN (`+ids+`) ORDER BY event_id, seq`, account, conv, limit)
+	rows, err = tx.QueryContext(ctx, db.sqlFor(`SELECT event_id, seq, at, stage, outcome, detail, duration_ms
+		FROM hops WHERE event_id IN (`+ids+`) ORDER BY event_id, seq`), account, conv, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read hops of conversation %d: %w", conv, err)
 	}
@@ -78,7 +78,7 @@ func (db *DB) ConversationTrace(ctx context.Context, account, conv int64, limit 
 		return nil, fmt.Errorf("read hops of conversation %d: %w", conv, err)
 	}
 
-	rows, err = tx.QueryContext(ctx, "SELECT "+intentCols+" FROM intents WHERE event_id IN ("+ids+") ORDER BY event_id, at, step",
+	rows, err = tx.QueryContext(ctx, db.sqlFor("SELECT "+intentCols+" FROM intents WHERE event_id IN ("+ids+") ORDER BY event_id, at, step"),
 		account, conv, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read posts of conversation %d: %w", conv, err)

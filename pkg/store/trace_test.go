@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-func TestConversationTrace(t *testing.T) {
-	db := mustOpen(t)
+func testConversationTrace(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	// Conversation 5 of account 1 gets two acted-on events and an ignored
 	// one; the same display id in account 2, and conversation 6, get events
@@ -70,8 +70,8 @@ func TestConversationTrace(t *testing.T) {
 	}
 }
 
-func TestConversationMessages(t *testing.T) {
-	db := mustOpen(t)
+func testConversationMessages(t *testing.T, b backend) {
+	db := b.open(t)
 	ctx := t.Context()
 	add := func(name, status string, conv int64) int64 {
 		t.Helper()
@@ -86,8 +86,8 @@ func TestConversationMessages(t *testing.T) {
 		}
 		return id
 	}
-	a := add("message_created", StatusAnswered, 5)
-	b := add("message_created", StatusIgnored, 5)
+	first := add("message_created", StatusAnswered, 5)
+	second := add("message_created", StatusIgnored, 5)
 	add("message_created", StatusRejected, 5)
 	add("conversation_status_changed", StatusIgnored, 5)
 	add("message_created", StatusAnswered, 6)
@@ -95,8 +95,8 @@ func TestConversationMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[0].ID != b || got[1].ID != a || string(got[0].Payload) != "{}" {
-		t.Errorf("got %d events, want %d then %d with payloads", len(got), b, a)
+	if len(got) != 2 || got[0].ID != second || got[1].ID != first || string(got[0].Payload) != "{}" {
+		t.Errorf("got %d events, want %d then %d with payloads", len(got), second, first)
 	}
 }
 
