@@ -25,6 +25,10 @@ import (
 // as an ingress with retries on connection errors does. A request that
 // every backend failed is answered 502.
 type roundRobin struct {
+	// gate lets set wait for the requests already sent to the old
+	// backends, as a Service's endpoints change before the old pod's
+	// connections drain: no request is sent to a backend after set.
+	gate     sync.RWMutex
 	mu       sync.Mutex
 	backends []string
 	next     int
@@ -32,6 +36,8 @@ type roundRobin struct {
 }
 
 func (rr *roundRobin) set(i int, addr string) {
+	rr.gate.Lock()
+	defer rr.gate.Unlock()
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	rr.backends[i] = addr
@@ -51,6 +57,8 @@ func (rr *roundRobin) pick() []string {
 }
 
 func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rr.gate.RLock()
+	defer rr.gate.RUnlock()
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
