@@ -41,9 +41,11 @@ func (c *Config) Validate() error {
 		return bad("database", "", "required", "want the path of the SQLite file, or a postgres:// URL")
 	}
 	if IsPostgresURL(c.Database) {
-		if u, err := url.Parse(strings.TrimSpace(c.Database)); err != nil || u.Host == "" {
+		// A URL without a host names the server by ?host=: a Unix socket
+		// directory, as libpq reads it (postgres://bridge@/bridge?host=/var/run/postgresql).
+		if u, err := url.Parse(strings.TrimSpace(c.Database)); err != nil || (u.Host == "" && u.Query().Get("host") == "") {
 			return bad("database", redactURL(c.Database), "invalid PostgreSQL URL",
-				"want postgres://user:password@host:5432/dbname?sslmode=require")
+				"want postgres://user:password@host:5432/dbname?sslmode=require, or postgres://user@/dbname?host=/var/run/postgresql for a local socket")
 		}
 	}
 	if c.PublicURL != "" && !validHTTPURL(c.PublicURL) {

@@ -66,9 +66,8 @@ func (tx *Tx) Conversation(account, id int64) (c Conversation, ok bool, err erro
 	if tx.db.dialect == postgresDialect {
 		c, err = scanConv(tx.QueryRow(q+" FOR UPDATE", account, id))
 		if errors.Is(err, sql.ErrNoRows) {
-			if _, err := tx.Exec("SELECT pg_advisory_xact_lock(?)", tx.db.pg.conversationKey(account, id)); err != nil {
-				return c, false, fmt.Errorf("lock conversation %d: %w", id, err)
-			}
+			// Sent with the read that follows, which runs once it is held.
+			tx.Later(fmt.Sprintf("lock conversation %d", id), "SELECT pg_advisory_xact_lock(?)", tx.db.pg.conversationKey(account, id))
 			c, err = scanConv(tx.QueryRow(q+" FOR UPDATE", account, id))
 		}
 	} else {
@@ -100,7 +99,7 @@ func (tx *Tx) TouchConversation(account, id, inbox, contact int64, status string
 	if incoming {
 		in = 1
 	}
-	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, inbox_id, contact_id, status, status_at, messages_in, last_activity_at)
+	tx.Later(fmt.Sprintf("record conversation %d", id), `INSERT INTO conversations (account_id, conversation_id, inbox_id, contact_id, status, status_at, messages_in, last_activity_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
 			inbox_id = CASE WHEN excluded.inbox_id != 0 THEN excluded.inbox_id ELSE conversations.inbox_id END,
@@ -112,52 +111,41 @@ func (tx *Tx) TouchConversation(account, id, inbox, contact int64, status string
 			messages_in = conversations.messages_in + excluded.messages_in,
 			last_activity_at = excluded.last_activity_at`,
 		account, id, inbox, contact, status, ms(statusAt), in, ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("record conversation %d: %w", id, err)
-	}
 	return nil
 }
 
 // SetConversationState hands a conversation to a human or back to the bot.
 func (tx *Tx) SetConversationState(account, id int64, state, reason string) error {
-	_, err := tx.Exec(`INSERT INTO conversations (account_id, conversation_id, state, state_reason, state_at, last_activity_at)
+	tx.Later(fmt.Sprintf("set conversation %d state", id), `INSERT INTO conversations (account_id, conversation_id, state, state_reason, state_at, last_activity_at)
 		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (account_id, conversation_id) DO UPDATE SET
 			state = excluded.state, state_reason = excluded.state_reason, state_at = excluded.state_at,
 			handoffs = conversations.handoffs + CASE WHEN excluded.state = 'human' AND conversations.state != 'human' THEN 1 ELSE 0 END`,
 		account, id, state, tx.db.text(reason), ms(tx.now), ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("set conversation %d state: %w", id, err)
-	}
 	return nil
 }
 
 // SetStatus records a Chatwoot status as of at (bridge's clock when bridge
 // set it itself), unless a newer snapshot is already stored.
 func (tx *Tx) SetStatus(account, id int64, status string, at time.Time) error {
-	_, err := tx.Exec(`UPDATE conversations SET status = ?, status_at = ?
+	tx.Later(fmt.Sprintf("set conversation %d status", id), `UPDATE conversations SET status = ?, status_at = ?
 		WHERE account_id = ? AND conversation_id = ? AND status_at <= ?`, status, ms(at), account, id, ms(at))
-	if err != nil {
-		return fmt.Errorf("set conversation %d status: %w", id, err)
-	}
 	return nil
 }
 
 // MapDify stores the Dify conversation of a Chatwoot conversation for a route.
 func (tx *Tx) MapDify(account, id, route int64, difyConversation string) error {
-	_, err := tx.Exec(`UPDATE conversations SET dify_conversation_id = ?, route_id = ?
+	tx.Later(fmt.Sprintf("map conversation %d", id), `UPDATE conversations SET dify_conversation_id = ?, route_id = ?
 		WHERE account_id = ? AND conversation_id = ?`, difyConversation, route, account, id)
-	if err != nil {
-		return fmt.Errorf("map conversation %d: %w", id, err)
-	}
 	return nil
 }
 
 // CountAnswer adds one to the conversation's answers.
 func (tx *Tx) CountAnswer(account, id int64) error {
-	_, err := tx.Exec("UPDATE conversations SET answers = answers + 1, last_activity_at = ? WHERE account_id = ? AND conversation_id = ?",
+	tx.Later(fmt.Sprintf("count an answer in conversation %d", id),
+		"UPDATE conversations SET answers = answers + 1, last_activity_at = ? WHERE account_id = ? AND conversation_id = ?",
 		ms(tx.now), account, id)
-	return err
+	return nil
 }
 
 // ConversationFilter selects conversations for listing.
@@ -191,7 +179,7 @@ func (db *DB) ListConversations(ctx context.Context, f ConversationFilter) ([]Co
 	return scanConvs(rows)
 }
 
-func scanConvs(rows *sql.Rows) ([]Conversation, error) {
+func scanConvs(rows Rows) ([]Conversation, error) {
 	defer rows.Close()
 	var out []Conversation
 	for rows.Next() {

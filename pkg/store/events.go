@@ -164,15 +164,33 @@ func (tx *Tx) AddHop(h Hop) error {
 	if h.At.IsZero() {
 		h.At = tx.now
 	}
+	if tx.pg != nil {
+		// Sent with the next round trip. Should a concurrent writer take
+		// the same seq (see addHop), the hop is added again after the
+		// commit, in a transaction of its own.
+		tx.later(fmt.Sprintf("add hop to event %d", h.EventID), qAddHop, hopArgs(tx, h),
+			func(tx *Tx) error { return tx.addHop(h) })
+		return nil
+	}
+	return tx.addHop(h)
+}
+
+const qAddHop = `INSERT INTO hops (event_id, seq, at, stage, outcome, detail, duration_ms)
+	VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM hops WHERE event_id = ?), ?, ?, ?, ?, ?)
+	ON CONFLICT (event_id, seq) DO NOTHING`
+
+func hopArgs(tx *Tx, h Hop) []any {
+	return []any{h.EventID, h.EventID, ms(h.At), h.Stage, tx.db.text(h.Outcome), tx.db.text(h.Detail),
+		float64(h.Duration) / float64(time.Millisecond)}
+}
+
+func (tx *Tx) addHop(h Hop) error {
 	// Two writers adding to one trace at once (on PostgreSQL, where writes
 	// run side by side) may pick the same seq: the loser waits for the
 	// winner's commit, finds the row taken, and its next statement, with a
 	// fresh snapshot, takes the next seq. Every round lands one writer.
 	for range 64 {
-		res, err := tx.Exec(`INSERT INTO hops (event_id, seq, at, stage, outcome, detail, duration_ms)
-			VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM hops WHERE event_id = ?), ?, ?, ?, ?, ?)
-			ON CONFLICT (event_id, seq) DO NOTHING`,
-			h.EventID, h.EventID, ms(h.At), h.Stage, tx.db.text(h.Outcome), tx.db.text(h.Detail), float64(h.Duration)/float64(time.Millisecond))
+		res, err := tx.Exec(qAddHop, hopArgs(tx, h)...)
 		if err != nil {
 			return fmt.Errorf("add hop to event %d: %w", h.EventID, err)
 		}
@@ -297,11 +315,8 @@ func (tx *Tx) Claim(id int64) error {
 // RecordPosted remembers a Chatwoot message bridge posted, so its webhook is
 // recognised as bridge's own.
 func (tx *Tx) RecordPosted(messageID, eventID int64, step string) error {
-	_, err := tx.Exec(`INSERT INTO posted (message_id, event_id, step, at) VALUES (?, ?, ?, ?)
+	tx.Later(fmt.Sprintf("record posted message %d", messageID), `INSERT INTO posted (message_id, event_id, step, at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (message_id) DO NOTHING`, messageID, eventID, step, ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("record posted message %d: %w", messageID, err)
-	}
 	return nil
 }
 

@@ -62,22 +62,17 @@ func (tx *Tx) AddIntent(in Intent) error {
 	if in.Hash == "" {
 		in.Hash = ContentHash(in.Content, in.Private)
 	}
-	_, err := tx.Exec(`INSERT INTO intents (`+intentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)
+	tx.Later(fmt.Sprintf("record intent %d/%s", in.EventID, in.Step), `INSERT INTO intents (`+intentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)
 		ON CONFLICT (event_id, step) DO UPDATE SET private = excluded.private, content = excluded.content,
 			content_hash = excluded.content_hash, at = excluded.at, message_id = 0`,
 		in.EventID, in.Step, in.AccountID, in.ConversationID, in.Private, in.Content, in.Hash, ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("record intent %d/%s: %w", in.EventID, in.Step, err)
-	}
 	return nil
 }
 
 // ResolveIntent records the Chatwoot message that carried the post.
 func (tx *Tx) ResolveIntent(eventID int64, step string, messageID int64) error {
-	_, err := tx.Exec("UPDATE intents SET message_id = ? WHERE event_id = ? AND step = ?", messageID, eventID, step)
-	if err != nil {
-		return fmt.Errorf("resolve intent %d/%s: %w", eventID, step, err)
-	}
+	tx.Later(fmt.Sprintf("resolve intent %d/%s", eventID, step),
+		"UPDATE intents SET message_id = ? WHERE event_id = ? AND step = ?", messageID, eventID, step)
 	return nil
 }
 

@@ -38,12 +38,10 @@ func (tx *Tx) AddOwnership(o Ownership) error {
 	if o.At.IsZero() {
 		o.At = tx.now
 	}
-	_, err := tx.Exec(`INSERT INTO ownership (at, account_id, conversation_id, route_id, kind, owner, cause, detail, event_id)
+	tx.Later(fmt.Sprintf("journal %s of conversation %d", o.Kind, o.ConversationID),
+		`INSERT INTO ownership (at, account_id, conversation_id, route_id, kind, owner, cause, detail, event_id)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		ms(o.At), o.AccountID, o.ConversationID, o.RouteID, o.Kind, o.Owner, tx.db.text(o.Cause), tx.db.text(o.Detail), o.EventID)
-	if err != nil {
-		return fmt.Errorf("journal %s of conversation %d: %w", o.Kind, o.ConversationID, err)
-	}
 	return nil
 }
 
@@ -86,9 +84,9 @@ type ConvLifecycle struct {
 }
 
 func (tx *Tx) ensureConvLifecycle(account, conv int64) error {
-	_, err := tx.Exec(`INSERT INTO conversation_lifecycle (account_id, conversation_id) VALUES (?, ?)
+	tx.Later(fmt.Sprintf("record lifecycle of conversation %d", conv), `INSERT INTO conversation_lifecycle (account_id, conversation_id) VALUES (?, ?)
 		ON CONFLICT (account_id, conversation_id) DO NOTHING`, account, conv)
-	return err
+	return nil
 }
 
 // NoteHuman records that a human wrote in the conversation at at.
@@ -96,11 +94,8 @@ func (tx *Tx) NoteHuman(account, conv int64, at time.Time) error {
 	if err := tx.ensureConvLifecycle(account, conv); err != nil {
 		return fmt.Errorf("note human activity in conversation %d: %w", conv, err)
 	}
-	_, err := tx.Exec(`UPDATE conversation_lifecycle SET last_human_at = ?
+	tx.Later(fmt.Sprintf("note human activity in conversation %d", conv), `UPDATE conversation_lifecycle SET last_human_at = ?
 		WHERE account_id = ? AND conversation_id = ? AND last_human_at < ?`, ms(at), account, conv, ms(at))
-	if err != nil {
-		return fmt.Errorf("note human activity in conversation %d: %w", conv, err)
-	}
 	return nil
 }
 
@@ -110,10 +105,8 @@ func (tx *Tx) SetHandoffCause(account, conv int64, cause string) error {
 	if err := tx.ensureConvLifecycle(account, conv); err != nil {
 		return fmt.Errorf("record handoff cause of conversation %d: %w", conv, err)
 	}
-	if _, err := tx.Exec(`UPDATE conversation_lifecycle SET handoff_cause = ? WHERE account_id = ? AND conversation_id = ?`,
-		cause, account, conv); err != nil {
-		return fmt.Errorf("record handoff cause of conversation %d: %w", conv, err)
-	}
+	tx.Later(fmt.Sprintf("record handoff cause of conversation %d", conv),
+		`UPDATE conversation_lifecycle SET handoff_cause = ? WHERE account_id = ? AND conversation_id = ?`, cause, account, conv)
 	return nil
 }
 
@@ -123,10 +116,8 @@ func (tx *Tx) SetEpisodeSummary(account, conv int64, summary string) error {
 	if err := tx.ensureConvLifecycle(account, conv); err != nil {
 		return fmt.Errorf("keep summary of conversation %d: %w", conv, err)
 	}
-	if _, err := tx.Exec(`UPDATE conversation_lifecycle SET summary = ? WHERE account_id = ? AND conversation_id = ?`,
-		tx.db.text(summary), account, conv); err != nil {
-		return fmt.Errorf("keep summary of conversation %d: %w", conv, err)
-	}
+	tx.Later(fmt.Sprintf("keep summary of conversation %d", conv),
+		`UPDATE conversation_lifecycle SET summary = ? WHERE account_id = ? AND conversation_id = ?`, tx.db.text(summary), account, conv)
 	return nil
 }
 
@@ -246,7 +237,7 @@ const recentTurnsSQL = `SELECT e.id, e.received_at, e.text, COALESCE(i.content, 
 	WHERE e.account_id = ? AND e.conversation_id = ? AND e.kind = 'message' AND e.merged_into = 0
 	ORDER BY e.id DESC LIMIT ?`
 
-func scanTurns(rows *sql.Rows) ([]Turn, error) {
+func scanTurns(rows Rows) ([]Turn, error) {
 	defer rows.Close()
 	var out []Turn
 	for rows.Next() {

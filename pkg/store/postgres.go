@@ -206,29 +206,10 @@ func (db *DB) pgWrite(ctx context.Context, req *writeReq) error {
 		// for: the next synchronous commit flushes it too.
 		pool = db.pg.nosync
 	}
-	conn, err := pool.Conn(ctx)
+	t := &Tx{ctx: context.WithoutCancel(ctx), db: db, now: db.Now().UTC()}
+	repairs, err := db.pgRun(ctx, pool, req.fn, t)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer conn.Close()
-	txCtx := context.WithoutCancel(ctx)
-	tx, err := conn.BeginTx(txCtx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	t := &Tx{tx: tx, ctx: txCtx, db: db, now: db.Now().UTC()}
-	if err := safeCall(req.fn, t); err != nil {
-		_ = tx.Rollback() // the write's own error is the one to report
 		return err
-	}
-	if fn := db.fault.Load(); fn != nil {
-		if err := (*fn)(); err != nil {
-			_ = tx.Rollback() // the injected failure is the one to report
-			return fmt.Errorf("commit: %w", &injectedError{err})
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", commitError(err))
 	}
 	if !req.nosync {
 		db.syncs.Add(1)
@@ -240,6 +221,13 @@ func (db *DB) pgWrite(ctx context.Context, req *writeReq) error {
 	}
 	if fn := db.onCommit.Load(); fn != nil {
 		(*fn)()
+	}
+	for _, fn := range repairs {
+		// A statement that lost a race to a concurrent writer (a hop's
+		// seq) is made again on its own, after the write it rode with.
+		// The write itself is committed: its caller must hear so, so the
+		// repair is best effort (with the retries of every write).
+		_ = db.write(ctx, &writeReq{fn: fn, nosync: req.nosync})
 	}
 	return nil
 }

@@ -39,11 +39,8 @@ func parseRouteOptions(id int64, s string) (RouteOptions, error) {
 
 // SetTranscript records Chatwoot's transcription of a voice note.
 func (tx *Tx) SetTranscript(messageID int64, text string) error {
-	_, err := tx.Exec(`INSERT INTO transcripts (message_id, text, at) VALUES (?, ?, ?)
+	tx.Later(fmt.Sprintf("record transcript of message %d", messageID), `INSERT INTO transcripts (message_id, text, at) VALUES (?, ?, ?)
 		ON CONFLICT (message_id) DO UPDATE SET text = excluded.text, at = excluded.at`, messageID, text, ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("record transcript of message %d: %w", messageID, err)
-	}
 	return nil
 }
 
@@ -78,11 +75,8 @@ func (tx *Tx) OpenMessageEvent(messageID int64) (id int64, ok bool, err error) {
 // SavePlan records an event's answer plan (opaque JSON), replacing an
 // earlier one.
 func (tx *Tx) SavePlan(eventID int64, parts []byte) error {
-	_, err := tx.Exec(`INSERT INTO outbox (event_id, parts, at) VALUES (?, ?, ?)
+	tx.Later(fmt.Sprintf("record the answer plan of event %d", eventID), `INSERT INTO outbox (event_id, parts, at) VALUES (?, ?, ?)
 		ON CONFLICT (event_id) DO UPDATE SET parts = excluded.parts, at = excluded.at`, eventID, string(parts), ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("record the answer plan of event %d: %w", eventID, err)
-	}
 	return nil
 }
 
@@ -112,13 +106,10 @@ type Answer struct {
 
 // RecordAnswer remembers the conversation's latest answer.
 func (tx *Tx) RecordAnswer(a Answer) error {
-	_, err := tx.Exec(`INSERT INTO answers (account_id, conversation_id, event_id, route_id, dify_message_id, dify_user, at)
+	tx.Later(fmt.Sprintf("record the answer of event %d", a.EventID), `INSERT INTO answers (account_id, conversation_id, event_id, route_id, dify_message_id, dify_user, at)
 		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, conversation_id) DO UPDATE SET event_id = excluded.event_id,
 		route_id = excluded.route_id, dify_message_id = excluded.dify_message_id, dify_user = excluded.dify_user, at = excluded.at`,
 		a.AccountID, a.ConversationID, a.EventID, a.RouteID, a.DifyMessageID, a.DifyUser, ms(tx.now))
-	if err != nil {
-		return fmt.Errorf("record the answer of event %d: %w", a.EventID, err)
-	}
 	return nil
 }
 

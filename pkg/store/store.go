@@ -197,6 +197,9 @@ type Tx struct {
 	// PostgreSQL only: the transaction made an event ready for a worker,
 	// and other processes are told once it commits.
 	wake bool
+	pg   *pgTx // PostgreSQL: the pipelined transaction
+
+	laterErr error // SQLite: the first failure of a Later statement
 }
 
 // Now is the time the batch began; all rows written in it share the clock.
@@ -205,8 +208,12 @@ func (t *Tx) Now() time.Time { return t.now }
 // Exec runs a statement in the transaction. The query is written with `?`
 // placeholders (see dialect.go).
 func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
-	if t.db.dialect == postgresDialect {
-		return t.tx.ExecContext(t.ctx, rebind(query), pgArgs(args)...)
+	if t.pg != nil {
+		tag, _, err := t.pg.roundTrip(rebind(query), pgArgs(args), false)
+		if err != nil {
+			return nil, err
+		}
+		return pgResult{tag}, nil
 	}
 	if s := t.stmt(query); s != nil {
 		return s.ExecContext(t.ctx, args...)
@@ -214,10 +221,40 @@ func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
 	return t.tx.ExecContext(t.ctx, query, args...)
 }
 
+// Later runs a statement whose result the caller does not need; what names
+// it in an error. On PostgreSQL it waits for the transaction's next round
+// trip (see pgtx.go); should it fail, that round trip fails with its error,
+// and so does the write. On SQLite it runs at once, and a failure fails the
+// write when its function returns.
+func (t *Tx) Later(what, query string, args ...any) {
+	t.later(what, query, args, nil)
+}
+
+func (t *Tx) later(what, query string, args []any, repair func(*Tx) error) {
+	if t.pg != nil {
+		t.pg.pending = append(t.pg.pending, later{what: what, sql: rebind(query), args: pgArgs(args), repair: repair})
+		return
+	}
+	res, err := t.Exec(query, args...)
+	if err == nil && repair != nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			err = repair(t)
+		}
+	}
+	if err != nil && t.laterErr == nil {
+		t.laterErr = fmt.Errorf("%s: %w", what, err)
+	}
+}
+
 // QueryRow runs a query in the transaction.
-func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
-	if t.db.dialect == postgresDialect {
-		return t.tx.QueryRowContext(t.ctx, rebind(query), pgArgs(args)...)
+func (t *Tx) QueryRow(query string, args ...any) Row {
+	if t.pg != nil {
+		_, rows, err := t.pg.roundTrip(rebind(query), pgArgs(args), true)
+		if err != nil {
+			return errRow{err}
+		}
+		return firstRow{rows}
 	}
 	if s := t.stmt(query); s != nil {
 		return s.QueryRowContext(t.ctx, args...)
@@ -226,9 +263,13 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 }
 
 // Query runs a query in the transaction.
-func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
-	if t.db.dialect == postgresDialect {
-		return t.tx.QueryContext(t.ctx, rebind(query), pgArgs(args)...)
+func (t *Tx) Query(query string, args ...any) (Rows, error) {
+	if t.pg != nil {
+		_, rows, err := t.pg.roundTrip(rebind(query), pgArgs(args), true)
+		if err != nil {
+			return nil, err
+		}
+		return rows, nil
 	}
 	if s := t.stmt(query); s != nil {
 		return s.QueryContext(t.ctx, args...)
@@ -618,7 +659,11 @@ func safeCall(fn func(*Tx) error, t *Tx) (err error) {
 			err = fmt.Errorf("write panicked: %v", r)
 		}
 	}()
-	return fn(t)
+	t.laterErr = nil
+	if err = fn(t); err == nil {
+		err = t.laterErr
+	}
+	return err
 }
 
 // Durability reports the journal mode and synchronous level in force on the

@@ -121,7 +121,7 @@ func (db *DB) ConversationMessages(ctx context.Context, account, conv int64, lim
 	return out, rows.Err()
 }
 
-func closeRows(rows *sql.Rows) error {
+func closeRows(rows Rows) error {
 	if err := rows.Err(); err != nil {
 		rows.Close()
 		return err
