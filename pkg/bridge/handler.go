@@ -338,19 +338,32 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 			conv  store.Conversation
 			known bool
 			err   error
+			view  store.IngestView
 		)
+		message := int64(0)
+		if ev.IsMessage() {
+			message = ev.MessageID
+		}
 		if ev.AccountID != 0 && ev.Conversation.ID != 0 {
-			if conv, known, err = tx.Conversation(ev.AccountID, ev.Conversation.ID); err != nil {
+			// One read for the conversation and the message, after the
+			// conversation's lock.
+			if view, err = tx.IngestView(ev.AccountID, ev.Conversation.ID, message); err != nil {
 				return err
 			}
+			conv, known = view.Conv, view.Known
 		} else {
 			conv.State = store.StateBot
-		}
-		posted := false
-		if ev.IsMessage() && ev.MessageID != 0 {
-			if posted, err = tx.IsPosted(ev.MessageID); err != nil {
-				return err
+			if message != 0 {
+				if view.Posted, err = tx.IsPosted(message); err != nil {
+					return err
+				}
+				if view.Seen, err = tx.SeenMessage(message); err != nil {
+					return err
+				}
 			}
+		}
+		posted := view.Posted
+		if message != 0 {
 			if !posted && ev.Name == "message_created" && ev.MessageType == "outgoing" {
 				// The echo of a post in flight (or in doubt after a crash):
 				// it records the post, so it is never made twice.
@@ -367,9 +380,11 @@ func (b *Bridge) Ingest(ctx context.Context, ev *chatwoot.Event, body []byte, de
 		}
 		verdict = Decide(in)
 		if verdict.Accept && ev.MessageID != 0 && verdict.Kind != KindTranscript {
-			seen, err := tx.SeenMessage(ev.MessageID)
-			if err != nil {
-				return err
+			seen := view.Seen
+			if message == 0 {
+				if seen, err = tx.SeenMessage(ev.MessageID); err != nil {
+					return err
+				}
 			}
 			if seen {
 				verdict = Verdict{Reason: ReasonDuplicate}

@@ -74,6 +74,8 @@ func TestContract(t *testing.T) {
 		{"Stats", testStats},
 		{"PruneOwnership", testPruneOwnership},
 		{"RichMessageTables", testRichMessageTables},
+		{"IngestView", testIngestView},
+		{"LaterFailureFailsWrite", testLaterFailureFailsWrite},
 	}
 	shared := []struct {
 		name string
@@ -81,6 +83,7 @@ func TestContract(t *testing.T) {
 	}{
 		{"ClaimKeepsConversationOrder", testClaimKeepsConversationOrder},
 		{"ConversationLockSerialises", testConversationLockSerialises},
+		{"IngestViewSeesTheWebhookBefore", testIngestViewSeesTheWebhookBefore},
 		{"LeaseExpiresAndIsReclaimed", testLeaseExpiresAndIsReclaimed},
 		{"LeasesRenewedAndReleased", testLeasesRenewedAndReleased},
 		{"Signals", testSignals},

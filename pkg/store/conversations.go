@@ -48,6 +48,8 @@ func scanConv(sc interface{ Scan(...any) error }) (Conversation, error) {
 	return c, err
 }
 
+const qConversation = "SELECT " + convCols + " FROM conversations WHERE account_id = ? AND conversation_id = ?"
+
 // Conversation reads a conversation in a write transaction; ok is false when
 // bridge has not seen it.
 //
@@ -62,7 +64,7 @@ func scanConv(sc interface{ Scan(...any) error }) (Conversation, error) {
 // advisory lock on its ids, taken before reading again, since a statement
 // that waits for a lock still reads what it saw when it began.
 func (tx *Tx) Conversation(account, id int64) (c Conversation, ok bool, err error) {
-	const q = "SELECT " + convCols + " FROM conversations WHERE account_id = ? AND conversation_id = ?"
+	const q = qConversation
 	if tx.db.dialect == postgresDialect {
 		c, err = scanConv(tx.QueryRow(q+" FOR UPDATE", account, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -77,6 +79,62 @@ func (tx *Tx) Conversation(account, id int64) (c Conversation, ok bool, err erro
 		return Conversation{AccountID: account, ConversationID: id, State: StateBot}, false, nil
 	}
 	return c, err == nil, err
+}
+
+// IngestView is what a webhook's decision reads of its conversation and
+// message.
+type IngestView struct {
+	Conv   Conversation
+	Known  bool // the conversation has a row
+	Posted bool // bridge posted the message (Tx.IsPosted)
+	Seen   bool // the message was already acted on (Tx.SeenMessage)
+}
+
+// IngestView reads, with the locks of Conversation, the conversation and
+// (when messageID is not 0) whether the message is bridge's own post or
+// was already acted on. On PostgreSQL the three reads travel together,
+// after the lock, so that they see what the webhook before them committed.
+func (tx *Tx) IngestView(account, id, messageID int64) (v IngestView, err error) {
+	if tx.pg == nil {
+		if v.Conv, v.Known, err = tx.Conversation(account, id); err != nil || messageID == 0 {
+			return v, err
+		}
+		if v.Posted, err = tx.IsPosted(messageID); err != nil {
+			return v, err
+		}
+		v.Seen, err = tx.SeenMessage(messageID)
+		return v, err
+	}
+	read := func() ([]result, error) {
+		stmts := []stmt{{sql: rebind(qConversation + " FOR UPDATE"), args: []any{account, id}, query: true}}
+		if messageID != 0 {
+			stmts = append(stmts, stmt{sql: rebind(qIsPosted), args: []any{messageID}, query: true},
+				stmt{sql: rebind(qSeenMessage), args: []any{messageID}, query: true})
+		}
+		return tx.pg.send(stmts)
+	}
+	res, err := read()
+	if err == nil && len(res[0].rows.rows) == 0 {
+		// Not seen yet: lock its ids, then read all again (see Conversation).
+		tx.Later(fmt.Sprintf("lock conversation %d", id), "SELECT pg_advisory_xact_lock(?)", tx.db.pg.conversationKey(account, id))
+		res, err = read()
+	}
+	if err != nil {
+		return v, fmt.Errorf("read conversation %d: %w", id, err)
+	}
+	v.Conv, err = scanConv(firstRow{res[0].rows})
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		v.Conv, err = Conversation{AccountID: account, ConversationID: id, State: StateBot}, nil
+	case err != nil:
+		return v, err
+	default:
+		v.Known = true
+	}
+	if messageID != 0 {
+		v.Posted, v.Seen = len(res[1].rows.rows) > 0, len(res[2].rows.rows) > 0
+	}
+	return v, nil
 }
 
 // Conversation reads a conversation.

@@ -148,11 +148,15 @@ func (db *DB) payload(e *Event) []byte {
 	return e.Payload
 }
 
+const (
+	qSeenMessage = `SELECT 1 FROM events WHERE message_id = ? AND status NOT IN ('rejected', 'ignored') LIMIT 1`
+	qIsPosted    = "SELECT 1 FROM posted WHERE message_id = ?"
+)
+
 // SeenMessage reports whether a Chatwoot message id was already acted on.
 func (tx *Tx) SeenMessage(messageID int64) (bool, error) {
 	var one int
-	err := tx.QueryRow(`SELECT 1 FROM events WHERE message_id = ? AND status NOT IN ('rejected', 'ignored') LIMIT 1`,
-		messageID).Scan(&one)
+	err := tx.QueryRow(qSeenMessage, messageID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -323,7 +327,7 @@ func (tx *Tx) RecordPosted(messageID, eventID int64, step string) error {
 // IsPosted reports whether bridge posted the Chatwoot message id.
 func (tx *Tx) IsPosted(messageID int64) (bool, error) {
 	var one int
-	err := tx.QueryRow("SELECT 1 FROM posted WHERE message_id = ?", messageID).Scan(&one)
+	err := tx.QueryRow(qIsPosted, messageID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

@@ -24,6 +24,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,12 +62,38 @@ type pgTx struct {
 	failed  error // the transaction is aborted: everything after fails
 }
 
-// roundTrip sends BEGIN if not sent yet, the waiting statements, and q
-// (when not empty), in one pipeline. It returns the results of q's
-// statement: its command tag, and for a query its rows as raw values.
+// stmt is one statement of a round trip; query: its rows are read.
+type stmt struct {
+	sql   string
+	args  []any
+	query bool
+}
+
+// result is what a statement of a round trip returned.
+type result struct {
+	tag  pgconn.CommandTag
+	rows *bufferedRows
+}
+
+// roundTrip sends BEGIN if not sent yet, the waiting statements and q (when
+// not empty), in one pipeline, and returns q's result.
 func (p *pgTx) roundTrip(q string, args []any, query bool) (pgconn.CommandTag, *bufferedRows, error) {
+	var stmts []stmt
+	if q != "" {
+		stmts = []stmt{{sql: q, args: args, query: query}}
+	}
+	res, err := p.send(stmts)
+	if err != nil || len(res) == 0 {
+		return pgconn.CommandTag{}, nil, err
+	}
+	return res[0].tag, res[0].rows, nil
+}
+
+// send sends BEGIN if not sent yet, the waiting statements and stmts, in
+// one pipeline, and returns the results of stmts.
+func (p *pgTx) send(stmts []stmt) ([]result, error) {
 	if p.failed != nil {
-		return pgconn.CommandTag{}, nil, p.failed
+		return nil, p.failed
 	}
 	b := &pgx.Batch{}
 	if !p.begun {
@@ -75,11 +102,11 @@ func (p *pgTx) roundTrip(q string, args []any, query bool) (pgconn.CommandTag, *
 	for _, l := range p.pending {
 		b.Queue(l.sql, l.args...)
 	}
-	if q != "" {
-		b.Queue(q, args...)
+	for _, s := range stmts {
+		b.Queue(s.sql, s.args...)
 	}
 	if b.Len() == 0 {
-		return pgconn.CommandTag{}, nil, nil
+		return nil, nil
 	}
 	pending := p.pending
 	p.pending = nil
@@ -87,7 +114,8 @@ func (p *pgTx) roundTrip(q string, args []any, query bool) (pgconn.CommandTag, *
 	err := func() error {
 		if !p.begun {
 			if _, err := br.Exec(); err != nil {
-				return err
+				// Before any statement ran: preparing one of them failed.
+				return fmt.Errorf("%s: %w", describe(pending), err)
 			}
 			p.begun = true
 		}
@@ -102,15 +130,15 @@ func (p *pgTx) roundTrip(q string, args []any, query bool) (pgconn.CommandTag, *
 		}
 		return nil
 	}()
-	var (
-		tag  pgconn.CommandTag
-		rows *bufferedRows
-	)
-	if err == nil && q != "" {
-		if query {
-			rows, err = readRows(br, p.conn)
+	out := make([]result, len(stmts))
+	for i, s := range stmts {
+		if err != nil {
+			break
+		}
+		if s.query {
+			out[i].rows, err = readRows(br, p.conn)
 		} else {
-			tag, err = br.Exec()
+			out[i].tag, err = br.Exec()
 		}
 	}
 	if cerr := br.Close(); err == nil {
@@ -118,9 +146,21 @@ func (p *pgTx) roundTrip(q string, args []any, query bool) (pgconn.CommandTag, *
 	}
 	if err != nil {
 		p.failed = err
-		return tag, nil, err
+		return nil, err
 	}
-	return tag, rows, nil
+	return out, nil
+}
+
+// describe names the statements sent later in a failed pipeline.
+func describe(pending []later) string {
+	if len(pending) == 0 {
+		return "begin"
+	}
+	whats := make([]string, len(pending))
+	for i, l := range pending {
+		whats[i] = l.what
+	}
+	return "begin, " + strings.Join(whats, ", ")
 }
 
 // readRows reads a query's rows from the pipeline, copying their raw values
@@ -132,7 +172,8 @@ func readRows(br pgx.BatchResults, conn *pgx.Conn) (*bufferedRows, error) {
 		return nil, err
 	}
 	defer rs.Close()
-	out := &bufferedRows{conn: conn, fields: rs.FieldDescriptions(), at: -1}
+	// pgx reuses the descriptions' slice for the next result: copy it.
+	out := &bufferedRows{conn: conn, fields: append([]pgconn.FieldDescription(nil), rs.FieldDescriptions()...), at: -1}
 	for rs.Next() {
 		raw := rs.RawValues()
 		row := make([][]byte, len(raw))

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testIngestView: the reads a webhook's decision makes, in one round trip
+// on PostgreSQL, say what the separate reads say.
+func testIngestView(t *testing.T, b backend) {
+	db := b.open(t)
+	view := func(conv, msg int64) IngestView {
+		t.Helper()
+		var v IngestView
+		if err := db.Write(t.Context(), func(tx *Tx) (err error) { v, err = tx.IngestView(1, conv, msg); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := view(40, 500); v.Known || v.Posted || v.Seen || v.Conv.State != StateBot || v.Conv.ConversationID != 40 {
+		t.Fatalf("unknown conversation: %+v", v)
+	}
+	err := db.Write(t.Context(), func(tx *Tx) error {
+		if err := tx.TouchConversation(1, 40, 3, 4, "pending", time.Time{}, true); err != nil {
+			return err
+		}
+		if err := tx.InsertEvent(&Event{Status: StatusAccepted, Kind: KindMessage, AccountID: 1, ConversationID: 40, MessageID: 500}); err != nil {
+			return err
+		}
+		return tx.RecordPosted(501, 0, "answer")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := view(40, 500)
+	if !v.Known || !v.Seen || v.Posted || v.Conv.InboxID != 3 || v.Conv.MessagesIn != 1 {
+		t.Fatalf("message 500: %+v", v)
+	}
+	if v := view(40, 501); !v.Known || v.Seen || !v.Posted {
+		t.Fatalf("bridge's own message 501: %+v", v)
+	}
+	if v := view(40, 0); !v.Known || v.Seen || v.Posted {
+		t.Fatalf("no message: %+v", v)
+	}
+}
+
+// testLaterFailureFailsWrite: a statement sent later that fails fails its
+// write, whose other changes are undone, and names what failed.
+func testLaterFailureFailsWrite(t *testing.T, b backend) {
+	db := b.open(t)
+	err := db.Write(t.Context(), func(tx *Tx) error {
+		if err := tx.TouchConversation(1, 41, 3, 4, "pending", time.Time{}, true); err != nil {
+			return err
+		}
+		// A unique key taken twice: the second fails when it runs.
+		tx.Later("first record", "INSERT INTO posted (message_id, event_id, step, at) VALUES (?, ?, ?, ?)", 7, 0, "a", 0)
+		tx.Later("break on purpose", "INSERT INTO posted (message_id, event_id, step, at) VALUES (?, ?, ?, ?)", 7, 0, "b", 0)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "break on purpose") || !IsStorage(err) {
+		t.Fatalf("write = %v, want the failure of the statement sent later", err)
+	}
+	if _, err := db.Conversation(t.Context(), 1, 41); err == nil {
+		t.Fatal("the write's other change was kept")
+	}
+	// The connection is fit for the next write.
+	if err := db.Write(t.Context(), func(tx *Tx) error {
+		return tx.TouchConversation(1, 41, 3, 4, "pending", time.Time{}, true)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Conversation(t.Context(), 1, 41); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testIngestViewSeesTheWebhookBefore: two webhooks of one new conversation
+// decided at once by two processes (the same message delivered twice): the
+// second waits for the first's lock, then sees its event, so the message is
+// a duplicate and not acted on twice.
+func testIngestViewSeesTheWebhookBefore(t *testing.T, b backend) {
+	db := b.open(t)
+	release, holding := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- db.Write(context.Background(), func(tx *Tx) error {
+			if _, err := tx.IngestView(1, 78, 900); err != nil {
+				return err
+			}
+			close(holding)
+			<-release
+			if err := tx.InsertEvent(&Event{Status: StatusAccepted, Kind: KindMessage, AccountID: 1, ConversationID: 78, MessageID: 900}); err != nil {
+				return err
+			}
+			return tx.TouchConversation(1, 78, 3, 4, "pending", time.Time{}, true)
+		})
+	}()
+	<-holding
+	second := make(chan error, 1)
+	var seen IngestView
+	go func() {
+		second <- db.Write(context.Background(), func(tx *Tx) (err error) {
+			seen, err = tx.IngestView(1, 78, 900)
+			return err
+		})
+	}()
+	waitUntil(t, "the second write waits on the conversation's lock", func() bool {
+		var n int
+		err := db.Reader().QueryRow("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&n)
+		return err == nil && n > 0
+	})
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if !seen.Known || !seen.Seen || seen.Conv.MessagesIn != 1 {
+		t.Errorf("the second write read %+v, not what the first committed", seen)
+	}
+}
