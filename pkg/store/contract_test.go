@@ -76,6 +76,7 @@ func TestContract(t *testing.T) {
 		{"RichMessageTables", testRichMessageTables},
 		{"IngestView", testIngestView},
 		{"LaterFailureFailsWrite", testLaterFailureFailsWrite},
+		{"Writers", testWriters},
 	}
 	shared := []struct {
 		name string

@@ -122,3 +122,18 @@ func testIngestViewSeesTheWebhookBefore(t *testing.T, b backend) {
 		t.Errorf("the second write read %+v, not what the first committed", seen)
 	}
 }
+
+// testWriters: the dispatcher lets as many workers write at once as the
+// store can: SQLite's one writer, PostgreSQL's pool.
+func testWriters(t *testing.T, b backend) {
+	want, wantPool := 1, 1
+	if b.name == "postgres" {
+		want, wantPool = defaultPool, 4
+	}
+	if got := b.open(t).Writers(); got != want {
+		t.Errorf("Writers() = %d, want %d", got, want)
+	}
+	if got := b.open(t, WithPool(4)).Writers(); got != wantPool {
+		t.Errorf("Writers() with a pool of 4 = %d, want %d", got, wantPool)
+	}
+}

@@ -881,6 +881,15 @@ func (db *DB) Backend() string {
 	return "sqlite"
 }
 
+// Writers reports how many writes can run at once: one on SQLite (its one
+// writer, which batches them), the pool's connections on PostgreSQL.
+func (db *DB) Writers() int {
+	if db.dialect == postgresDialect {
+		return db.poolSize
+	}
+	return 1
+}
+
 // Shared reports whether other bridge processes may use the database at
 // the same time as this one (PostgreSQL): events are then claimed with
 // leases that other processes take over when they run out.
