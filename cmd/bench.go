@@ -162,8 +162,13 @@ func printBench(a *app, r *bench.Report) {
 	fmt.Fprintf(out, "  bridge share %s\n", lat(e.BridgeShareMS))
 	fmt.Fprintf(out, "  dify         %s\n", lat(e.DifyMS))
 	j := r.Journal
-	fmt.Fprintf(out, "  journal      %d fsyncs (%d transactions) for %d writes: %.2f fsyncs per webhook, %.1f writes per transaction; WAL at most %.1f MiB\n",
-		j.Fsyncs, j.Commits, j.Writes, j.FsyncsPerWebhook, j.WritesPerCommit, bench.MiB(float64(j.WALBytes)))
+	if j.SyncCommits > 0 {
+		fmt.Fprintf(out, "  journal      %d WAL flushes for %d synchronous commits (%d transactions, %d writes): %.2f flushes per webhook\n",
+			j.Fsyncs, j.SyncCommits, j.Commits, j.Writes, j.FsyncsPerWebhook)
+	} else {
+		fmt.Fprintf(out, "  journal      %d fsyncs (%d transactions) for %d writes: %.2f fsyncs per webhook, %.1f writes per transaction; WAL at most %.1f MiB\n",
+			j.Fsyncs, j.Commits, j.Writes, j.FsyncsPerWebhook, j.WritesPerCommit, bench.MiB(float64(j.WALBytes)))
+	}
 	fmt.Fprintf(out, "  cpu          serve %.2f s (%.3f ms per message)", r.CPU.ServeSecs, r.CPU.ServeMSPerMessage)
 	if r.CPU.BenchSecs > 0 {
 		fmt.Fprintf(out, "; simulators and senders %.2f s (%.3f ms per message)", r.CPU.BenchSecs, r.CPU.BenchMSPerMessage)

@@ -251,10 +251,11 @@ type EndToEnd struct {
 }
 
 type Journal struct {
-	Commits           int64   `json:"commits"`            // transactions
-	Fsyncs            int64   `json:"fsyncs"`             // of those, fsync'd
-	Writes            int64   `json:"writes"`             // Write calls they carried
-	FsyncsPerWebhook  float64 `json:"fsyncs_per_webhook"` // per webhook sent, the worker's writes for its answer included
+	Commits           int64   `json:"commits"`                // transactions
+	Fsyncs            int64   `json:"fsyncs"`                 // of those, fsync'd; on PostgreSQL the server's WAL flushes (pg_stat_wal)
+	SyncCommits       int64   `json:"sync_commits,omitempty"` // PostgreSQL: commits that waited for a flush
+	Writes            int64   `json:"writes"`                 // Write calls they carried
+	FsyncsPerWebhook  float64 `json:"fsyncs_per_webhook"`     // per webhook sent, the worker's writes for its answer included
 	CommitsPerWebhook float64 `json:"commits_per_webhook"`
 	WritesPerCommit   float64 `json:"writes_per_commit"`
 	WALBytes          int64   `json:"wal_bytes_max"` // largest write-ahead log seen
@@ -652,6 +653,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 
 	// Idle memory: after start, before any load.
 	time.Sleep(250 * time.Millisecond) // let start-up garbage be collected before sampling idle memory
+	walSyncs0 := b.walSyncs(ctx)
 	idle, err := b.scrape(ctx)
 	if err != nil {
 		return nil, err
@@ -744,6 +746,16 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	syncs := final["bridge_journal_syncs_total"] - idle["bridge_journal_syncs_total"]
 	rep.Journal = Journal{Commits: int64(commits), Fsyncs: int64(syncs), Writes: int64(writes),
 		DBBytes: b.journalBytes(ctx)}
+	if b.schema != "" {
+		// PostgreSQL flushes the WAL once for the commits waiting together:
+		// the server's count of flushes is the one to compare with SQLite's
+		// fsyncs (the whole server's, so the bench should be alone on it).
+		rep.Journal.SyncCommits = int64(syncs)
+		if w1 := b.walSyncs(ctx); walSyncs0 >= 0 && w1 >= walSyncs0 {
+			syncs = float64(w1 - walSyncs0)
+			rep.Journal.Fsyncs = int64(syncs)
+		}
+	}
 	if rep.Webhooks.Sent > 0 {
 		rep.Journal.CommitsPerWebhook = round3(commits / float64(rep.Webhooks.Sent))
 		rep.Journal.FsyncsPerWebhook = round3(syncs / float64(rep.Webhooks.Sent))
@@ -1821,6 +1833,25 @@ func (b *bench) journalBytes(ctx context.Context) int64 {
 	_ = db.QueryRowContext(ctx, `SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'`, b.schema).Scan(&n) // 0 when it cannot be read
 	return n.Int64
+}
+
+// walSyncs is how many times the PostgreSQL server flushed its WAL since
+// its statistics were reset (pg_stat_wal, PostgreSQL 14 and later); -1 on
+// SQLite or when it cannot be read.
+func (b *bench) walSyncs(ctx context.Context) int64 {
+	if b.schema == "" {
+		return -1
+	}
+	db, err := sql.Open("pgx", b.database)
+	if err != nil {
+		return -1
+	}
+	defer db.Close()
+	var n int64
+	if err := db.QueryRowContext(ctx, "SELECT wal_sync FROM pg_stat_wal").Scan(&n); err != nil {
+		return -1
+	}
+	return n
 }
 
 // serveCPU is the CPU time of every serve process.
