@@ -85,6 +85,7 @@ func TestContract(t *testing.T) {
 		{"ClaimKeepsConversationOrder", testClaimKeepsConversationOrder},
 		{"ConversationLockSerialises", testConversationLockSerialises},
 		{"IngestViewSeesTheWebhookBefore", testIngestViewSeesTheWebhookBefore},
+		{"ConnectionLostMidWrite", testConnectionLostMidWrite},
 		{"LeaseExpiresAndIsReclaimed", testLeaseExpiresAndIsReclaimed},
 		{"LeasesRenewedAndReleased", testLeasesRenewedAndReleased},
 		{"Signals", testSignals},

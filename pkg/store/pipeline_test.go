@@ -137,3 +137,55 @@ func testWriters(t *testing.T, b backend) {
 		t.Errorf("Writers() with a pool of 4 = %d, want %d", got, wantPool)
 	}
 }
+
+// testConnectionLostMidWrite: the server ends a write's connection between
+// two of its round trips. Nothing of the attempt lands, the connection is
+// dropped rather than handed to the next write, and the write is tried
+// again on a fresh one.
+func testConnectionLostMidWrite(t *testing.T, b backend) {
+	db := b.open(t)
+	attempts := 0
+	err := db.Write(t.Context(), func(tx *Tx) error {
+		attempts++
+		var pid int
+		if err := tx.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		if err := tx.TouchConversation(1, 42, 3, 4, "pending", time.Time{}, true); err != nil {
+			return err
+		}
+		if attempts == 1 {
+			var ok bool
+			if err := db.Reader().QueryRow("SELECT pg_terminate_backend(?)", pid).Scan(&ok); err != nil || !ok {
+				t.Errorf("terminate backend %d: %v %v", pid, ok, err)
+			}
+		}
+		_, err := tx.Exec("UPDATE conversations SET messages_in = messages_in + 1 WHERE account_id = 1 AND conversation_id = 42")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("write = %v after %d attempts", err, attempts)
+	}
+	if attempts != 2 {
+		t.Errorf("%d attempts, want 2", attempts)
+	}
+	c, err := db.Conversation(t.Context(), 1, 42)
+	if err != nil || c.MessagesIn != 2 {
+		t.Fatalf("conversation = %+v, %v; want the second attempt's changes alone (2 messages)", c, err)
+	}
+	// Every connection left in the pool works, at the first try.
+	retries := db.Retries()
+	defer func() {
+		if n := db.Retries() - retries; n != 0 {
+			t.Errorf("%d writes were tried again: the broken connection went back to the pool", n)
+		}
+	}()
+	for range 20 {
+		if err := db.Write(t.Context(), func(tx *Tx) error {
+			_, err := tx.Exec("UPDATE conversations SET answers = answers + 1 WHERE account_id = 1 AND conversation_id = 42")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
