@@ -418,29 +418,36 @@ func testClaimKeepsConversationOrder(t *testing.T, b backend) {
 // webhook's does) waits for another write that read the same conversation
 // to commit, whether or not the conversation exists yet.
 func testConversationLockSerialises(t *testing.T, b backend) {
-	db := b.open(t)
+	var seen Conversation
+	lockRace(t, b.open(t),
+		func(tx *Tx) error { _, _, err := tx.Conversation(1, 77); return err },
+		func(tx *Tx) error { return tx.TouchConversation(1, 77, 3, 4, "pending", time.Time{}, true) },
+		func(tx *Tx) (err error) { seen, _, err = tx.Conversation(1, 77); return err })
+	if seen.MessagesIn != 1 || seen.InboxID != 3 {
+		t.Errorf("the second write read %+v, not what the first committed", seen)
+	}
+}
+
+// lockRace runs two writes on a conversation not seen yet: the first runs
+// lock, holds the lock while the second starts second and waits on it,
+// then runs rest and commits.
+func lockRace(t *testing.T, db *DB, lock, rest, second func(*Tx) error) {
+	t.Helper()
 	release, holding := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
 		first <- db.Write(context.Background(), func(tx *Tx) error {
-			if _, _, err := tx.Conversation(1, 77); err != nil {
+			if err := lock(tx); err != nil {
 				return err
 			}
 			close(holding)
 			<-release
-			return tx.TouchConversation(1, 77, 3, 4, "pending", time.Time{}, true)
+			return rest(tx)
 		})
 	}()
 	<-holding
-	second := make(chan error, 1)
-	var seen Conversation
-	go func() {
-		second <- db.Write(context.Background(), func(tx *Tx) error {
-			c, _, err := tx.Conversation(1, 77)
-			seen = c
-			return err
-		})
-	}()
+	other := make(chan error, 1)
+	go func() { other <- db.Write(context.Background(), second) }()
 	waitUntil(t, "the second write waits on the conversation's lock", func() bool {
 		var n int
 		err := db.Reader().QueryRow("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&n)
@@ -450,11 +457,8 @@ func testConversationLockSerialises(t *testing.T, b backend) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if err := <-second; err != nil {
+	if err := <-other; err != nil {
 		t.Fatal(err)
-	}
-	if seen.MessagesIn != 1 || seen.InboxID != 3 {
-		t.Errorf("the second write read %+v, not what the first committed", seen)
 	}
 }
 

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -81,43 +80,16 @@ func testLaterFailureFailsWrite(t *testing.T, b backend) {
 // second waits for the first's lock, then sees its event, so the message is
 // a duplicate and not acted on twice.
 func testIngestViewSeesTheWebhookBefore(t *testing.T, b backend) {
-	db := b.open(t)
-	release, holding := make(chan struct{}), make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- db.Write(context.Background(), func(tx *Tx) error {
-			if _, err := tx.IngestView(1, 78, 900); err != nil {
-				return err
-			}
-			close(holding)
-			<-release
+	var seen IngestView
+	lockRace(t, b.open(t),
+		func(tx *Tx) error { _, err := tx.IngestView(1, 78, 900); return err },
+		func(tx *Tx) error {
 			if err := tx.InsertEvent(&Event{Status: StatusAccepted, Kind: KindMessage, AccountID: 1, ConversationID: 78, MessageID: 900}); err != nil {
 				return err
 			}
 			return tx.TouchConversation(1, 78, 3, 4, "pending", time.Time{}, true)
-		})
-	}()
-	<-holding
-	second := make(chan error, 1)
-	var seen IngestView
-	go func() {
-		second <- db.Write(context.Background(), func(tx *Tx) (err error) {
-			seen, err = tx.IngestView(1, 78, 900)
-			return err
-		})
-	}()
-	waitUntil(t, "the second write waits on the conversation's lock", func() bool {
-		var n int
-		err := db.Reader().QueryRow("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&n)
-		return err == nil && n > 0
-	})
-	close(release)
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-second; err != nil {
-		t.Fatal(err)
-	}
+		},
+		func(tx *Tx) (err error) { seen, err = tx.IngestView(1, 78, 900); return err })
 	if !seen.Known || !seen.Seen || seen.Conv.MessagesIn != 1 {
 		t.Errorf("the second write read %+v, not what the first committed", seen)
 	}
