@@ -513,10 +513,7 @@ func (b *Bridge) matchEcho(tx *store.Tx, ev *chatwoot.Event) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	if err := tx.ResolveIntent(in.EventID, in.Step, ev.MessageID); err != nil {
-		return false, err
-	}
-	return true, tx.RecordPosted(ev.MessageID, in.EventID, in.Step)
+	return true, tx.RecordPost(ev.MessageID, in.EventID, in.Step)
 }
 
 func routeNote(r *store.Route) string {

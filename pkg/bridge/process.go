@@ -740,10 +740,7 @@ func (b *Bridge) recordPost(ctx context.Context, e *store.Event, step string, id
 	}
 	h.EventID = e.ID
 	if err := b.o.Store.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-		if err := tx.RecordPosted(id, e.ID, step); err != nil {
-			return err
-		}
-		if err := tx.ResolveIntent(e.ID, step, id); err != nil {
+		if err := tx.RecordPost(id, e.ID, step); err != nil {
 			return err
 		}
 		if err := tx.UpdateEvent(e.ID, u); err != nil {

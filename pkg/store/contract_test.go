@@ -86,6 +86,7 @@ func TestContract(t *testing.T) {
 		{"ConversationLockSerialises", testConversationLockSerialises},
 		{"IngestViewSeesTheWebhookBefore", testIngestViewSeesTheWebhookBefore},
 		{"ConnectionLostMidWrite", testConnectionLostMidWrite},
+		{"RecordPostLockOrder", testRecordPostLockOrder},
 		{"LeaseExpiresAndIsReclaimed", testLeaseExpiresAndIsReclaimed},
 		{"LeasesRenewedAndReleased", testLeasesRenewedAndReleased},
 		{"Signals", testSignals},

@@ -69,6 +69,20 @@ func (tx *Tx) AddIntent(in Intent) error {
 	return nil
 }
 
+// RecordPost records that Chatwoot message messageID carried the step of an
+// event: the message as bridge's own (RecordPosted), then the intent as
+// resolved (ResolveIntent). The worker whose POST returned and the webhook
+// echoing the message both record it, often at the same moment; on
+// PostgreSQL, taking the two rows' locks in one order everywhere is what
+// keeps them from deadlocking (they did, about once in 200 answers, when
+// the echo resolved the intent first).
+func (tx *Tx) RecordPost(messageID, eventID int64, step string) error {
+	if err := tx.RecordPosted(messageID, eventID, step); err != nil {
+		return err
+	}
+	return tx.ResolveIntent(eventID, step, messageID)
+}
+
 // ResolveIntent records the Chatwoot message that carried the post.
 func (tx *Tx) ResolveIntent(eventID int64, step string, messageID int64) error {
 	tx.Later(fmt.Sprintf("resolve intent %d/%s", eventID, step),

@@ -161,3 +161,79 @@ func testConnectionLostMidWrite(t *testing.T, b backend) {
 		}
 	}
 }
+
+// testRecordPostLockOrder: the worker whose post returned and the webhook
+// echoing that post record the same two rows at about the same moment.
+// RecordPost takes the posted row first, so whichever comes second waits
+// there, holding nothing the first needs. (When the echo resolved the
+// intent first, the two deadlocked about once in 200 answers.)
+func testRecordPostLockOrder(t *testing.T, b backend) {
+	db := b.open(t)
+	e := &Event{Status: StatusWorking, Kind: KindMessage, AccountID: 1, ConversationID: 50, MessageID: 800}
+	if err := db.Write(t.Context(), func(tx *Tx) error {
+		if err := tx.InsertEvent(e); err != nil {
+			return err
+		}
+		return tx.AddIntent(Intent{EventID: e.ID, Step: "answer", AccountID: 1, ConversationID: 50, Content: "hi"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	retries := db.Retries()
+	holding, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- db.Write(t.Context(), func(tx *Tx) error {
+			if err := tx.RecordPost(900, e.ID, "answer"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec("SELECT 1"); err != nil { // sends them
+				return err
+			}
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	pid, second := make(chan int, 1), make(chan error, 1)
+	go func() {
+		second <- db.Write(t.Context(), func(tx *Tx) error {
+			var p int
+			if err := tx.QueryRow("SELECT pg_backend_pid()").Scan(&p); err != nil {
+				return err
+			}
+			select {
+			case pid <- p:
+			default:
+			}
+			if err := tx.RecordPost(900, e.ID, "answer"); err != nil {
+				return err
+			}
+			_, err := tx.Exec("SELECT 1")
+			return err
+		})
+	}()
+	p := <-pid
+	var waitingOn string
+	waitUntil(t, "the second write waits for the first", func() bool {
+		err := db.Reader().QueryRow(`SELECT query FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'`, p).Scan(&waitingOn)
+		return err == nil
+	})
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(waitingOn, "INSERT INTO posted") {
+		t.Errorf("the second write waited on %q, want the posted row (taken first)", waitingOn)
+	}
+	if n := db.Retries() - retries; n != 0 {
+		t.Errorf("%d writes were tried again", n)
+	}
+	in, ok, err := db.Intent(t.Context(), e.ID, "answer")
+	if err != nil || !ok || in.MessageID != 900 {
+		t.Errorf("intent = %+v %v %v, want resolved with message 900", in, ok, err)
+	}
+}
