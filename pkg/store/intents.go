@@ -74,8 +74,8 @@ func (tx *Tx) AddIntent(in Intent) error {
 // resolved (ResolveIntent). The worker whose POST returned and the webhook
 // echoing the message both record it, often at the same moment; on
 // PostgreSQL, taking the two rows' locks in one order everywhere is what
-// keeps them from deadlocking (they did, about once in 200 answers, when
-// the echo resolved the intent first).
+// keeps them from deadlocking (they did, when the echo resolved the intent
+// first: each waited a second for PostgreSQL to break the cycle).
 func (tx *Tx) RecordPost(messageID, eventID int64, step string) error {
 	if err := tx.RecordPosted(messageID, eventID, step); err != nil {
 		return err

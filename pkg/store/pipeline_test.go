@@ -166,7 +166,7 @@ func testConnectionLostMidWrite(t *testing.T, b backend) {
 // echoing that post record the same two rows at about the same moment.
 // RecordPost takes the posted row first, so whichever comes second waits
 // there, holding nothing the first needs. (When the echo resolved the
-// intent first, the two deadlocked about once in 200 answers.)
+// intent first, the two could deadlock.)
 func testRecordPostLockOrder(t *testing.T, b backend) {
 	db := b.open(t)
 	e := &Event{Status: StatusWorking, Kind: KindMessage, AccountID: 1, ConversationID: 50, MessageID: 800}
