@@ -54,7 +54,8 @@ import (
 // moves an event back into the queue behind a cursor (a replay in another
 // process) is found by a reset, which forgets all but the running
 // conversations and walks again from the start: every second, or less often
-// when walking is costly, so that resets take at most about 5 % of the time.
+// when walking is costly, so that resets take at most about 5 % of the time,
+// but at least every maxResetEvery (see resetDelay).
 
 // ackSlow is the journal latency of a webhook beyond which the journal is
 // taken to be busy, for ackPressureFor after it.
@@ -430,6 +431,19 @@ func (d *dispatcher) check(ctx context.Context, key convKey, id int64, now time.
 	return false
 }
 
+// maxResetEvery bounds the time between resets, and so how long an event
+// put back behind a cursor can wait to be found.
+const maxResetEvery = 5 * time.Second
+
+// resetDelay is the time to the next reset after walking took walked since
+// the last one. walked counts every walk, not only the reset's own: where
+// reads are round trips (PostgreSQL) and the dispatcher spends over a
+// twentieth of its time walking, 20 times that would grow from one reset
+// to the next without bound.
+func resetDelay(walked time.Duration) time.Duration {
+	return min(max(safetyPoll, 20*walked), maxResetEvery)
+}
+
 // walk advances a route's cursor to the next event of a conversation the
 // dispatcher does not know yet, and returns it if it is that conversation's
 // head and ready; a conversation found otherwise (debounced, claimed by
@@ -605,7 +619,7 @@ func (d *dispatcher) reset(ctx context.Context, now time.Time) error {
 		}
 	}
 	slices.Sort(d.order)
-	d.resetAt = now.Add(max(safetyPoll, 20*d.walkSpent))
+	d.resetAt = now.Add(resetDelay(d.walkSpent))
 	d.walkSpent = 0
 	return nil
 }
