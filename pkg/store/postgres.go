@@ -1,9 +1,10 @@
 package store
 
-// PostgreSQL backend, through pgx: its database/sql driver (stdlib) for
-// everything the store and its callers run, so that Tx, Reader and the scan
-// helpers are the same for both backends, and a native pgx connection for
-// LISTEN, which database/sql cannot express.
+// PostgreSQL backend, through pgx: its database/sql driver (stdlib) keeps
+// the pool, and serves reads, so that Reader and the scan helpers are the
+// same for both backends; a write transaction runs on the native side of
+// its pool connection, pipelined (pgtx.go); a native connection of its own
+// carries LISTEN, which database/sql cannot express.
 //
 // Writes: each Write is a transaction of its own on a pool connection,
 // committed with synchronous_commit on (set on every connection, whatever
