@@ -546,23 +546,33 @@ func splitCode(code string, limit int) []string {
 
 // splitProse cuts a paragraph at sentence ends, then at words.
 func splitProse(p string, limit int) []string {
+	return pack(sentences(p), limit, func(s string) ([]string, string) { return splitWords(s, limit), "" })
+}
+
+// pack joins pieces with spaces into parts of at most limit runes, in
+// order. A piece longer than limit ends the part before it and is cut by
+// cut, which returns the finished parts and what is left of it to join the
+// pieces that follow.
+func pack(pieces []string, limit int, cut func(string) (done []string, rest string)) []string {
 	var out []string
 	cur := ""
-	for _, s := range sentences(p) {
-		if runes(s) > limit {
+	for _, p := range pieces {
+		if runes(p) > limit {
 			if cur != "" {
 				out, cur = append(out, cur), ""
 			}
-			out = append(out, splitWords(s, limit)...)
-			continue
+			var done []string
+			done, p = cut(p)
+			out = append(out, done...)
 		}
 		switch {
+		case p == "":
 		case cur == "":
-			cur = s
-		case runes(cur)+1+runes(s) <= limit:
-			cur += " " + s
+			cur = p
+		case runes(cur)+1+runes(p) <= limit:
+			cur += " " + p
 		default:
-			out, cur = append(out, cur), s
+			out, cur = append(out, cur), p
 		}
 	}
 	if cur != "" {
@@ -596,31 +606,18 @@ func sentences(p string) []string {
 // splitWords cuts at spaces, keeping links whole; a single word longer than
 // limit is cut where it must be.
 func splitWords(s string, limit int) []string {
-	var out []string
-	cur := ""
-	for _, w := range words(s) {
-		w = strings.TrimPrefix(w, "\n")
-		for runes(w) > limit {
-			if cur != "" {
-				out, cur = append(out, cur), ""
-			}
-			r := []rune(w)
-			out = append(out, string(r[:limit]))
-			w = string(r[limit:])
-		}
-		switch {
-		case cur == "":
-			cur = w
-		case runes(cur)+1+runes(w) <= limit:
-			cur += " " + w
-		default:
-			out, cur = append(out, cur), w
-		}
+	ws := words(s)
+	for i, w := range ws {
+		ws[i] = strings.TrimPrefix(w, "\n")
 	}
-	if cur != "" {
-		out = append(out, cur)
-	}
-	return out
+	return pack(ws, limit, func(w string) ([]string, string) {
+		var done []string
+		r := []rune(w)
+		for len(r) > limit {
+			done, r = append(done, string(r[:limit])), r[limit:]
+		}
+		return done, string(r)
+	})
 }
 
 // words splits on whitespace, but a markdown link or image ("[a b](url)")

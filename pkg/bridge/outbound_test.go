@@ -66,6 +66,11 @@ func TestSplitMessage(t *testing.T) {
 				t.Errorf("%q", p)
 			}
 		}},
+		{"what is left of a giant word joins the words after it", strings.Repeat("x", 250) + " tail end", 100, func(t *testing.T, p []string) {
+			if len(p) != 3 || p[2] != strings.Repeat("x", 50)+" tail end" {
+				t.Errorf("%q", p)
+			}
+		}},
 		{"runes not bytes", strings.Repeat("ü", 150), 100, func(t *testing.T, p []string) {
 			if len(p) != 2 || len([]rune(p[0])) != 100 {
 				t.Errorf("%d parts, first %d runes", len(p), len([]rune(p[0])))
